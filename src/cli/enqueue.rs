@@ -1,0 +1,159 @@
+//! `purgeq enqueue`: validate every target, then insert all of them in one durable transaction.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::{Context, ExitCode, duration_arg};
+use crate::clock;
+use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
+use crate::store::{Durability, NewJobs};
+use crate::target::{self, Input};
+
+/// The longest tag accepted, in bytes.
+const MAX_TAG_LEN: usize = 200;
+
+/// Queue purge jobs: one per target, all or none.
+///
+/// Targets come from the arguments, from stdin (`-`), or from --file (one per line; blank
+/// lines and lines starting with # are skipped). Every target is checked first: if any is
+/// invalid, each bad one is printed with its position and the reason, nothing is queued, and
+/// the exit code is 3. Once this command exits 0 its jobs are on disk, even across a power cut.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    purgeq enqueue https://cdn.example.com/app.js https://cdn.example.com/app.css\n  \
+    purgeq enqueue --dir https://cdn.example.com/assets/\n  \
+    find dist -type f | sed 's|^dist|https://cdn.example.com|' | purgeq enqueue --tag build-42 -\n  \
+    purgeq enqueue --provider 123pan")]
+pub struct Args {
+    /// URLs (or directories with --dir) to purge; `-` reads them from stdin.
+    #[arg(value_name = "TARGET")]
+    targets: Vec<String>,
+
+    /// Read targets from this file, one per line.
+    #[arg(long, short, value_name = "FILE", conflicts_with = "targets")]
+    file: Option<PathBuf>,
+
+    /// The CDN provider.
+    #[arg(long, short, value_enum, default_value_t = Provider::Qiniu)]
+    provider: Provider,
+
+    /// Targets are directories (each ends with `/`): refresh everything under them (qiniu).
+    #[arg(long, conflicts_with = "prefetch")]
+    dir: bool,
+
+    /// Prefetch the URLs into the CDN cache instead of refreshing them (qiniu).
+    #[arg(long)]
+    prefetch: bool,
+
+    /// A label for the jobs (pipeline, build id), for `status --tag`.
+    #[arg(long, short, value_name = "TAG")]
+    tag: Option<String>,
+
+    /// Do not send the jobs before this much time has passed (e.g. 30s, 5m).
+    #[arg(long, value_name = "DUR", value_parser = duration_arg)]
+    delay: Option<Duration>,
+
+    /// Print the result as JSON, with the new job ids.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    fn action(&self) -> Action {
+        match (self.provider, self.dir, self.prefetch) {
+            (Provider::Pan123, _, _) if !self.dir && !self.prefetch => Action::RefreshAll,
+            (_, true, _) => Action::RefreshDir,
+            (_, _, true) => Action::PrefetchUrl,
+            _ => Action::RefreshUrl,
+        }
+    }
+
+    fn read_input(&self) -> anyhow::Result<Input> {
+        if let Some(path) = &self.file {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            return Ok(Input::from_lines(&bytes));
+        }
+        if self.targets.iter().any(|t| t == "-") {
+            anyhow::ensure!(
+                self.targets.len() == 1,
+                "`-` (read stdin) cannot be mixed with other targets"
+            );
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut bytes)
+                .context("reading stdin")?;
+            return Ok(Input::from_lines(&bytes));
+        }
+        Ok(Input::from_args(&self.targets))
+    }
+
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let action = self.action();
+        if let Err(why) = target::check_action(self.provider, action) {
+            eprintln!("error: {why}");
+            return Ok(ExitCode::InvalidInput);
+        }
+        if let Some(tag) = &self.tag
+            && (tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.chars().any(char::is_control))
+        {
+            eprintln!("error: --tag must be 1 to {MAX_TAG_LEN} bytes without control characters");
+            return Ok(ExitCode::InvalidInput);
+        }
+        let input = self.read_input()?;
+        let targets: Vec<Option<String>> = match target::validate(&input, action) {
+            Err(rejected) => {
+                for r in &rejected {
+                    eprintln!("error: {r}");
+                }
+                eprintln!(
+                    "error: {} of {} targets rejected; nothing was queued",
+                    rejected.len(),
+                    input.items.len()
+                );
+                return Ok(ExitCode::InvalidInput);
+            }
+            Ok(good) if good.is_empty() && action == Action::RefreshAll => vec![None],
+            Ok(good) if good.is_empty() => {
+                eprintln!("error: no targets given (pass URLs, `-` for stdin, or --file)");
+                return Ok(ExitCode::InvalidInput);
+            }
+            Ok(good) => good.into_iter().map(Some).collect(),
+        };
+        let store = ctx.open(Durability::Full).await?;
+        let now = clock::now_ms();
+        let jobs = NewJobs {
+            provider: self.provider,
+            account: DEFAULT_ACCOUNT.to_owned(),
+            action,
+            tag: self.tag.clone(),
+            not_before: clock::add(now, self.delay.unwrap_or_default()),
+            targets,
+        };
+        let ids = store
+            .enqueue(&jobs, now)
+            .await
+            .context("queueing the jobs")?;
+        if self.json {
+            let out = serde_json::json!({
+                "queued": ids.len(),
+                "provider": self.provider,
+                "action": action,
+                "ids": ids,
+            });
+            println!("{out}");
+        } else {
+            println!(
+                "queued {} {} job{}",
+                ids.len(),
+                action,
+                if ids.len() == 1 { "" } else { "s" }
+            );
+        }
+        Ok(ExitCode::Success)
+    }
+}

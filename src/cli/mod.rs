@@ -1,0 +1,141 @@
+//! The command line: global options, one module per subcommand, and exit codes.
+
+mod cancel;
+mod emulate;
+mod enqueue;
+mod prune;
+mod retry;
+mod status;
+mod table;
+mod verb;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config;
+use crate::logging::LogFormat;
+use crate::store::{Durability, Store};
+
+/// Process exit codes. Scripts can rely on these; the README lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Done.
+    Success = 0,
+    /// A runtime failure: database, I/O, configuration.
+    Failure = 1,
+    /// The command line is malformed (clap's own code).
+    Usage = 2,
+    /// Input was rejected; nothing was written.
+    InvalidInput = 3,
+    /// A job named on the command line does not exist, or an operator verb refused a job's
+    /// state; nothing was changed.
+    Refused = 4,
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
+}
+
+/// purgeq: a durable CDN purge queue.
+///
+/// Producers enqueue purge jobs; a worker claims them in batches, collapses duplicates, calls the
+/// provider within its quota and rate limits, and records every outcome; `status` audits it.
+#[derive(Debug, Parser)]
+#[command(name = "purgeq", version, max_term_width = 100)]
+pub struct Cli {
+    /// The queue database: a file path (created with its directory if missing). Default:
+    /// $STATE_DIRECTORY/purgeq.db, else $XDG_STATE_HOME/purgeq/purgeq.db, else
+    /// ~/.local/state/purgeq/purgeq.db.
+    #[arg(long, global = true, env = "PURGEQ_DB", value_name = "PATH")]
+    db: Option<PathBuf>,
+
+    /// Log line format (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// More log detail (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Less log detail (-q warnings only, -qq errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    quiet: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Enqueue(enqueue::Args),
+    Status(status::Args),
+    Retry(retry::Args),
+    Cancel(cancel::Args),
+    Prune(prune::Args),
+    Emulate(emulate::Args),
+}
+
+impl Cli {
+    /// The log format chosen.
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+
+    /// Net verbosity: `-v` count minus `-q` count.
+    pub fn verbosity(&self) -> i8 {
+        i8::try_from(self.verbose).unwrap_or(i8::MAX) - i8::try_from(self.quiet).unwrap_or(i8::MAX)
+    }
+}
+
+/// What every subcommand may need: where the database is.
+#[derive(Debug, Clone)]
+pub struct Context {
+    db: Option<PathBuf>,
+}
+
+impl Context {
+    /// The database path: `--db`/`PURGEQ_DB`, or the default location.
+    pub fn db_path(&self) -> anyhow::Result<PathBuf> {
+        match &self.db {
+            Some(p) => Ok(p.clone()),
+            None => Ok(config::default_db_path()?),
+        }
+    }
+
+    /// Opens the store with the given durability.
+    pub async fn open(&self, durability: Durability) -> anyhow::Result<Store> {
+        let path = self.db_path()?;
+        Store::open(&path, durability)
+            .await
+            .with_context(|| format!("opening the queue database {}", path.display()))
+    }
+}
+
+/// Runs the command line and returns the process exit code. Errors are printed here, once.
+pub async fn run(cli: Cli) -> ExitCode {
+    let ctx = Context { db: cli.db };
+    let result = match cli.command {
+        Command::Enqueue(args) => args.run(&ctx).await,
+        Command::Status(args) => args.run(&ctx).await,
+        Command::Retry(args) => args.run(&ctx).await,
+        Command::Cancel(args) => args.run(&ctx).await,
+        Command::Prune(args) => args.run(&ctx).await,
+        Command::Emulate(args) => args.run().await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::Failure
+        }
+    }
+}
+
+/// Parses a duration flag (`30s`, `5m`, `1h30m`, `7d`).
+pub(crate) fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::clock::parse_duration(text)
+}

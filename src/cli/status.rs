@@ -1,0 +1,363 @@
+//! `purgeq status`: the audit view. Counts, paused lanes, recent jobs, or one job with its calls.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::table::Table;
+use super::{Context, ExitCode, duration_arg};
+use crate::clock;
+use crate::model::{JobState, Provider};
+use crate::store::{Call, Durability, Gate, Job, JobFilter, Summary};
+
+/// Show the queue: counts per provider and state, paused lanes, and recent jobs; or one job and
+/// every provider call that carried it.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    purgeq status\n  \
+    purgeq status --state failed --since 1h\n  \
+    purgeq status --tag build-42 --json\n  \
+    purgeq status 1234")]
+pub struct Args {
+    /// Show this job and its provider calls.
+    #[arg(value_name = "JOB_ID")]
+    job: Option<i64>,
+
+    /// Only jobs in this state.
+    #[arg(long, value_enum)]
+    state: Option<JobState>,
+
+    /// Only jobs of this provider.
+    #[arg(long, value_enum)]
+    provider: Option<Provider>,
+
+    /// Only jobs with this tag.
+    #[arg(long)]
+    tag: Option<String>,
+
+    /// Only jobs whose target contains this text.
+    #[arg(long, value_name = "TEXT")]
+    url: Option<String>,
+
+    /// Only jobs changed within this long (e.g. 1h, 2d).
+    #[arg(long, value_name = "DUR", value_parser = duration_arg)]
+    since: Option<Duration>,
+
+    /// How many recent jobs to list.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    limit: i64,
+
+    /// Machine-readable output, times in RFC 3339 UTC.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let store = ctx.open(Durability::Normal).await?;
+        let now = clock::now_ms();
+        if let Some(id) = self.job {
+            let Some(job) = store.job(id).await? else {
+                eprintln!("error: no job {id}");
+                return Ok(ExitCode::Refused);
+            };
+            let calls = store.job_calls(id).await?;
+            if self.json {
+                let out = json!({ "job": job_json(&job), "calls": calls.iter().map(call_json).collect::<Vec<_>>() });
+                println!("{out}");
+            } else {
+                print!("{}", render_job(&job, &calls, now));
+            }
+            return Ok(ExitCode::Success);
+        }
+        let summary = store.summary().await?;
+        let filter = JobFilter {
+            state: self.state,
+            provider: self.provider,
+            tag: self.tag.clone(),
+            url_contains: self.url.clone(),
+            updated_since: self
+                .since
+                .map(|d| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            limit: self.limit,
+        };
+        let jobs = store.list_jobs(&filter).await?;
+        if self.json {
+            println!("{}", summary_json(&summary, &jobs, now));
+        } else {
+            print!("{}", render_summary(&summary, &jobs, now, self.limit));
+        }
+        Ok(ExitCode::Success)
+    }
+}
+
+fn opt_time(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |m| Value::String(clock::rfc3339(m)))
+}
+
+fn job_json(job: &Job) -> Value {
+    json!({
+        "id": job.id,
+        "provider": job.provider,
+        "account": job.account,
+        "action": job.action,
+        "target": job.target,
+        "tag": job.tag,
+        "state": job.state,
+        "attempts": job.attempts,
+        "next_at": clock::rfc3339(job.next_at),
+        "lease_owner": job.lease_owner,
+        "lease_expires_at": opt_time(job.lease_expires_at),
+        "request_id": job.request_id,
+        "provider_code": job.provider_code,
+        "last_error": job.last_error,
+        "created_at": clock::rfc3339(job.created_at),
+        "updated_at": clock::rfc3339(job.updated_at),
+        "finished_at": opt_time(job.finished_at),
+    })
+}
+
+fn call_json(call: &Call) -> Value {
+    json!({
+        "id": call.id,
+        "provider": call.provider,
+        "account": call.account,
+        "operation": call.operation,
+        "worker": call.worker,
+        "target_count": call.target_count,
+        "started_at": clock::rfc3339(call.started_at),
+        "finished_at": opt_time(call.finished_at),
+        "http_status": call.http_status,
+        "provider_code": call.provider_code,
+        "request_id": call.request_id,
+        "trace_id": call.trace_id,
+        "outcome": call.outcome,
+        "message": call.message,
+    })
+}
+
+fn gate_json(gate: &Gate, now: i64) -> Value {
+    json!({
+        "provider": gate.lane.provider,
+        "account": gate.lane.account,
+        "action": gate.lane.action,
+        "paused": gate.paused_until.is_some_and(|t| t > now),
+        "paused_until": opt_time(gate.paused_until),
+        "strikes": gate.strikes,
+        "reason": gate.reason,
+        "quota_day": gate.quota_day,
+        "surplus_day": gate.surplus_day,
+        "quota_at": opt_time(gate.quota_at),
+    })
+}
+
+fn summary_json(summary: &Summary, jobs: &[Job], now: i64) -> Value {
+    json!({
+        "counts": summary.counts,
+        "lanes": summary.lanes.iter().map(|g| gate_json(g, now)).collect::<Vec<_>>(),
+        "oldest_queued_at": opt_time(summary.oldest_queued_at),
+        "oldest_queued_age_secs": summary.oldest_queued_at.map(|t| (now - t).max(0) / 1000),
+        "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
+    })
+}
+
+fn ago(now: i64, then: i64) -> String {
+    let d = Duration::from_millis(u64::try_from(now - then).unwrap_or(0));
+    format!("{} ago", clock::human(d))
+}
+
+fn until(now: i64, then: i64) -> String {
+    let d = Duration::from_millis(u64::try_from(then - now).unwrap_or(0));
+    format!("in {}", clock::human(d))
+}
+
+fn render_summary(summary: &Summary, jobs: &[Job], now: i64, limit: i64) -> String {
+    if summary.counts.is_empty() {
+        return "The queue is empty: no jobs have been enqueued (or all were pruned).\n".to_owned();
+    }
+    let mut out = String::new();
+    let mut counts = Table::new(vec![
+        "PROVIDER",
+        "QUEUED",
+        "RUNNING",
+        "SUCCEEDED",
+        "FAILED",
+        "CANCELLED",
+    ]);
+    for provider in Provider::ALL {
+        let of = |state: JobState| {
+            summary
+                .counts
+                .iter()
+                .find(|c| c.provider == *provider && c.state == state)
+                .map_or(0, |c| c.count)
+        };
+        if JobState::ALL.iter().all(|s| of(*s) == 0) {
+            continue;
+        }
+        let mut cells = vec![provider.to_string()];
+        cells.extend(JobState::ALL.iter().map(|s| of(*s).to_string()));
+        counts.row(cells);
+    }
+    out.push_str(&counts.render());
+    match summary.oldest_queued_at {
+        Some(t) => out.push_str(&format!("oldest queued job: enqueued {}\n", ago(now, t))),
+        None => out.push_str("nothing queued\n"),
+    }
+    if !summary.lanes.is_empty() {
+        out.push('\n');
+        let mut lanes = Table::new(vec!["LANE", "STATE", "QUOTA LEFT", "REASON"]);
+        for gate in &summary.lanes {
+            let state = match gate.paused_until {
+                Some(t) if t > now => {
+                    format!("paused until {} ({})", clock::short(t), until(now, t))
+                }
+                _ => "open".to_owned(),
+            };
+            let quota = match (gate.surplus_day, gate.quota_day) {
+                (Some(s), Some(q)) => format!("{s}/{q}"),
+                _ => "-".to_owned(),
+            };
+            let reason = match gate.paused_until {
+                Some(t) if t > now => gate.reason.clone().unwrap_or_default(),
+                _ => String::new(),
+            };
+            lanes.row(vec![gate.lane.to_string(), state, quota, reason]);
+        }
+        out.push_str(&lanes.render());
+    }
+    out.push('\n');
+    if jobs.is_empty() {
+        out.push_str("No jobs match the filters.\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "Most recent jobs (up to {limit}, newest first):\n"
+    ));
+    let mut table = Table::new(vec![
+        "ID",
+        "STATE",
+        "PROVIDER",
+        "ACTION",
+        "TRIES",
+        "UPDATED",
+        "REQUEST ID",
+        "TARGET / ERROR",
+    ]);
+    for job in jobs {
+        let mut detail = job
+            .target
+            .clone()
+            .unwrap_or_else(|| "(whole account)".to_owned());
+        if job.state == JobState::Failed
+            && let Some(e) = &job.last_error
+        {
+            detail = format!("{detail}  [{e}]");
+        }
+        table.row(vec![
+            job.id.to_string(),
+            job.state.to_string(),
+            job.provider.to_string(),
+            job.action.to_string(),
+            job.attempts.to_string(),
+            clock::short(job.updated_at),
+            job.request_id.clone().unwrap_or_else(|| "-".to_owned()),
+            detail,
+        ]);
+    }
+    out.push_str(&table.render());
+    out
+}
+
+fn render_job(job: &Job, calls: &[Call], now: i64) -> String {
+    let dash = || "-".to_owned();
+    let mut out = format!(
+        "job {}: {} {} {}\n",
+        job.id, job.provider, job.action, job.state
+    );
+    let mut field = |name: &str, value: String| out.push_str(&format!("  {name:<12} {value}\n"));
+    field(
+        "target",
+        job.target
+            .clone()
+            .unwrap_or_else(|| "(whole account)".to_owned()),
+    );
+    field("account", job.account.clone());
+    field("tag", job.tag.clone().unwrap_or_else(dash));
+    field("attempts", job.attempts.to_string());
+    field(
+        "created",
+        format!(
+            "{} ({})",
+            clock::short(job.created_at),
+            ago(now, job.created_at)
+        ),
+    );
+    field(
+        "updated",
+        format!(
+            "{} ({})",
+            clock::short(job.updated_at),
+            ago(now, job.updated_at)
+        ),
+    );
+    if job.state == JobState::Queued && job.next_at > now {
+        field(
+            "next try",
+            format!(
+                "{} ({})",
+                clock::short(job.next_at),
+                until(now, job.next_at)
+            ),
+        );
+    }
+    if let Some(t) = job.finished_at {
+        field("finished", format!("{} ({})", clock::short(t), ago(now, t)));
+    }
+    if let (Some(owner), Some(t)) = (&job.lease_owner, job.lease_expires_at) {
+        field("lease", format!("{owner} until {}", clock::short(t)));
+    }
+    field("request id", job.request_id.clone().unwrap_or_else(dash));
+    field(
+        "code",
+        job.provider_code.map_or_else(dash, |c| c.to_string()),
+    );
+    field("last error", job.last_error.clone().unwrap_or_else(dash));
+    out.push('\n');
+    if calls.is_empty() {
+        out.push_str("No provider call has carried this job yet.\n");
+        return out;
+    }
+    out.push_str("Provider calls that carried it:\n");
+    let mut table = Table::new(vec![
+        "CALL",
+        "STARTED",
+        "TOOK",
+        "TARGETS",
+        "HTTP",
+        "CODE",
+        "OUTCOME",
+        "REQUEST ID",
+        "X-REQID",
+        "MESSAGE",
+    ]);
+    for call in calls {
+        table.row(vec![
+            call.id.to_string(),
+            clock::short(call.started_at),
+            call.finished_at.map_or_else(
+                || "unfinished".to_owned(),
+                |f| format!("{}ms", f - call.started_at),
+            ),
+            call.target_count.to_string(),
+            call.http_status.map_or_else(dash, |s| s.to_string()),
+            call.provider_code.map_or_else(dash, |c| c.to_string()),
+            call.outcome.clone().unwrap_or_else(dash),
+            call.request_id.clone().unwrap_or_else(dash),
+            call.trace_id.clone().unwrap_or_else(dash),
+            call.message.clone().unwrap_or_else(dash),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
+}

@@ -1,0 +1,95 @@
+//! Configuration from the environment: the database path and provider credentials.
+//!
+//! Secrets come from the environment or from a file named by a `*_FILE` variable (systemd
+//! `LoadCredential=`), never from arguments, and are wrapped in [`Secret`] as soon as they are read.
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+use crate::secret::Secret;
+
+/// Reading configuration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A `*_FILE` variable names a file that can't be read.
+    #[error("{var} names {path}, which can't be read")]
+    SecretFile {
+        /// The variable that named the file.
+        var: String,
+        /// The file.
+        path: PathBuf,
+        /// Why it can't be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A variable is set but not valid UTF-8.
+    #[error("{var} is not valid UTF-8")]
+    NotUnicode {
+        /// The variable.
+        var: String,
+    },
+    /// A required credential is missing.
+    #[error("{var} is not set (nor {var}_FILE); {why}")]
+    Missing {
+        /// The missing variable.
+        var: &'static str,
+        /// What needs it.
+        why: String,
+    },
+    /// No default database location can be found.
+    #[error(
+        "no database location: set --db or PURGEQ_DB (neither STATE_DIRECTORY, XDG_STATE_HOME nor HOME is set)"
+    )]
+    NoDefaultDb,
+}
+
+/// Reads a plain (non-secret) variable; unset or empty is `None`.
+pub fn var_from_env(name: &str) -> Result<Option<String>, ConfigError> {
+    match env::var(name) {
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(env::VarError::NotPresent) => Ok(None),
+        Err(env::VarError::NotUnicode(_)) => Err(ConfigError::NotUnicode {
+            var: name.to_owned(),
+        }),
+    }
+}
+
+/// Reads secret `name` from the environment, or from the file named by `{name}_FILE`
+/// (one trailing newline trimmed). The variable itself wins when both are set.
+pub fn secret_from_env(name: &str) -> Result<Option<Secret>, ConfigError> {
+    if let Some(value) = var_from_env(name)? {
+        return Ok(Some(Secret::new(value)));
+    }
+    let file_var = format!("{name}_FILE");
+    let Some(path) = var_from_env(&file_var)? else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
+        var: file_var.clone(),
+        path: path.clone(),
+        source,
+    })?;
+    let value = text.strip_suffix('\n').unwrap_or(&text);
+    let value = value.strip_suffix('\r').unwrap_or(value);
+    Ok(Some(Secret::new(value)))
+}
+
+/// The default database path: `$STATE_DIRECTORY/purgeq.db` under systemd, else
+/// `$XDG_STATE_HOME/purgeq/purgeq.db`, else `~/.local/state/purgeq/purgeq.db`.
+pub fn default_db_path() -> Result<PathBuf, ConfigError> {
+    // systemd may pass several directories separated by ':'; the first is ours.
+    if let Some(dirs) = var_from_env("STATE_DIRECTORY")?
+        && let Some(first) = dirs.split(':').find(|d| !d.is_empty())
+    {
+        return Ok(Path::new(first).join("purgeq.db"));
+    }
+    if let Some(xdg) = var_from_env("XDG_STATE_HOME")? {
+        return Ok(Path::new(&xdg).join("purgeq").join("purgeq.db"));
+    }
+    if let Some(home) = var_from_env("HOME")? {
+        return Ok(Path::new(&home).join(".local/state/purgeq/purgeq.db"));
+    }
+    Err(ConfigError::NoDefaultDb)
+}

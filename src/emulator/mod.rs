@@ -1,0 +1,341 @@
+//! A local fake of the CDN providers' APIs, for tests, `purgeq demo`, and operators who want to
+//! try a pipeline without spending real quota.
+//!
+//! It speaks the providers' real wire format (paths, signatures, codes, headers), so any client of
+//! the real APIs can use it, and it can inject the faults a real deployment meets: error statuses,
+//! provider error codes, quota exhaustion, rate limits, stalls, dropped connections and garbage.
+//!
+//! One listener serves every provider: each provider module ([`qiniu`]) owns its paths, state and
+//! answers; this module owns the server, the fault plan and the operator endpoints:
+//!
+//! - `GET /_emulator/stats`: [`Stats`] as JSON.
+//! - `POST /_emulator/reset-quota`: every daily quota back to full.
+//! - `POST /_emulator/faults`: replace the [`FaultPlan`] (JSON body).
+//!
+//! Invariants:
+//! - A fault that "processes" a request ([`FaultKind::DropAfter`], and [`FaultKind::Slow`] once
+//!   its delay is over) changes state exactly as a normal request would, so stats show it.
+//! - State lives behind one mutex that is never held across an `.await`.
+//! - Returning `Err` from the service makes hyper drop the connection without an answer: that is
+//!   how the dropped-connection faults are made.
+
+pub mod fault;
+pub mod qiniu;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use fault::{FaultKind, FaultPlan, RandomFaults, ScriptedFaults};
+
+/// Request bodies larger than this are refused: a full purge request is a few kilobytes.
+const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Everything the emulator is told at start.
+#[derive(Debug, Clone, Default)]
+pub struct EmulatorConfig {
+    /// The Qiniu fusion CDN account.
+    pub qiniu: qiniu::QiniuConfig,
+    /// The faults to inject from the first request on.
+    pub faults: FaultPlan,
+}
+
+/// What the emulator has seen and done, as served on `GET /_emulator/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// The Qiniu side.
+    pub qiniu: qiniu::QiniuStats,
+    /// Faults injected so far, by kind name (`http-503`, `drop-after`, …).
+    pub faults: BTreeMap<String, u64>,
+}
+
+/// A running emulator. It stops when dropped or on [`Emulator::shutdown`].
+#[derive(Debug)]
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    server: Option<JoinHandle<()>>,
+}
+
+/// Binds `listen` (port 0 picks a free port) and serves in the background on the current Tokio
+/// runtime. The emulator is ready when this returns.
+pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> io::Result<Emulator> {
+    config
+        .faults
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared::new(config));
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, Arc::clone(&shared), stop.clone()));
+    tracing::debug!(%addr, "emulator listening");
+    Ok(Emulator {
+        addr,
+        shared,
+        stop,
+        server: Some(server),
+    })
+}
+
+impl Emulator {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to give clients as their endpoint: `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A snapshot of what it has seen and done.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Refills every daily quota, as midnight (UTC+8) would.
+    pub fn reset_quota(&self) {
+        self.shared.lock().qiniu.reset_quota(&self.shared.config.qiniu);
+    }
+
+    /// Replaces the fault plan; scripted counts and the random sequence start over.
+    pub fn set_faults(&self, plan: FaultPlan) -> Result<(), String> {
+        plan.validate()?;
+        self.shared.lock().injector = fault::Injector::new(plan);
+        Ok(())
+    }
+
+    /// Stops accepting, closes every connection and waits for the server task to end.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    config: EmulatorConfig,
+    state: Mutex<State>,
+}
+
+/// Everything that changes, behind one lock.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) qiniu: qiniu::QiniuState,
+    injector: fault::Injector,
+    faults: BTreeMap<String, u64>,
+    /// Request ids and trace ids: unseeded, so that a fault seed alone decides the fault sequence.
+    ids: fastrand::Rng,
+    serial: u64,
+}
+
+impl State {
+    /// A fresh hex id, unique within this emulator's life.
+    pub(crate) fn request_id(&mut self) -> String {
+        self.serial += 1;
+        format!("{:08x}{:016x}", self.serial, self.ids.u64(..))
+    }
+
+    /// A trace id in the style of Qiniu's `X-Reqid`: 16 URL-safe base64 characters.
+    pub(crate) fn trace_id(&mut self) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        (0..16)
+            .map(|_| char::from(ALPHABET[self.ids.usize(..ALPHABET.len())]))
+            .collect()
+    }
+
+    pub(crate) fn injector(&mut self) -> &mut fault::Injector {
+        &mut self.injector
+    }
+}
+
+impl Shared {
+    fn new(config: EmulatorConfig) -> Self {
+        let state = State {
+            qiniu: qiniu::QiniuState::new(&config.qiniu),
+            injector: fault::Injector::new(config.faults.clone()),
+            faults: BTreeMap::new(),
+            ids: fastrand::Rng::new(),
+            serial: 0,
+        };
+        Shared {
+            config,
+            state: Mutex::new(state),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves counters at worst half-updated; keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn stats(&self) -> Stats {
+        let mut state = self.lock();
+        Stats {
+            qiniu: state.qiniu.stats(&self.config.qiniu),
+            faults: state.faults.clone(),
+        }
+    }
+
+    /// Draws the fault for the next purge request, and counts it.
+    fn draw_fault(&self) -> Option<FaultKind> {
+        let mut state = self.lock();
+        let kind = state.injector.draw()?;
+        *state.faults.entry(kind.as_str().to_owned()).or_default() += 1;
+        Some(kind)
+    }
+}
+
+/// Accepts connections until stopped; one task per connection.
+async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "emulator accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = Arc::clone(&shared);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let shared = Arc::clone(&shared);
+                async move { route(&shared, req).await }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                () = stop.cancelled() => {}
+                result = connection => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "emulator connection ended");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// The emulator's answer type: `Err` drops the connection without an answer.
+type Answer = Result<Response<Full<Bytes>>, io::Error>;
+
+/// Dispatches a request to an operator endpoint or a provider.
+async fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            tracing::debug!(error = %e, "emulator could not read a request body");
+            return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, "request body unreadable or too large"));
+        }
+    };
+    if let Some(op) = qiniu::operation_for(&path) {
+        if parts.method != Method::POST {
+            return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
+        }
+        qiniu::count_request(shared, op);
+        let fault = shared.draw_fault();
+        return purge(shared, fault, |fault| qiniu::handle(shared, op, &parts, &body, fault)).await;
+    }
+    Ok(match (&parts.method, path.as_str()) {
+        (&Method::GET, "/_emulator/stats") => json(StatusCode::OK, &shared.stats()),
+        (&Method::POST, "/_emulator/reset-quota") => {
+            shared.lock().qiniu.reset_quota(&shared.config.qiniu);
+            json(StatusCode::OK, &serde_json::json!({"ok": true}))
+        }
+        (&Method::POST, "/_emulator/faults") => set_faults(shared, &body),
+        (_, "/_emulator/stats" | "/_emulator/reset-quota" | "/_emulator/faults") => {
+            plain(StatusCode::METHOD_NOT_ALLOWED, "wrong method")
+        }
+        _ => qiniu::not_found(shared),
+    })
+}
+
+/// Applies the transport-level part of a fault around a provider's handler: dropping the
+/// connection before or after processing, or stalling. Other kinds are the provider's to render.
+async fn purge(
+    shared: &Shared,
+    fault: Option<FaultKind>,
+    handle: impl FnOnce(Option<FaultKind>) -> Response<Full<Bytes>>,
+) -> Answer {
+    match fault {
+        Some(FaultKind::DropBefore) => Err(dropped("drop-before")),
+        Some(FaultKind::DropAfter) => {
+            let _processed = handle(None);
+            Err(dropped("drop-after"))
+        }
+        Some(FaultKind::Slow) => {
+            let delay = shared.lock().injector().plan().slow_delay();
+            tokio::time::sleep(delay).await;
+            Ok(handle(None))
+        }
+        other => Ok(handle(other)),
+    }
+}
+
+fn dropped(kind: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, format!("injected fault: {kind}"))
+}
+
+fn set_faults(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
+    let plan = match serde_json::from_slice::<FaultPlan>(body) {
+        Ok(plan) => plan,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("invalid fault plan: {e}")),
+    };
+    if let Err(e) = plan.validate() {
+        return plain(StatusCode::BAD_REQUEST, &e);
+    }
+    shared.lock().injector = fault::Injector::new(plan.clone());
+    json(StatusCode::OK, &plan)
+}
+
+/// A JSON answer.
+pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    bytes_response(status, "application/json", Bytes::from(body))
+}
+
+/// A plain-text answer, for the emulator's own endpoints and transport-level refusals.
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    bytes_response(status, "text/plain; charset=utf-8", Bytes::from(format!("{text}\n")))
+}
+
+pub(crate) fn bytes_response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

@@ -1,0 +1,18 @@
+//! purgeq: a durable CDN purge queue.
+//!
+//! Producers [`store::Store::enqueue`] purge jobs; a worker claims them per lane, collapses
+//! duplicate targets ([`planner`]), calls the provider ([`provider`]), and records each job's
+//! outcome; the `status` command reads the audit trail. See DESIGN.md for the contract.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod emulator;
+pub mod logging;
+pub mod model;
+pub mod planner;
+pub mod policy;
+pub mod provider;
+pub mod secret;
+pub mod store;
+pub mod target;

@@ -1,0 +1,171 @@
+//! The planner: which targets go into the next request. Pure, no I/O.
+//!
+//! Dedupe happens in two places that must agree. The claim asks [`DistinctTargets`] for the next
+//! N distinct targets of a lane in due order and then takes *every* ready job with one of those
+//! targets, so all duplicates ride one request and each distinct target costs one quota unit.
+//! [`Batch::from_claimed`] then turns claimed jobs back into the request body: each target once,
+//! with the ids of every job it serves.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::model::Action;
+use crate::store::ClaimedJob;
+
+/// Collects the first `limit` distinct targets offered.
+#[derive(Debug)]
+pub struct DistinctTargets {
+    limit: usize,
+    seen: HashSet<String>,
+    order: Vec<String>,
+}
+
+impl DistinctTargets {
+    /// A collector that stops at `limit` distinct targets.
+    pub fn new(limit: usize) -> Self {
+        DistinctTargets {
+            limit,
+            seen: HashSet::new(),
+            order: Vec::new(),
+        }
+    }
+
+    /// Offers a target; returns `true` once `limit` distinct targets are collected.
+    pub fn offer(&mut self, target: String) -> bool {
+        if self.order.len() < self.limit && self.seen.insert(target.clone()) {
+            self.order.push(target);
+        }
+        self.order.len() >= self.limit
+    }
+
+    /// The distinct targets, in the order first offered.
+    pub fn into_targets(self) -> Vec<String> {
+        self.order
+    }
+}
+
+/// The jobs one distinct target serves, keyed by `(action, target)`.
+pub type TargetJobs = ((Action, Option<String>), Vec<i64>);
+
+/// One request's worth of claimed jobs, grouped by distinct target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Each distinct `(action, target)` with the jobs it serves. Account-wide jobs (no target)
+    /// are keyed by `None`.
+    pub targets: BTreeMap<(Action, Option<String>), Vec<i64>>,
+}
+
+impl Batch {
+    /// Groups claimed jobs by target.
+    pub fn from_claimed(jobs: &[ClaimedJob]) -> Self {
+        let mut targets: BTreeMap<(Action, Option<String>), Vec<i64>> = BTreeMap::new();
+        for job in jobs {
+            targets
+                .entry((job.action, job.target.clone()))
+                .or_default()
+                .push(job.id);
+        }
+        Batch { targets }
+    }
+
+    /// Whether nothing is left to send.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// The distinct targets of `action`, in a stable order.
+    pub fn targets_of(&self, action: Action) -> Vec<String> {
+        self.targets
+            .keys()
+            .filter(|(a, _)| *a == action)
+            .filter_map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    /// Every job id in the batch.
+    pub fn job_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.targets.values().flatten().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// How many distinct targets the request carries.
+    pub fn target_count(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Removes and returns the jobs matching `pick`, keyed by their target.
+    pub fn take(&mut self, mut pick: impl FnMut(Action, Option<&str>) -> bool) -> Vec<TargetJobs> {
+        let keys: Vec<(Action, Option<String>)> = self
+            .targets
+            .keys()
+            .filter(|(a, t)| pick(*a, t.as_deref()))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.targets.remove(&k).map(|ids| (k, ids)))
+            .collect()
+    }
+}
+
+/// How many requests a drain of `distinct` targets needs at `per_request` targets each.
+pub fn minimum_requests(distinct: usize, per_request: usize) -> usize {
+    distinct.div_ceil(per_request.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: i64, action: Action, target: &str) -> ClaimedJob {
+        ClaimedJob {
+            id,
+            action,
+            target: Some(target.to_owned()),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn distinct_targets_stop_at_the_limit_and_skip_duplicates() {
+        let mut picker = DistinctTargets::new(2);
+        assert!(!picker.offer("a".into()));
+        assert!(!picker.offer("a".into()));
+        assert!(picker.offer("b".into()));
+        assert!(picker.offer("c".into()));
+        assert_eq!(picker.into_targets(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_batch_sends_each_target_once_for_all_its_jobs() {
+        let jobs = [
+            job(1, Action::RefreshUrl, "http://a/1"),
+            job(2, Action::RefreshUrl, "http://a/2"),
+            job(3, Action::RefreshUrl, "http://a/1"),
+            job(4, Action::RefreshDir, "http://a/d/"),
+        ];
+        let mut batch = Batch::from_claimed(&jobs);
+        assert_eq!(batch.target_count(), 3);
+        assert_eq!(
+            batch.targets_of(Action::RefreshUrl),
+            vec!["http://a/1", "http://a/2"]
+        );
+        assert_eq!(batch.targets_of(Action::RefreshDir), vec!["http://a/d/"]);
+        assert_eq!(batch.job_ids(), vec![1, 2, 3, 4]);
+        let taken = batch.take(|_, t| t == Some("http://a/1"));
+        assert_eq!(
+            taken,
+            vec![(
+                (Action::RefreshUrl, Some("http://a/1".to_owned())),
+                vec![1, 3]
+            )]
+        );
+        assert_eq!(batch.job_ids(), vec![2, 4]);
+    }
+
+    #[test]
+    fn minimum_requests_rounds_up() {
+        assert_eq!(minimum_requests(250, 60), 5);
+        assert_eq!(minimum_requests(240, 60), 4);
+        assert_eq!(minimum_requests(0, 60), 0);
+    }
+}

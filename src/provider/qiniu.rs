@@ -1,0 +1,844 @@
+//! The Qiniu fusion CDN client: URL and directory refresh, and prefetch.
+//!
+//! One call is one HTTP request; it never panics and never returns an error. Whatever happens
+//! (refused connection, timeout, a gateway's HTML page, a quota code) ends up as a
+//! [`CallReport`] whose [`Outcome`] is decided once, by the pure [`classify`].
+//!
+//! Invariants:
+//! - The secret key leaves this module only as an HMAC: it is never formatted, logged, or put in
+//!   a report message, and neither is the `Authorization` header.
+//! - The HTTP status is never ignored: a body code of `200` under a 5xx status is not a success,
+//!   and a body that is not JSON is never taken for one.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{KeyInit, Mac};
+use serde::Deserialize;
+
+use super::{CallReport, Outcome, QuotaReading, Rejection};
+use crate::model::Action;
+use crate::secret::Secret;
+
+/// URLs per refresh call. Source: developer.qiniu.com/fusion/api/1229/cache-refresh.
+pub const MAX_REFRESH_URLS: usize = 60;
+/// Directories per refresh call. Source: developer.qiniu.com/fusion/api/1229/cache-refresh
+/// (the official Go SDK `cdn.RefreshUrlsAndDirs` also rejects more than 10).
+pub const MAX_REFRESH_DIRS: usize = 10;
+/// URLs per prefetch call. Source: developer.qiniu.com/fusion/api/1229/cache-refresh.
+pub const MAX_PREFETCH_URLS: usize = 60;
+/// The most URLs any call may carry: the official Go SDK (`cdn/api.go`) rejects more than 100
+/// before sending. `--batch-size` may raise the URL limits up to this, never past it.
+pub const HARD_MAX_URLS: usize = 100;
+/// The production API. Source: the official SDKs' `FusionHost` and the seed document.
+pub const DEFAULT_ENDPOINT: &str = "https://fusion.qiniuapi.com";
+/// URLs plus directories per second per account, across refresh and prefetch together.
+/// Source: developer.qiniu.com/fusion/api/1229/cache-refresh (rate limits).
+pub const RATE_TARGETS_PER_SEC: u32 = 240;
+/// Requests per second per account. Qiniu publishes "5 to 10" (developer.qiniu.com/fusion/13361,
+/// code 403024); we stay at the low end.
+pub const RATE_REQUESTS_PER_SEC: u32 = 5;
+
+/// The path of a refresh call under the endpoint.
+pub const REFRESH_PATH: &str = "/v2/tune/refresh";
+/// The path of a prefetch call under the endpoint.
+pub const PREFETCH_PATH: &str = "/v2/tune/prefetch";
+
+/// Response bodies larger than this are cut: a real answer is a few kilobytes.
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// How much of an unexpected body goes into a report message.
+const EXCERPT_CHARS: usize = 120;
+/// How long a report message may get.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// Success codes: `200` in the current API and SDKs, `200001` in the seed document.
+const CODE_SUCCESS: [i64; 2] = [200, 200_001];
+
+/// An account's key pair.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The AccessKey, sent in the clear in every `Authorization` header.
+    pub access_key: String,
+    /// The SecretKey, used only to sign.
+    pub secret_key: Secret,
+}
+
+/// Which API a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `POST /v2/tune/refresh` with URLs and/or directories.
+    Refresh,
+    /// `POST /v2/tune/prefetch` with URLs.
+    Prefetch,
+}
+
+impl Operation {
+    /// The API path under the endpoint.
+    pub const fn path(self) -> &'static str {
+        match self {
+            Operation::Refresh => REFRESH_PATH,
+            Operation::Prefetch => PREFETCH_PATH,
+        }
+    }
+
+    /// A short name for logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Operation::Refresh => "refresh",
+            Operation::Prefetch => "prefetch",
+        }
+    }
+}
+
+/// The QBox management token for a request: `"<AK>:<sign>"`, where `sign` is the URL-safe base64
+/// (with padding) of HMAC-SHA1 keyed by the secret key over `path[?query]` plus `"\n"`.
+///
+/// `path_and_query` is exactly what goes on the request line. For JSON bodies nothing else is
+/// signed; Qiniu appends the body only for `application/x-www-form-urlencoded`, which purgeq
+/// never sends. Send as `Authorization: QBox <token>`.
+pub fn sign(access_key: &str, secret_key: &Secret, path_and_query: &str) -> String {
+    let digest = hmac_sha1(secret_key, &[path_and_query.as_bytes(), b"\n"]);
+    format!(
+        "{access_key}:{}",
+        base64::engine::general_purpose::URL_SAFE.encode(digest)
+    )
+}
+
+/// HMAC-SHA1 of the concatenated `parts`, keyed by `key`.
+pub(crate) fn hmac_sha1(key: &Secret, parts: &[&[u8]]) -> Vec<u8> {
+    // N.B. HMAC takes keys of any length, so `new_from_slice` cannot fail.
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(key.expose().as_bytes())
+        .expect("HMAC accepts keys of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// A client for one Qiniu account.
+#[derive(Debug, Clone)]
+pub struct QiniuClient {
+    http: reqwest::Client,
+    endpoint: String,
+    credentials: Credentials,
+}
+
+impl QiniuClient {
+    /// A client that sends through `http` (which carries the timeouts) to `endpoint`, for example
+    /// [`DEFAULT_ENDPOINT`] or `http://127.0.0.1:PORT` for the emulator. A trailing `/` is ignored;
+    /// a path prefix (a reverse proxy's) is kept and signed.
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: impl Into<String>,
+        credentials: Credentials,
+    ) -> Self {
+        let endpoint = endpoint.into().trim_end_matches('/').to_owned();
+        QiniuClient {
+            http,
+            endpoint,
+            credentials,
+        }
+    }
+
+    /// The endpoint calls go to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Refreshes `urls` and `dirs` (each dir ends with `/`) in one call.
+    pub async fn refresh(&self, urls: &[String], dirs: &[String]) -> CallReport {
+        self.call(Operation::Refresh, urls, dirs).await
+    }
+
+    /// Prefetches `urls` in one call.
+    pub async fn prefetch(&self, urls: &[String]) -> CallReport {
+        self.call(Operation::Prefetch, urls, &[]).await
+    }
+
+    #[tracing::instrument(
+        name = "qiniu_call",
+        skip_all,
+        fields(op = op.as_str(), urls = urls.len(), dirs = dirs.len())
+    )]
+    async fn call(&self, op: Operation, urls: &[String], dirs: &[String]) -> CallReport {
+        let report = match self.send(op, urls, dirs).await {
+            Ok(answer) => classify(urls, dirs, &answer),
+            Err(report) => report,
+        };
+        tracing::debug!(
+            outcome = report.outcome.label(),
+            http_status = report.http_status,
+            code = report.code,
+            request_id = report.request_id.as_deref(),
+            trace_id = report.trace_id.as_deref(),
+            message = %report.message,
+            "qiniu answered"
+        );
+        report
+    }
+
+    /// Sends one request and reads the answer; a transport failure is returned as a finished
+    /// (transient) report.
+    async fn send(
+        &self,
+        op: Operation,
+        urls: &[String],
+        dirs: &[String],
+    ) -> Result<Answer, CallReport> {
+        let target = format!("{}{}", self.endpoint, op.path());
+        let url = url::Url::parse(&target)
+            .map_err(|e| transient(None, format!("invalid endpoint {:?}: {e}", self.endpoint)))?;
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let token = sign(
+            &self.credentials.access_key,
+            &self.credentials.secret_key,
+            &path_and_query,
+        );
+        let mut authorization = reqwest::header::HeaderValue::from_str(&format!("QBox {token}"))
+            .map_err(|_| {
+                transient(
+                    None,
+                    "the access key is not a valid header value".to_owned(),
+                )
+            })?;
+        authorization.set_sensitive(true);
+
+        let mut body = serde_json::Map::new();
+        if !urls.is_empty() {
+            body.insert("urls".to_owned(), urls.into());
+        }
+        if !dirs.is_empty() {
+            body.insert("dirs".to_owned(), dirs.into());
+        }
+
+        let mut response = self
+            .http
+            .post(url)
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transient(None, describe_transport_error(&e)))?;
+
+        let status = response.status().as_u16();
+        let headers = response.headers();
+        let x_reqid = header_text(headers, "x-reqid");
+        let retry_after = header_text(headers, "retry-after").and_then(|v| parse_retry_after(&v));
+        let mut bytes = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = MAX_BODY_BYTES.saturating_sub(bytes.len());
+                    bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if bytes.len() >= MAX_BODY_BYTES {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let mut report = transient(
+                        Some(status),
+                        format!("reading the response: {}", describe_transport_error(&e)),
+                    );
+                    report.trace_id = x_reqid;
+                    return Err(report);
+                }
+            }
+        }
+        Ok(Answer {
+            status,
+            x_reqid,
+            retry_after,
+            body: bytes,
+        })
+    }
+}
+
+/// A response as it arrived, before classification.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `X-Reqid` header.
+    pub x_reqid: Option<String>,
+    /// The `Retry-After` header, when it held a number of seconds.
+    pub retry_after: Option<Duration>,
+    /// The body, possibly cut at 1 MiB.
+    pub body: Vec<u8>,
+}
+
+/// The fields of a fusion answer purgeq reads; everything else (`taskIds`, …) is ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct Body {
+    code: Option<i64>,
+    error: Option<String>,
+    request_id: Option<String>,
+    invalid_urls: Option<Vec<String>>,
+    invalid_dirs: Option<Vec<String>>,
+    url_quota_day: Option<i64>,
+    url_surplus_day: Option<i64>,
+    dir_quota_day: Option<i64>,
+    dir_surplus_day: Option<i64>,
+    quota_day: Option<i64>,
+    surplus_day: Option<i64>,
+}
+
+/// Decides what an answer to a call carrying `urls` and `dirs` means. Pure; the rules
+/// follow developer.qiniu.com/fusion/13361:
+///
+/// - HTTP 5xx is transient whatever the body says.
+/// - Without a body code (empty, not JSON, or JSON without `code`): HTTP 429 is a rate limit and
+///   HTTP 401/403 is an auth failure (gateways answer those with HTML too); anything else is
+///   transient, with an escaped excerpt of the body.
+/// - `200`/`200001` under a 2xx status: accepted, `invalidUrls`/`invalidDirs` rejected for good.
+/// - `400037` (already being prefetched): accepted.
+/// - `400031`/`400032`: the targets named in `invalidUrls`/`invalidDirs` are invalid; if none is
+///   named, the one target sent is, and with several sent the answer is transient (we can't
+///   tell which one to fail).
+/// - `400033`/`400034`/`400035`: the prefetch, URL refresh or dir refresh quota is used up.
+/// - `400038`: dir refresh is not enabled for the account.
+/// - `401001`/`401002`: auth. `403022`/`403024`: rate limit. `5000xx`: transient.
+/// - Any other code is transient, unless the status is 429 (rate limit).
+pub fn classify(urls: &[String], dirs: &[String], answer: &Answer) -> CallReport {
+    let status = answer.status;
+    let parsed = parse_body(&answer.body);
+    let body = match &parsed {
+        Ok(body) => body,
+        Err(_) => &Body::default(),
+    };
+    let mut report = CallReport {
+        outcome: Outcome::Transient,
+        http_status: Some(status),
+        code: body.code,
+        request_id: body.request_id.clone().filter(|s| !s.is_empty()),
+        trace_id: answer.x_reqid.clone(),
+        message: one_line(body.error.as_deref().unwrap_or("")),
+        quotas: quota_readings(body),
+        retry_after: answer.retry_after,
+    };
+
+    let Some(code) = body.code else {
+        let (outcome, message) = match (status, &parsed) {
+            (429, _) => (Outcome::RateLimited, format!("HTTP {status}: rate limited")),
+            (401 | 403, _) => (Outcome::Auth, format!("HTTP {status}: credentials refused")),
+            (_, Err(excerpt)) => (
+                Outcome::Transient,
+                format!("HTTP {status}: unparseable body: {excerpt}"),
+            ),
+            (_, Ok(_)) => (
+                Outcome::Transient,
+                format!("HTTP {status}: answer without a code"),
+            ),
+        };
+        report.outcome = outcome;
+        report.message = append_error(message, &report.message);
+        return report;
+    };
+
+    if status >= 500 {
+        report.message = append_error(format!("HTTP {status}, code {code}"), &report.message);
+        return report;
+    }
+    report.outcome = match code {
+        c if CODE_SUCCESS.contains(&c) && (200..300).contains(&status) => Outcome::Accepted {
+            rejected: named_rejections(code, urls, dirs, body),
+        },
+        400_037 => Outcome::Accepted {
+            rejected: Vec::new(),
+        },
+        400_031 | 400_032 => {
+            let mut rejected = named_rejections(code, urls, dirs, body);
+            if rejected.is_empty() {
+                if let [only] = sent(urls, dirs).collect::<Vec<_>>()[..] {
+                    rejected.push(rejection(code, only, body));
+                }
+            }
+            if rejected.is_empty() {
+                Outcome::Transient
+            } else {
+                Outcome::InvalidTargets { rejected }
+            }
+        }
+        400_033 => Outcome::Quota {
+            action: Action::PrefetchUrl,
+        },
+        400_034 => Outcome::Quota {
+            action: Action::RefreshUrl,
+        },
+        400_035 => Outcome::Quota {
+            action: Action::RefreshDir,
+        },
+        400_038 => Outcome::ActionRejected {
+            action: Action::RefreshDir,
+        },
+        401_001 | 401_002 => Outcome::Auth,
+        403_022 | 403_024 => Outcome::RateLimited,
+        _ if status == 429 => Outcome::RateLimited,
+        _ => Outcome::Transient,
+    };
+    let unexplained = match &report.outcome {
+        Outcome::Transient if matches!(code, 400_031 | 400_032) => Some("names no target"),
+        Outcome::Transient if (500_000..600_000).contains(&code) => Some("server error"),
+        Outcome::Transient if CODE_SUCCESS.contains(&code) => {
+            Some("success code under a non-2xx status")
+        }
+        Outcome::Transient => Some("unknown code"),
+        _ => None,
+    };
+    if let Some(why) = unexplained {
+        report.message = append_error(
+            format!("HTTP {status}, code {code}: {why}"),
+            &report.message,
+        );
+    } else if report.message.is_empty() {
+        report.message = format!("code {code}");
+    }
+    report
+}
+
+/// Parses a body as a fusion answer; on failure, returns a short escaped excerpt.
+fn parse_body(bytes: &[u8]) -> Result<Body, String> {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(value @ serde_json::Value::Object(_)) => serde_json::from_value(value).map_err(|e| {
+            // A field of the wrong type: report it as unparseable rather than guessing.
+            format!("{} ({e})", excerpt(bytes))
+        }),
+        Ok(_) => Err(format!("{} (not a JSON object)", excerpt(bytes))),
+        Err(_) => Err(excerpt(bytes)),
+    }
+}
+
+/// Every target sent, URLs first.
+fn sent<'a>(urls: &'a [String], dirs: &'a [String]) -> impl Iterator<Item = &'a String> {
+    urls.iter().chain(dirs)
+}
+
+/// The rejections an answer names, limited to targets that were actually sent.
+fn named_rejections(code: i64, urls: &[String], dirs: &[String], body: &Body) -> Vec<Rejection> {
+    let sent: HashSet<&str> = sent(urls, dirs).map(String::as_str).collect();
+    let mut seen = HashSet::new();
+    body.invalid_urls
+        .iter()
+        .chain(&body.invalid_dirs)
+        .flatten()
+        .filter(|t| sent.contains(t.as_str()) && seen.insert(t.as_str()))
+        .map(|t| rejection(code, t, body))
+        .collect()
+}
+
+fn rejection(code: i64, target: &str, body: &Body) -> Rejection {
+    let reason = match body.error.as_deref().map(one_line) {
+        Some(e) if !e.is_empty() => e,
+        _ => match code {
+            400_032 => "invalid host".to_owned(),
+            _ => "invalid url".to_owned(),
+        },
+    };
+    Rejection {
+        target: target.to_owned(),
+        code,
+        reason,
+    }
+}
+
+fn quota_readings(body: &Body) -> Vec<QuotaReading> {
+    let pairs = [
+        (Action::RefreshUrl, body.url_quota_day, body.url_surplus_day),
+        (Action::RefreshDir, body.dir_quota_day, body.dir_surplus_day),
+        (Action::PrefetchUrl, body.quota_day, body.surplus_day),
+    ];
+    pairs
+        .into_iter()
+        .filter_map(|(action, quota, surplus)| {
+            Some(QuotaReading {
+                action,
+                quota_day: quota?,
+                surplus_day: surplus?,
+            })
+        })
+        .collect()
+}
+
+fn transient(http_status: Option<u16>, message: String) -> CallReport {
+    CallReport {
+        outcome: Outcome::Transient,
+        http_status,
+        code: None,
+        request_id: None,
+        trace_id: None,
+        message: one_line(&message),
+        quotas: Vec::new(),
+        retry_after: None,
+    }
+}
+
+/// A one-line account of a transport failure, without the request URL's noise.
+fn describe_transport_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connect error"
+    } else if e.is_body() {
+        "body error"
+    } else if e.is_request() {
+        "request error"
+    } else {
+        "transport error"
+    };
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !causes.contains(&text) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    if causes.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {}", causes.join(": "))
+    }
+}
+
+fn header_text(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    let value = headers.get(name)?.to_str().ok()?.trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// `Retry-After` in delay-seconds form; the HTTP-date form is not used by Qiniu and is ignored.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The start of a body, escaped so that it stays on one line and shows what arrived.
+fn excerpt(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "(empty)".to_owned();
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let mut out: String = text
+        .chars()
+        .take(EXCERPT_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().count() > EXCERPT_CHARS {
+        out.push('…');
+    }
+    format!("\"{out}\"")
+}
+
+/// `text` on one line, control characters escaped, cut to a readable length.
+fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.trim().chars() {
+        if out.chars().count() >= MAX_MESSAGE_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn append_error(prefix: String, error: &str) -> String {
+    if error.is_empty() {
+        prefix
+    } else {
+        format!("{prefix}: {error}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn answer(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            x_reqid: Some("reqid-1".to_owned()),
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn classify_urls(urls: &[&str], status: u16, body: &str) -> CallReport {
+        classify(&strings(urls), &[], &answer(status, body))
+    }
+
+    #[test]
+    fn sign_matches_the_official_sdk_vectors() {
+        let sk = Secret::new("secretkey");
+        assert_eq!(
+            sign("accesskey", &sk, "/refresh"),
+            "accesskey:BzYGMM82RkcpOKyNZzvdOi7bUU4="
+        );
+        assert_eq!(
+            sign("accesskey", &sk, "/v2/tune/refresh"),
+            "accesskey:T6wIyE8uNaMO9NV-ROVmRQsW0-k="
+        );
+    }
+
+    #[test]
+    fn success_records_ids_and_quotas_and_names_invalid_entries() {
+        let body = r#"{"code":200,"error":"success","requestId":"abc123","taskIds":{"x":"1"},
+            "invalidUrls":["http://b.example.com/2"],"invalidDirs":[],
+            "urlQuotaDay":500,"urlSurplusDay":498,"dirQuotaDay":10,"dirSurplusDay":10}"#;
+        let r = classify_urls(
+            &["http://a.example.com/1", "http://b.example.com/2"],
+            200,
+            body,
+        );
+        let Outcome::Accepted { rejected } = &r.outcome else {
+            panic!("{r:?}")
+        };
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].target, "http://b.example.com/2");
+        assert_eq!(r.request_id.as_deref(), Some("abc123"));
+        assert_eq!(r.trace_id.as_deref(), Some("reqid-1"));
+        assert_eq!(r.code, Some(200));
+        assert_eq!(r.message, "success");
+        assert_eq!(
+            r.quotas,
+            vec![
+                QuotaReading {
+                    action: Action::RefreshUrl,
+                    quota_day: 500,
+                    surplus_day: 498
+                },
+                QuotaReading {
+                    action: Action::RefreshDir,
+                    quota_day: 10,
+                    surplus_day: 10
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn seed_success_code_and_prefetch_quota_fields() {
+        let body =
+            r#"{"code":200001,"error":"success","requestId":"r","quotaDay":100,"surplusDay":99}"#;
+        let r = classify_urls(&["http://a.com/1"], 200, body);
+        assert_eq!(r.outcome, Outcome::Accepted { rejected: vec![] });
+        assert_eq!(
+            r.quotas,
+            vec![QuotaReading {
+                action: Action::PrefetchUrl,
+                quota_day: 100,
+                surplus_day: 99
+            }]
+        );
+    }
+
+    #[test]
+    fn already_being_prefetched_is_success() {
+        let r = classify_urls(
+            &["http://a.com/1"],
+            400,
+            r#"{"code":400037,"error":"url is prefetching"}"#,
+        );
+        assert_eq!(r.outcome, Outcome::Accepted { rejected: vec![] });
+    }
+
+    #[test]
+    fn invalid_url_and_host_name_their_targets() {
+        let urls = ["http://a.com/1", "http://evil.net/2", "http://a.com/3"];
+        let r = classify_urls(
+            &urls,
+            400,
+            r#"{"code":400032,"error":"invalid host","invalidUrls":["http://evil.net/2"]}"#,
+        );
+        let Outcome::InvalidTargets { rejected } = &r.outcome else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            rejected
+                .iter()
+                .map(|x| x.target.as_str())
+                .collect::<Vec<_>>(),
+            ["http://evil.net/2"]
+        );
+        assert_eq!(rejected[0].code, 400_032);
+        assert_eq!(rejected[0].reason, "invalid host");
+
+        let dirs = strings(&["http://a.com/d/", "bad/"]);
+        let body = r#"{"code":400031,"error":"invalid url","invalidDirs":["bad/"]}"#;
+        let r = classify(&[], &dirs, &answer(400, body));
+        let Outcome::InvalidTargets { rejected } = &r.outcome else {
+            panic!("{r:?}")
+        };
+        assert_eq!(rejected[0].target, "bad/");
+    }
+
+    #[test]
+    fn invalid_without_names_fails_the_only_target_or_is_transient() {
+        let body = r#"{"code":400031,"error":"invalid url"}"#;
+        let r = classify_urls(&["http://a.com/1"], 400, body);
+        let Outcome::InvalidTargets { rejected } = &r.outcome else {
+            panic!("{r:?}")
+        };
+        assert_eq!(rejected[0].target, "http://a.com/1");
+
+        let r = classify_urls(&["http://a.com/1", "http://a.com/2"], 400, body);
+        assert_eq!(r.outcome, Outcome::Transient);
+        assert!(r.message.contains("400031"), "{}", r.message);
+
+        // A name we never sent doesn't count as naming one of ours.
+        let body = r#"{"code":400031,"error":"invalid url","invalidUrls":["http://other/"]}"#;
+        let r = classify_urls(&["http://a.com/1", "http://a.com/2"], 400, body);
+        assert_eq!(r.outcome, Outcome::Transient);
+    }
+
+    #[test]
+    fn quota_codes_pause_the_right_action() {
+        for (code, action) in [
+            (400_033, Action::PrefetchUrl),
+            (400_034, Action::RefreshUrl),
+            (400_035, Action::RefreshDir),
+        ] {
+            let r = classify_urls(
+                &["http://a.com/1"],
+                400,
+                &format!(r#"{{"code":{code},"error":"quota"}}"#),
+            );
+            assert_eq!(r.outcome, Outcome::Quota { action }, "{code}");
+            assert_eq!(r.code, Some(code));
+        }
+    }
+
+    #[test]
+    fn dir_refresh_not_enabled_rejects_the_action() {
+        let r = classify(
+            &[],
+            &strings(&["http://a.com/d/"]),
+            &answer(400, r#"{"code":400038,"error":"no"}"#),
+        );
+        assert_eq!(
+            r.outcome,
+            Outcome::ActionRejected {
+                action: Action::RefreshDir
+            }
+        );
+    }
+
+    #[test]
+    fn auth_codes_and_bare_401_403() {
+        for code in [401_001, 401_002] {
+            let r = classify_urls(
+                &["http://a.com/1"],
+                401,
+                &format!(r#"{{"code":{code},"error":"bad token"}}"#),
+            );
+            assert_eq!(r.outcome, Outcome::Auth);
+        }
+        for (status, body) in [(401, ""), (403, "{}"), (403, "<html>Forbidden</html>")] {
+            assert_eq!(
+                classify_urls(&["http://a.com/1"], status, body).outcome,
+                Outcome::Auth,
+                "{status} {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn rate_limits() {
+        for code in [403_022, 403_024] {
+            let r = classify_urls(
+                &["http://a.com/1"],
+                403,
+                &format!(r#"{{"code":{code},"error":"qps"}}"#),
+            );
+            assert_eq!(r.outcome, Outcome::RateLimited);
+        }
+        let mut a = answer(429, "Too Many Requests");
+        a.retry_after = parse_retry_after(" 7 ");
+        let r = classify(&strings(&["http://a.com/1"]), &[], &a);
+        assert_eq!(r.outcome, Outcome::RateLimited);
+        assert_eq!(r.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn server_errors_are_transient_even_with_a_success_body() {
+        for (status, body) in [
+            (503, r#"{"code":200,"error":"success","requestId":"r"}"#),
+            (500, r#"{"code":500000,"error":"internal"}"#),
+            (200, r#"{"code":500002,"error":"busy"}"#),
+            (200, r#"{"code":500010,"error":"later"}"#),
+            (502, "<html>bad gateway</html>"),
+        ] {
+            let r = classify_urls(&["http://a.com/1"], status, body);
+            assert_eq!(r.outcome, Outcome::Transient, "{status} {body}");
+            assert!(r.message.contains(&status.to_string()), "{}", r.message);
+        }
+    }
+
+    #[test]
+    fn unparseable_bodies_are_transient_with_an_escaped_excerpt() {
+        let r = classify_urls(&["http://a.com/1"], 200, "{\"code\":200,\"err\n");
+        assert_eq!(r.outcome, Outcome::Transient);
+        assert!(
+            r.message.starts_with("HTTP 200: unparseable body: "),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message.contains("\\n") && !r.message.contains('\n'),
+            "{}",
+            r.message
+        );
+
+        let long = "x".repeat(5000);
+        let r = classify_urls(&["http://a.com/1"], 200, &long);
+        assert!(r.message.len() < 400, "{}", r.message.len());
+
+        for body in ["", "[1,2]", r#"{"code":"200"}"#] {
+            assert_eq!(
+                classify_urls(&["http://a.com/1"], 200, body).outcome,
+                Outcome::Transient,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_codes_are_transient_and_say_so() {
+        let r = classify_urls(
+            &["http://a.com/1"],
+            400,
+            r#"{"code":400036,"error":"invalid request id"}"#,
+        );
+        assert_eq!(r.outcome, Outcome::Transient);
+        assert!(
+            r.message.contains("400036") && r.message.contains("invalid request id"),
+            "{}",
+            r.message
+        );
+        let r = classify_urls(
+            &["http://a.com/1"],
+            429,
+            r#"{"code":429000,"error":"slow down"}"#,
+        );
+        assert_eq!(r.outcome, Outcome::RateLimited);
+        let r = classify_urls(
+            &["http://a.com/1"],
+            400,
+            r#"{"code":200,"error":"success"}"#,
+        );
+        assert_eq!(r.outcome, Outcome::Transient);
+    }
+}

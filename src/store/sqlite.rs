@@ -1,0 +1,806 @@
+//! The embedded SQLite backend.
+//!
+//! Connection settings live in one place ([`Store::open`]): WAL, a busy timeout and foreign keys,
+//! with `synchronous=FULL` for producers (an accepted job survives a power cut) and `NORMAL` for
+//! the worker (it can redo a lost record; its leases expire). Every write transaction starts with
+//! `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes fails at once with
+//! `SQLITE_BUSY_SNAPSHOT` under WAL, busy timeout or not. Statements carry many rows at once
+//! through `json_each` over one bound JSON array, because each sqlx-sqlite statement is a round
+//! trip to a worker thread.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{
+    Call, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter, JobUpdate, NewCall, NewJobs,
+    Pruned, Record, Refusal, Selection, StateCount, StoreError, Summary, VerbResult,
+};
+use crate::model::{Action, JobState, Lane, Provider};
+use crate::planner::DistinctTargets;
+
+/// How long a statement waits for another process's write lock before giving up. Enqueue
+/// transactions are milliseconds long; this covers bursts of many concurrent producers.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Rows read per page while looking for the next distinct targets of a lane.
+const CLAIM_PAGE: i64 = 512;
+
+/// How a process commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit is on disk before it returns. For producers and operators.
+    Full,
+    /// `synchronous=NORMAL`: a commit may be lost on power loss, never corrupted. For workers.
+    Normal,
+}
+
+/// The queue's SQLite database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Maps SQLite's lock and permission failures to errors an operator can act on.
+fn sql_err(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        let primary = db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .map(|c| c & 0xff);
+        match primary {
+            Some(5 | 6) => {
+                return StoreError::Busy {
+                    waited_secs: BUSY_TIMEOUT.as_secs(),
+                };
+            }
+            Some(8) => return StoreError::ReadOnly,
+            Some(13) => return StoreError::DiskFull,
+            _ => {}
+        }
+    }
+    StoreError::Sql(e)
+}
+
+fn parse<T: FromStr>(row: &SqliteRow, col: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.try_get(col).map_err(sql_err)?;
+    text.parse::<T>()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
+    let get = |e| sql_err(e);
+    Ok(Job {
+        id: row.try_get("id").map_err(get)?,
+        provider: parse(row, "provider")?,
+        account: row.try_get("account").map_err(get)?,
+        action: parse(row, "action")?,
+        target: row.try_get("target").map_err(get)?,
+        tag: row.try_get("tag").map_err(get)?,
+        state: parse(row, "state")?,
+        attempts: row.try_get("attempts").map_err(get)?,
+        next_at: row.try_get("next_at").map_err(get)?,
+        lease_owner: row.try_get("lease_owner").map_err(get)?,
+        lease_expires_at: row.try_get("lease_expires_at").map_err(get)?,
+        request_id: row.try_get("request_id").map_err(get)?,
+        provider_code: row.try_get("provider_code").map_err(get)?,
+        last_error: row.try_get("last_error").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        updated_at: row.try_get("updated_at").map_err(get)?,
+        finished_at: row.try_get("finished_at").map_err(get)?,
+    })
+}
+
+fn call_from_row(row: &SqliteRow) -> Result<Call, StoreError> {
+    let get = |e| sql_err(e);
+    Ok(Call {
+        id: row.try_get("id").map_err(get)?,
+        provider: parse(row, "provider")?,
+        account: row.try_get("account").map_err(get)?,
+        operation: row.try_get("operation").map_err(get)?,
+        worker: row.try_get("worker").map_err(get)?,
+        target_count: row.try_get("target_count").map_err(get)?,
+        started_at: row.try_get("started_at").map_err(get)?,
+        finished_at: row.try_get("finished_at").map_err(get)?,
+        http_status: row.try_get("http_status").map_err(get)?,
+        provider_code: row.try_get("provider_code").map_err(get)?,
+        request_id: row.try_get("request_id").map_err(get)?,
+        trace_id: row.try_get("trace_id").map_err(get)?,
+        outcome: row.try_get("outcome").map_err(get)?,
+        message: row.try_get("message").map_err(get)?,
+    })
+}
+
+fn gate_from_row(row: &SqliteRow) -> Result<Gate, StoreError> {
+    let get = |e| sql_err(e);
+    Ok(Gate {
+        lane: Lane {
+            provider: parse(row, "provider")?,
+            account: row.try_get("account").map_err(get)?,
+            action: parse(row, "action")?,
+        },
+        paused_until: row.try_get("paused_until").map_err(get)?,
+        strikes: row.try_get("strikes").map_err(get)?,
+        reason: row.try_get("reason").map_err(get)?,
+        quota_day: row.try_get("quota_day").map_err(get)?,
+        surplus_day: row.try_get("surplus_day").map_err(get)?,
+        quota_at: row.try_get("quota_at").map_err(get)?,
+    })
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    // Serializing plain strings, integers and derived structs cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The columns [`job_from_row`] reads, for `concat!` into static queries.
+macro_rules! job_columns {
+    () => {
+        "id, provider, account, action, target, tag, state, attempts, next_at, lease_owner, \
+         lease_expires_at, request_id, provider_code, last_error, created_at, updated_at, finished_at"
+    };
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// The parent directory is created when missing.
+    pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| match sql_err(e) {
+                StoreError::Sql(source) => StoreError::Open {
+                    path: shown.clone(),
+                    source,
+                },
+                other => other,
+            })?;
+        let store = Store { pool };
+        store.migrate(&shown).await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations. Several processes may open a new database at once: a loser
+    /// of that race sees the winner's tables and tries again until every migration is applied.
+    async fn migrate(&self, shown: &str) -> Result<(), StoreError> {
+        let mut tries = 0;
+        loop {
+            match MIGRATOR.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < 20 => {
+                    tracing::debug!(error = %e, "migration raced another process; retrying");
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(source) => {
+                    return Err(StoreError::Migrate {
+                        path: shown.to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(sql_err)
+    }
+
+    /// Inserts one job per target, all in one transaction, and returns their ids.
+    pub async fn enqueue(&self, jobs: &NewJobs, now: i64) -> Result<Vec<i64>, StoreError> {
+        if jobs.targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO jobs (provider, account, action, target, tag, state, attempts, next_at, \
+                               created_at, updated_at)
+             SELECT ?1, ?2, ?3, value, ?4, 'queued', 0, ?5, ?6, ?6 FROM json_each(?7)",
+        )
+        .bind(jobs.provider.as_str())
+        .bind(&jobs.account)
+        .bind(jobs.action.as_str())
+        .bind(&jobs.tag)
+        .bind(jobs.not_before)
+        .bind(now)
+        .bind(json(&jobs.targets))
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err)?;
+        tx.commit().await.map_err(sql_err)?;
+        // N.B. One INSERT under the write lock into a rowid table gives consecutive rowids
+        // (max(rowid)+1 each), so the ids are the range ending at the last one.
+        let last = done.last_insert_rowid();
+        let n = i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+        Ok((last - n + 1..=last).collect())
+    }
+
+    /// Counts per provider and state, every lane gate, and the oldest queued job.
+    pub async fn summary(&self) -> Result<Summary, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, state, COUNT(*) AS n FROM jobs GROUP BY state, provider ORDER BY provider, state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            counts.push(StateCount {
+                provider: parse(row, "provider")?,
+                state: parse(row, "state")?,
+                count: row.try_get("n").map_err(sql_err)?,
+            });
+        }
+        let mut oldest: Option<i64> = None;
+        for provider in Provider::ALL {
+            let at: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(created_at) FROM jobs WHERE state = 'queued' AND provider = ?1",
+            )
+            .bind(provider.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql_err)?;
+            oldest = match (oldest, at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(Summary {
+            counts,
+            lanes: self.gates().await?,
+            oldest_queued_at: oldest,
+        })
+    }
+
+    /// Every lane gate row.
+    pub async fn gates(&self) -> Result<Vec<Gate>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM lanes ORDER BY provider, account, action")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_err)?;
+        rows.iter().map(gate_from_row).collect()
+    }
+
+    /// One lane's gate, if it has a row.
+    pub async fn gate(&self, lane: &Lane) -> Result<Option<Gate>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM lanes WHERE provider = ?1 AND account = ?2 AND action = ?3")
+                .bind(lane.provider.as_str())
+                .bind(&lane.account)
+                .bind(lane.action.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(sql_err)?;
+        row.as_ref().map(gate_from_row).transpose()
+    }
+
+    /// The newest jobs matching `filter`.
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs
+             WHERE (?1 IS NULL OR state = ?1)
+               AND (?2 IS NULL OR provider = ?2)
+               AND (?3 IS NULL OR tag = ?3)
+               AND (?4 IS NULL OR instr(target, ?4) > 0)
+               AND (?5 IS NULL OR updated_at >= ?5)
+             ORDER BY id DESC
+             LIMIT ?6"
+        ))
+        .bind(filter.state.map(JobState::as_str))
+        .bind(filter.provider.map(Provider::as_str))
+        .bind(&filter.tag)
+        .bind(&filter.url_contains)
+        .bind(filter.updated_since)
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// One job, if it exists.
+    pub async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// Every call that carried job `id`, oldest first.
+    pub async fn job_calls(&self, id: i64) -> Result<Vec<Call>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.* FROM calls c JOIN call_jobs cj ON cj.call_id = c.id
+             WHERE cj.job_id = ?1 ORDER BY c.id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(call_from_row).collect()
+    }
+
+    /// Applies an operator verb: every selected job in one of `from` states moves to `to`, or,
+    /// if any explicitly listed job can't, nothing changes and every refusal is returned.
+    async fn apply_verb(
+        &self,
+        selection: &Selection,
+        now: i64,
+        refuse: fn(&Job) -> Option<String>,
+        verb_sql: &'static str,
+        select_sql: &'static str,
+    ) -> Result<VerbResult, StoreError> {
+        let mut tx = self.begin().await?;
+        let ids: Vec<i64> = if selection.ids.is_empty() {
+            sqlx::query_scalar(select_sql)
+                .bind(selection.provider.map(Provider::as_str))
+                .bind(&selection.tag)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(sql_err)?
+        } else {
+            let rows = sqlx::query(
+                "SELECT j.* FROM jobs j JOIN json_each(?1) ids ON j.id = ids.value ORDER BY j.id",
+            )
+            .bind(json(&selection.ids))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sql_err)?;
+            let found: Vec<Job> = rows.iter().map(job_from_row).collect::<Result<_, _>>()?;
+            let mut refusals: Vec<Refusal> = found
+                .iter()
+                .filter_map(|job| {
+                    refuse(job).map(|reason| Refusal {
+                        id: job.id,
+                        state: Some(job.state),
+                        reason,
+                    })
+                })
+                .collect();
+            for id in &selection.ids {
+                if !found.iter().any(|j| j.id == *id) {
+                    refusals.push(Refusal {
+                        id: *id,
+                        state: None,
+                        reason: "no such job".to_owned(),
+                    });
+                }
+            }
+            if !refusals.is_empty() {
+                refusals.sort_by_key(|r| r.id);
+                return Ok(VerbResult::Refused(refusals));
+            }
+            found.iter().map(|j| j.id).collect()
+        };
+        sqlx::query(verb_sql)
+            .bind(json(&ids))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err)?;
+        tx.commit().await.map_err(sql_err)?;
+        Ok(VerbResult::Changed(ids))
+    }
+
+    /// Puts failed or cancelled jobs back in the queue with their attempts reset.
+    pub async fn retry(&self, selection: &Selection, now: i64) -> Result<VerbResult, StoreError> {
+        self.apply_verb(
+            selection,
+            now,
+            |job| match job.state {
+                JobState::Failed | JobState::Cancelled => None,
+                JobState::Succeeded => Some("it succeeded; there is nothing to retry (enqueue the target again to purge it again)".to_owned()),
+                JobState::Queued => Some("it is already queued".to_owned()),
+                JobState::Running => Some("it is running; a worker holds it".to_owned()),
+            },
+            "UPDATE jobs SET state = 'queued', attempts = 0, next_at = ?2, updated_at = ?2, \
+                    finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('failed', 'cancelled')",
+            "SELECT id FROM jobs WHERE state IN ('failed', 'cancelled')
+               AND (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR tag = ?2) ORDER BY id",
+        )
+        .await
+    }
+
+    /// Cancels queued jobs.
+    pub async fn cancel(&self, selection: &Selection, now: i64) -> Result<VerbResult, StoreError> {
+        self.apply_verb(
+            selection,
+            now,
+            |job| match job.state {
+                JobState::Queued => None,
+                JobState::Running => Some(
+                    "it is running: a worker has sent or is about to send it; wait for its outcome"
+                        .to_owned(),
+                ),
+                state => Some(format!("it already ended ({state})")),
+            },
+            "UPDATE jobs SET state = 'cancelled', updated_at = ?2, finished_at = ?2, \
+                    last_error = 'cancelled by operator'
+             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'",
+            "SELECT id FROM jobs WHERE state = 'queued'
+               AND (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR tag = ?2) ORDER BY id",
+        )
+        .await
+    }
+
+    /// Deletes jobs that ended before `before` (ms), and calls no remaining job refers to.
+    pub async fn prune(&self, before: i64) -> Result<Pruned, StoreError> {
+        let mut tx = self.begin().await?;
+        let jobs = sqlx::query(
+            "DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < ?1",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err)?
+        .rows_affected();
+        let calls = sqlx::query(
+            "DELETE FROM calls WHERE started_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM call_jobs cj WHERE cj.call_id = calls.id)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err)?
+        .rows_affected();
+        tx.commit().await.map_err(sql_err)?;
+        Ok(Pruned { jobs, calls })
+    }
+
+    /// Puts every job whose lease expired before `now` back in the queue.
+    pub async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, updated_at = ?1
+             WHERE state = 'running' AND lease_expires_at < ?1",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err)?
+        .rows_affected();
+        tx.commit().await.map_err(sql_err)?;
+        Ok(n)
+    }
+
+    /// Claims, for each requested action, every ready job whose target is among the next
+    /// distinct targets of the lane, in one transaction.
+    pub async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut claimed = Vec::new();
+        for (action, limit) in &req.actions {
+            let rows = match limit {
+                None => {
+                    sqlx::query(
+                        "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3
+                         WHERE state = 'queued' AND provider = ?4 AND account = ?5 AND action = ?6 AND next_at <= ?3
+                         RETURNING id, action, target, attempts",
+                    )
+                    .bind(&req.owner)
+                    .bind(req.lease_until)
+                    .bind(req.now)
+                    .bind(req.provider.as_str())
+                    .bind(&req.account)
+                    .bind(action.as_str())
+                    .fetch_all(&mut *tx)
+                    .await
+                }
+                Some(limit) => {
+                    let targets = next_targets(&mut tx, req, *action, *limit).await?;
+                    if targets.is_empty() {
+                        continue;
+                    }
+                    sqlx::query(
+                        "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3
+                         WHERE state = 'queued' AND provider = ?4 AND account = ?5 AND action = ?6 AND next_at <= ?3
+                           AND target IN (SELECT value FROM json_each(?7))
+                         RETURNING id, action, target, attempts",
+                    )
+                    .bind(&req.owner)
+                    .bind(req.lease_until)
+                    .bind(req.now)
+                    .bind(req.provider.as_str())
+                    .bind(&req.account)
+                    .bind(action.as_str())
+                    .bind(json(&targets))
+                    .fetch_all(&mut *tx)
+                    .await
+                }
+            }
+            .map_err(sql_err)?;
+            for row in &rows {
+                claimed.push(ClaimedJob {
+                    id: row.try_get("id").map_err(sql_err)?,
+                    action: parse(row, "action")?,
+                    target: row.try_get("target").map_err(sql_err)?,
+                    attempts: row.try_get("attempts").map_err(sql_err)?,
+                });
+            }
+        }
+        tx.commit().await.map_err(sql_err)?;
+        claimed.sort_by_key(|j| j.id);
+        Ok(claimed)
+    }
+
+    /// Returns claimed jobs that were never sent to the queue, untouched.
+    pub async fn release(&self, owner: &str, ids: &[i64], now: i64) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let n = sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, updated_at = ?3
+             WHERE state = 'running' AND lease_owner = ?1 AND id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(owner)
+        .bind(json(ids))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err)?
+        .rows_affected();
+        tx.commit().await.map_err(sql_err)?;
+        Ok(n)
+    }
+
+    /// Writes the audit row of a call about to be made, linked to its jobs.
+    pub async fn begin_call(&self, call: &NewCall) -> Result<i64, StoreError> {
+        let mut tx = self.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO calls (provider, account, operation, worker, target_count, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        )
+        .bind(call.provider.as_str())
+        .bind(&call.account)
+        .bind(call.operation)
+        .bind(&call.worker)
+        .bind(call.target_count)
+        .bind(call.started_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(sql_err)?;
+        sqlx::query("INSERT INTO call_jobs (call_id, job_id) SELECT ?1, value FROM json_each(?2)")
+            .bind(id)
+            .bind(json(&call.job_ids))
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err)?;
+        tx.commit().await.map_err(sql_err)?;
+        Ok(id)
+    }
+
+    /// Completes a call's audit row, applies the jobs' new states (fenced by lease owner) and
+    /// the lane changes, in one transaction. Returns how many jobs changed: fewer than given
+    /// means another worker took some over after their lease expired.
+    pub async fn record(&self, rec: &Record) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        if let Some(call) = &rec.call {
+            sqlx::query(
+                "UPDATE calls SET finished_at = ?2, http_status = ?3, provider_code = ?4, request_id = ?5,
+                        trace_id = ?6, outcome = ?7, message = ?8
+                 WHERE id = ?1",
+            )
+            .bind(call.call_id)
+            .bind(rec.now)
+            .bind(call.http_status.map(i64::from))
+            .bind(call.provider_code)
+            .bind(&call.request_id)
+            .bind(&call.trace_id)
+            .bind(call.outcome)
+            .bind(&call.message)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err)?;
+        }
+        let changed = if rec.jobs.is_empty() {
+            0
+        } else {
+            update_jobs(&mut tx, &rec.owner, rec.now, &rec.jobs).await?
+        };
+        for change in &rec.gates {
+            apply_gate(&mut tx, change, rec.now).await?;
+        }
+        tx.commit().await.map_err(sql_err)?;
+        Ok(changed)
+    }
+
+    /// When the next queued job of `lane` becomes ready (ms), if it has any.
+    pub async fn next_due(&self, lane: &Lane) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT MIN(next_at) FROM jobs WHERE state = 'queued' AND provider = ?1 AND account = ?2 AND action = ?3",
+        )
+        .bind(lane.provider.as_str())
+        .bind(&lane.account)
+        .bind(lane.action.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql_err)
+    }
+
+    /// Whether any job of `provider` is queued or running.
+    pub async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('queued', 'running') AND provider = ?1)",
+        )
+        .bind(provider.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql_err)
+    }
+}
+
+/// Pages through the lane's ready jobs in due order until `limit` distinct targets are found.
+async fn next_targets(
+    tx: &mut Transaction<'static, Sqlite>,
+    req: &ClaimRequest,
+    action: Action,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut picker = DistinctTargets::new(limit);
+    let mut after: (i64, i64) = (i64::MIN, i64::MIN);
+    loop {
+        let rows = sqlx::query(
+            "SELECT id, next_at, target FROM jobs
+             WHERE state = 'queued' AND provider = ?1 AND account = ?2 AND action = ?3 AND next_at <= ?4
+               AND (next_at, id) > (?5, ?6)
+             ORDER BY next_at, id LIMIT ?7",
+        )
+        .bind(req.provider.as_str())
+        .bind(&req.account)
+        .bind(action.as_str())
+        .bind(req.now)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(CLAIM_PAGE)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        for row in &rows {
+            let target: Option<String> = row.try_get("target").map_err(sql_err)?;
+            if let Some(target) = target
+                && picker.offer(target)
+            {
+                return Ok(picker.into_targets());
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() as i64 == CLAIM_PAGE => {
+                after = (
+                    last.try_get("next_at").map_err(sql_err)?,
+                    last.try_get("id").map_err(sql_err)?,
+                );
+            }
+            _ => return Ok(picker.into_targets()),
+        }
+    }
+}
+
+async fn update_jobs(
+    tx: &mut Transaction<'static, Sqlite>,
+    owner: &str,
+    now: i64,
+    jobs: &[JobUpdate],
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET
+             state = u.state,
+             attempts = u.attempts,
+             next_at = u.next_at,
+             request_id = coalesce(u.request_id, jobs.request_id),
+             provider_code = coalesce(u.provider_code, jobs.provider_code),
+             last_error = coalesce(u.last_error, jobs.last_error),
+             lease_owner = NULL,
+             lease_expires_at = NULL,
+             updated_at = ?2,
+             finished_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN ?2 END
+         FROM (SELECT value ->> 'id' AS id, value ->> 'state' AS state, value ->> 'attempts' AS attempts,
+                      value ->> 'next_at' AS next_at, value ->> 'request_id' AS request_id,
+                      value ->> 'provider_code' AS provider_code, value ->> 'last_error' AS last_error
+               FROM json_each(?1)) AS u
+         WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.lease_owner = ?3",
+    )
+    .bind(json(jobs))
+    .bind(now)
+    .bind(owner)
+    .execute(&mut **tx)
+    .await
+    .map_err(sql_err)?;
+    Ok(done.rows_affected())
+}
+
+async fn apply_gate(
+    tx: &mut Transaction<'static, Sqlite>,
+    change: &GateChange,
+    now: i64,
+) -> Result<(), StoreError> {
+    let query = match change {
+        GateChange::Pause {
+            lane,
+            until,
+            strikes,
+            reason,
+        } => sqlx::query(
+            "INSERT INTO lanes (provider, account, action, paused_until, strikes, reason, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (provider, account, action) DO UPDATE SET
+                 paused_until = excluded.paused_until, strikes = excluded.strikes,
+                 reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(lane.provider.as_str())
+        .bind(lane.account.clone())
+        .bind(lane.action.as_str())
+        .bind(*until)
+        .bind(*strikes)
+        .bind(reason.clone())
+        .bind(now),
+        GateChange::Open { lane } => sqlx::query(
+            "INSERT INTO lanes (provider, account, action, paused_until, strikes, reason, updated_at)
+             VALUES (?1, ?2, ?3, NULL, 0, NULL, ?4)
+             ON CONFLICT (provider, account, action) DO UPDATE SET
+                 paused_until = NULL, strikes = 0, reason = NULL, updated_at = excluded.updated_at",
+        )
+        .bind(lane.provider.as_str())
+        .bind(lane.account.clone())
+        .bind(lane.action.as_str())
+        .bind(now),
+        GateChange::Quota {
+            lane,
+            quota_day,
+            surplus_day,
+        } => sqlx::query(
+            "INSERT INTO lanes (provider, account, action, quota_day, surplus_day, quota_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT (provider, account, action) DO UPDATE SET
+                 quota_day = excluded.quota_day, surplus_day = excluded.surplus_day,
+                 quota_at = excluded.quota_at, updated_at = excluded.updated_at",
+        )
+        .bind(lane.provider.as_str())
+        .bind(lane.account.clone())
+        .bind(lane.action.as_str())
+        .bind(*quota_day)
+        .bind(*surplus_day)
+        .bind(now),
+    };
+    query.execute(&mut **tx).await.map_err(sql_err)?;
+    Ok(())
+}
