@@ -90,7 +90,7 @@ mod tests {
         let out = render(&["ID", "STATE", "TARGET"], &rows, Some(35));
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "ID   STATE   TARGET");
-        assert_eq!(lines[1], "1    queued  http://a.example/very/long/…");
+        assert_eq!(lines[1], "1    queued  http://a.example/very…");
         assert_eq!(lines[2], "100  failed  x");
     }
 }

@@ -189,18 +189,18 @@ impl Injector {
 
     /// Draws the fault, if any, for the next purge request.
     pub(crate) fn draw(&mut self) -> Option<FaultKind> {
-        if let Some(script) = &mut self.plan.fail_next {
-            if script.count > 0 {
-                script.count -= 1;
-                return Some(script.kind);
-            }
+        if let Some(script) = &mut self.plan.fail_next
+            && script.count > 0
+        {
+            script.count -= 1;
+            return Some(script.kind);
         }
         let random = self.plan.random.as_ref()?;
         // N.B. draw the probability even when the rate is 0 or 1, so a seed gives the same
         // sequence whatever the rate.
         let hit = self.rng.f64() < random.rate;
         let kinds: &[FaultKind] = if random.kinds.is_empty() {
-            &FaultKind::ALL[..]
+            FaultKind::ALL
         } else {
             &random.kinds
         };

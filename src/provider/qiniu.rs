@@ -353,10 +353,10 @@ pub fn classify(urls: &[String], dirs: &[String], answer: &Answer) -> CallReport
         },
         400_031 | 400_032 => {
             let mut rejected = named_rejections(code, urls, dirs, body);
-            if rejected.is_empty() {
-                if let [only] = sent(urls, dirs).collect::<Vec<_>>()[..] {
-                    rejected.push(rejection(code, only, body));
-                }
+            if rejected.is_empty()
+                && let [only] = sent(urls, dirs).collect::<Vec<_>>()[..]
+            {
+                rejected.push(rejection(code, only, body));
             }
             if rejected.is_empty() {
                 Outcome::Transient
