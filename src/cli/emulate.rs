@@ -63,7 +63,12 @@ pub struct Args {
     fault_seed: u64,
 
     /// The fault kinds --fault-rate draws from, comma-separated (default: all but slow).
-    #[arg(long, value_name = "K1,K2", value_delimiter = ',', requires = "fault_rate")]
+    #[arg(
+        long,
+        value_name = "K1,K2",
+        value_delimiter = ',',
+        requires = "fault_rate"
+    )]
     fault_kinds: Vec<FaultKind>,
 
     /// How long the slow fault waits before answering.
@@ -92,7 +97,10 @@ impl Args {
         let (access_key, secret_key) = credentials()?;
         let rate = self.fault_rate;
         if let Some(rate) = rate {
-            anyhow::ensure!((0.0..=1.0).contains(&rate), "--fault-rate {rate} is not between 0 and 1");
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&rate),
+                "--fault-rate {rate} is not between 0 and 1"
+            );
         }
         let faults = FaultPlan {
             fail_next: self
@@ -135,7 +143,9 @@ fn credentials() -> anyhow::Result<(String, Secret)> {
             );
             Ok((DEMO_ACCESS_KEY.to_owned(), Secret::new(DEMO_SECRET_KEY)))
         }
-        (Some(_), None) => anyhow::bail!("QINIU_ACCESS_KEY is set but QINIU_SECRET_KEY (nor QINIU_SECRET_KEY_FILE) is not"),
+        (Some(_), None) => anyhow::bail!(
+            "QINIU_ACCESS_KEY is set but QINIU_SECRET_KEY (nor QINIU_SECRET_KEY_FILE) is not"
+        ),
         (None, Some(_)) => anyhow::bail!("QINIU_SECRET_KEY is set but QINIU_ACCESS_KEY is not"),
     }
 }
@@ -152,6 +162,8 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("listening for SIGINT")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("listening for SIGINT")?;
     Ok(())
 }

@@ -8,6 +8,7 @@ mod retry;
 mod status;
 mod table;
 mod verb;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -76,6 +77,7 @@ enum Command {
     Retry(retry::Args),
     Cancel(cancel::Args),
     Prune(prune::Args),
+    Worker(worker::Args),
     Emulate(emulate::Args),
 }
 
@@ -124,6 +126,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Retry(args) => args.run(&ctx).await,
         Command::Cancel(args) => args.run(&ctx).await,
         Command::Prune(args) => args.run(&ctx).await,
+        Command::Worker(args) => args.run(&ctx).await,
         Command::Emulate(args) => args.run().await,
     };
     match result {

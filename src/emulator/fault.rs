@@ -18,6 +18,7 @@ pub const DEFAULT_SLOW_DELAY: Duration = Duration::from_secs(60);
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
     /// HTTP 503 with a JSON body, code 500000: an overloaded or failing front end.
+    #[serde(rename = "http-503")]
     Http503,
     /// A provider server error code (Qiniu 500002, 500005 or 500010, drawn in turn) with the
     /// HTTP status Qiniu pairs it with (500).
@@ -91,7 +92,9 @@ impl clap::ValueEnum for FaultKind {
 
 /// A fault name that is not one of [`FaultKind::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown fault kind {0:?} (expected one of: http-503, server-error, quota, throttle, qps, slow, drop-before, drop-after, garbage, invalid)")]
+#[error(
+    "unknown fault kind {0:?} (expected one of: http-503, server-error, quota, throttle, qps, slow, drop-before, drop-after, garbage, invalid)"
+)]
 pub struct UnknownFaultKind(pub String);
 
 impl FromStr for FaultKind {
@@ -153,7 +156,9 @@ impl FaultPlan {
     /// Checks that the rate is a probability.
     pub fn validate(&self) -> Result<(), String> {
         match &self.random {
-            Some(r) if !(0.0..=1.0).contains(&r.rate) => Err(format!("fault rate {} is not within [0, 1]", r.rate)),
+            Some(r) if !(0.0..=1.0).contains(&r.rate) => {
+                Err(format!("fault rate {} is not within [0, 1]", r.rate))
+            }
             _ => Ok(()),
         }
     }
@@ -229,13 +234,22 @@ mod tests {
             let json = serde_json::to_string(k).unwrap();
             assert_eq!(json, format!("\"{}\"", k.as_str()));
         }
-        assert!("nope".parse::<FaultKind>().unwrap_err().to_string().contains("drop-after"));
+        assert!(
+            "nope"
+                .parse::<FaultKind>()
+                .unwrap_err()
+                .to_string()
+                .contains("drop-after")
+        );
     }
 
     #[test]
     fn scripted_faults_come_first_and_run_out() {
         let mut inj = Injector::new(FaultPlan {
-            fail_next: Some(ScriptedFaults { count: 2, kind: FaultKind::Garbage }),
+            fail_next: Some(ScriptedFaults {
+                count: 2,
+                kind: FaultKind::Garbage,
+            }),
             ..FaultPlan::default()
         });
         assert_eq!(inj.draw(), Some(FaultKind::Garbage));
@@ -261,7 +275,9 @@ mod tests {
         assert_eq!(first, run(&plan));
         let hits = first.iter().flatten().count();
         assert!((60..140).contains(&hits), "{hits}");
-        assert!(first.contains(&Some(FaultKind::Http503)) && first.contains(&Some(FaultKind::Quota)));
+        assert!(
+            first.contains(&Some(FaultKind::Http503)) && first.contains(&Some(FaultKind::Quota))
+        );
     }
 
     #[test]
@@ -270,12 +286,27 @@ mod tests {
             r#"{"fail_next":{"count":1,"kind":"drop-after"},"random":{"rate":0.1,"seed":3,"kinds":["slow"]},"slow_delay_ms":50}"#,
         )
         .unwrap();
-        assert_eq!(plan.fail_next, Some(ScriptedFaults { count: 1, kind: FaultKind::DropAfter }));
+        assert_eq!(
+            plan.fail_next,
+            Some(ScriptedFaults {
+                count: 1,
+                kind: FaultKind::DropAfter
+            })
+        );
         assert_eq!(plan.slow_delay(), Duration::from_millis(50));
         let empty: FaultPlan = serde_json::from_str("{}").unwrap();
         assert_eq!(empty, FaultPlan::default());
-        assert!(FaultPlan { random: Some(RandomFaults { rate: 1.5, seed: 0, kinds: vec![] }), ..empty }
+        assert!(
+            FaultPlan {
+                random: Some(RandomFaults {
+                    rate: 1.5,
+                    seed: 0,
+                    kinds: vec![]
+                }),
+                ..empty
+            }
             .validate()
-            .is_err());
+            .is_err()
+        );
     }
 }

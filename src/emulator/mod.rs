@@ -109,7 +109,10 @@ impl Emulator {
 
     /// Refills every daily quota, as midnight (UTC+8) would.
     pub fn reset_quota(&self) {
-        self.shared.lock().qiniu.reset_quota(&self.shared.config.qiniu);
+        self.shared
+            .lock()
+            .qiniu
+            .reset_quota(&self.shared.config.qiniu);
     }
 
     /// Replaces the fault plan; scripted counts and the random sequence start over.
@@ -189,7 +192,9 @@ impl Shared {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves counters at worst half-updated; keep serving.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn stats(&self) -> Stats {
@@ -257,7 +262,10 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             tracing::debug!(error = %e, "emulator could not read a request body");
-            return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, "request body unreadable or too large"));
+            return Ok(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body unreadable or too large",
+            ));
         }
     };
     if let Some(op) = qiniu::operation_for(&path) {
@@ -266,7 +274,10 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
         }
         qiniu::count_request(shared, op);
         let fault = shared.draw_fault();
-        return purge(shared, fault, |fault| qiniu::handle(shared, op, &parts, &body, fault)).await;
+        return purge(shared, fault, |fault| {
+            qiniu::handle(shared, op, &parts, &body, fault)
+        })
+        .await;
     }
     Ok(match (&parts.method, path.as_str()) {
         (&Method::GET, "/_emulator/stats") => json(StatusCode::OK, &shared.stats()),
@@ -305,7 +316,10 @@ async fn purge(
 }
 
 fn dropped(kind: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, format!("injected fault: {kind}"))
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        format!("injected fault: {kind}"),
+    )
 }
 
 fn set_faults(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
@@ -328,10 +342,18 @@ pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<
 
 /// A plain-text answer, for the emulator's own endpoints and transport-level refusals.
 fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
-    bytes_response(status, "text/plain; charset=utf-8", Bytes::from(format!("{text}\n")))
+    bytes_response(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from(format!("{text}\n")),
+    )
 }
 
-pub(crate) fn bytes_response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+pub(crate) fn bytes_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response

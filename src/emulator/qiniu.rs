@@ -244,7 +244,13 @@ pub(crate) fn operation_for(path: &str) -> Option<Operation> {
 
 /// Counts a request to `op`'s endpoint, before any fault decides its fate.
 pub(crate) fn count_request(shared: &Shared, op: Operation) {
-    *shared.lock().qiniu.stats.requests.entry(op.as_str().to_owned()).or_default() += 1;
+    *shared
+        .lock()
+        .qiniu
+        .stats
+        .requests
+        .entry(op.as_str().to_owned())
+        .or_default() += 1;
 }
 
 /// What to answer, before the headers every answer gets.
@@ -399,12 +405,14 @@ fn fault_reply(
                 Some(r) => (vec![], r.dirs().first().cloned().into_iter().collect()),
                 None => (vec![], vec![]),
             };
-            Reply::coded(400_031, "invalid url", json!({"invalidUrls": urls, "invalidDirs": dirs}))
+            Reply::coded(
+                400_031,
+                "invalid url",
+                json!({"invalidUrls": urls, "invalidDirs": dirs}),
+            )
         }
         // Transport-level kinds are applied by the server and never reach a provider.
-        FaultKind::Slow | FaultKind::DropBefore | FaultKind::DropAfter => {
-            process_unreachable(kind)
-        }
+        FaultKind::Slow | FaultKind::DropBefore | FaultKind::DropAfter => process_unreachable(kind),
     }
 }
 
@@ -432,7 +440,13 @@ fn process(
     }
     let request = match request {
         Ok(r) => r,
-        Err(e) => return Reply::coded(CODE_BAD_REQUEST, &format!("invalid request body: {e}"), json!({})),
+        Err(e) => {
+            return Reply::coded(
+                CODE_BAD_REQUEST,
+                &format!("invalid request body: {e}"),
+                json!({}),
+            );
+        }
     };
     let (urls, dirs) = match op {
         Operation::Refresh => (request.urls(), request.dirs()),
@@ -452,7 +466,10 @@ fn process(
     let mut task_ids = serde_json::Map::new();
     for target in urls.iter().chain(dirs) {
         qiniu.task_serial += 1;
-        task_ids.insert(target.clone(), Value::String(format!("{:x}", qiniu.task_serial)));
+        task_ids.insert(
+            target.clone(),
+            Value::String(format!("{:x}", qiniu.task_serial)),
+        );
         *qiniu.stats.purged.entry(target.clone()).or_default() += 1;
     }
     qiniu.stats.issued.push(IssuedRequest {
@@ -474,7 +491,11 @@ fn process(
 }
 
 /// Verifies `Authorization: QBox <AK>:<sign>`.
-fn check_signature(config: &QiniuConfig, parts: &Parts, body: &[u8]) -> Result<(), (i64, &'static str)> {
+fn check_signature(
+    config: &QiniuConfig,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<(), (i64, &'static str)> {
     const BAD_TOKEN: (i64, &str) = (401_002, "bad token");
     const MISMATCH: (i64, &str) = (401_001, "signature mismatch");
     let header = parts.headers.get(AUTHORIZATION).ok_or(BAD_TOKEN)?;
@@ -499,7 +520,10 @@ fn check_signature(config: &QiniuConfig, parts: &Parts, body: &[u8]) -> Result<(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     let signed_body: &[u8] = if form { body } else { b"" };
-    let expected = hmac_sha1(&config.secret_key, &[path_and_query.as_bytes(), b"\n", signed_body]);
+    let expected = hmac_sha1(
+        &config.secret_key,
+        &[path_and_query.as_bytes(), b"\n", signed_body],
+    );
     if constant_time_eq(&expected, &given) {
         Ok(())
     } else {
@@ -511,7 +535,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn check_limits(limits: &RequestLimits, op: Operation, urls: &[String], dirs: &[String]) -> Result<(), String> {
+fn check_limits(
+    limits: &RequestLimits,
+    op: Operation,
+    urls: &[String],
+    dirs: &[String],
+) -> Result<(), String> {
     let url_limit = match op {
         Operation::Refresh => limits.refresh_urls,
         Operation::Prefetch => limits.prefetch_urls,
@@ -523,7 +552,10 @@ fn check_limits(limits: &RequestLimits, op: Operation, urls: &[String], dirs: &[
         return Err(format!("urls count exceeds the limit of {url_limit}"));
     }
     if dirs.len() > limits.refresh_dirs {
-        return Err(format!("dirs count exceeds the limit of {}", limits.refresh_dirs));
+        return Err(format!(
+            "dirs count exceeds the limit of {}",
+            limits.refresh_dirs
+        ));
     }
     Ok(())
 }
@@ -531,7 +563,10 @@ fn check_limits(limits: &RequestLimits, op: Operation, urls: &[String], dirs: &[
 /// 400031 for malformed targets, else 400032 for hosts outside the accepted domains.
 fn check_targets(config: &QiniuConfig, urls: &[String], dirs: &[String]) -> Option<Reply> {
     let malformed = |list: &[String], dir: bool| -> Vec<String> {
-        list.iter().filter(|t| host_of(t, dir).is_none()).cloned().collect()
+        list.iter()
+            .filter(|t| host_of(t, dir).is_none())
+            .cloned()
+            .collect()
     };
     let (bad_urls, bad_dirs) = (malformed(urls, false), malformed(dirs, true));
     if !bad_urls.is_empty() || !bad_dirs.is_empty() {
@@ -570,9 +605,16 @@ pub(crate) fn domain_accepted(domains: &[String], host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     domains.is_empty()
         || domains.iter().any(|d| {
-            let d = d.trim().trim_start_matches("*.").trim_start_matches('.').trim_end_matches('.');
+            let d = d
+                .trim()
+                .trim_start_matches("*.")
+                .trim_start_matches('.')
+                .trim_end_matches('.');
             let d = d.to_ascii_lowercase();
-            host == d || host.strip_suffix(&d).is_some_and(|rest| rest.ends_with('.'))
+            host == d
+                || host
+                    .strip_suffix(&d)
+                    .is_some_and(|rest| rest.ends_with('.'))
         })
 }
 
@@ -586,9 +628,15 @@ fn spend_quota(
 ) -> Option<Reply> {
     let n = |list: &[String]| u64::try_from(list.len()).unwrap_or(u64::MAX);
     let short = match op {
-        Operation::Prefetch if n(urls) > qiniu.surplus.prefetch => Some((400_033, "prefetch url limit error")),
-        Operation::Refresh if n(urls) > qiniu.surplus.url_refresh => Some((400_034, "refresh url limit error")),
-        Operation::Refresh if n(dirs) > qiniu.surplus.dir_refresh => Some((400_035, "refresh dir limit error")),
+        Operation::Prefetch if n(urls) > qiniu.surplus.prefetch => {
+            Some((400_033, "prefetch url limit error"))
+        }
+        Operation::Refresh if n(urls) > qiniu.surplus.url_refresh => {
+            Some((400_034, "refresh url limit error"))
+        }
+        Operation::Refresh if n(dirs) > qiniu.surplus.dir_refresh => {
+            Some((400_035, "refresh dir limit error"))
+        }
         _ => None,
     };
     if let Some((code, error)) = short {
@@ -637,9 +685,18 @@ mod tests {
 
     #[test]
     fn codes_pick_their_status() {
-        assert_eq!(Reply::coded(400_031, "x", json!({})).status, StatusCode::BAD_REQUEST);
-        assert_eq!(Reply::coded(401_001, "x", json!({})).status, StatusCode::UNAUTHORIZED);
-        assert_eq!(Reply::coded(500_002, "x", json!({})).status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            Reply::coded(400_031, "x", json!({})).status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            Reply::coded(401_001, "x", json!({})).status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            Reply::coded(500_002, "x", json!({})).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
         assert_eq!(Reply::coded(200, "x", json!({})).status, StatusCode::OK);
     }
 }

@@ -85,6 +85,22 @@ pub struct QuotaReading {
     pub surplus_day: i64,
 }
 
+impl CallReport {
+    /// A failure before any answer arrived.
+    pub fn transient(message: impl Into<String>) -> Self {
+        CallReport {
+            outcome: Outcome::Transient,
+            http_status: None,
+            code: None,
+            request_id: None,
+            trace_id: None,
+            message: message.into(),
+            quotas: Vec::new(),
+            retry_after: None,
+        }
+    }
+}
+
 /// Everything one provider call produced: the outcome and the facts for the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallReport {

@@ -1,0 +1,186 @@
+//! `purgeq worker`: the daemon that drains the queue.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{Context, ExitCode, duration_arg};
+use crate::config::{self, ConfigError};
+use crate::model::Provider;
+use crate::provider::qiniu::{self, Credentials, QiniuClient};
+use crate::store::{Durability, Store};
+use crate::worker::{self, Policies, Providers, WorkerConfig};
+
+/// Drain the queue: claim jobs per lane, collapse duplicates, call the provider within its
+/// limits, record every outcome.
+///
+/// Credentials come from the environment: QINIU_ACCESS_KEY and QINIU_SECRET_KEY (or
+/// QINIU_SECRET_KEY_FILE), and QINIU_ENDPOINT to use another endpoint (a proxy, or `purgeq
+/// emulate`). On SIGTERM or SIGINT the worker stops claiming, lets the call in flight finish,
+/// records it, returns unsent jobs to the queue and exits 0.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    purgeq worker\n  \
+    purgeq worker --once            # drain what is ready now, then exit (cron)\n  \
+    QINIU_ENDPOINT=http://127.0.0.1:8080 purgeq worker --max-targets-per-sec 0")]
+pub struct Args {
+    /// Drain what is ready now, then exit (backoffs are not waited out).
+    #[arg(long)]
+    once: bool,
+
+    /// URLs per Qiniu refresh or prefetch request (the API allows 60; at most 100).
+    #[arg(long, value_name = "N", default_value_t = qiniu::MAX_REFRESH_URLS,
+          value_parser = batch_size)]
+    batch_size: usize,
+
+    /// The longest an idle worker waits before looking for new jobs.
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = duration_arg)]
+    poll_interval: Duration,
+
+    /// How long a claim is valid before another worker may take the jobs over. Must be at
+    /// least twice --request-timeout.
+    #[arg(long, value_name = "DUR", default_value = "2m", value_parser = duration_arg)]
+    lease: Duration,
+
+    /// Attempts (calls ending in a transient failure) before a job fails for good.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_attempts: u32,
+
+    /// Timeout of one provider call, connection included.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration_arg)]
+    request_timeout: Duration,
+
+    /// Targets per second sent to one Qiniu account (its limit is 240; 0: unlimited).
+    #[arg(long, value_name = "N", default_value_t = f64::from(qiniu::RATE_TARGETS_PER_SEC))]
+    max_targets_per_sec: f64,
+
+    /// Requests per second sent to one Qiniu account (its limit is 5 to 10; 0: unlimited).
+    #[arg(long, value_name = "N", default_value_t = f64::from(qiniu::RATE_REQUESTS_PER_SEC))]
+    max_requests_per_sec: f64,
+}
+
+fn batch_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=qiniu::HARD_MAX_URLS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be a whole number from 1 to {}",
+            qiniu::HARD_MAX_URLS
+        )),
+    }
+}
+
+/// Reads Qiniu credentials; `None` when neither variable is set.
+fn qiniu_credentials() -> Result<Option<Credentials>, ConfigError> {
+    let access = config::var_from_env("QINIU_ACCESS_KEY")?;
+    let secret = config::secret_from_env("QINIU_SECRET_KEY")?;
+    match (access, secret) {
+        (Some(access_key), Some(secret_key)) => Ok(Some(Credentials {
+            access_key,
+            secret_key,
+        })),
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            var: "QINIU_ACCESS_KEY",
+            why: "QINIU_SECRET_KEY is set without it".to_owned(),
+        }),
+        (Some(_), None) => Err(ConfigError::Missing {
+            var: "QINIU_SECRET_KEY",
+            why: "QINIU_ACCESS_KEY is set without it".to_owned(),
+        }),
+    }
+}
+
+/// The HTTP client every provider call goes through: timeouts set, no redirects followed
+/// (a purge API never redirects; following one could send credentials elsewhere).
+pub(crate) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("purgeq/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// Builds the provider clients from the environment; a provider with queued jobs and no
+/// credentials is a startup error naming the missing variable.
+pub(crate) async fn providers_from_env(
+    store: &Store,
+    timeout: Duration,
+) -> anyhow::Result<Providers> {
+    let http = http_client(timeout)?;
+    let qiniu = match qiniu_credentials()? {
+        Some(creds) => {
+            let endpoint = config::var_from_env("QINIU_ENDPOINT")?
+                .unwrap_or_else(|| qiniu::DEFAULT_ENDPOINT.to_owned());
+            info!(endpoint, access_key = %creds.access_key, "qiniu lanes enabled");
+            Some(QiniuClient::new(http.clone(), endpoint, creds))
+        }
+        None if store.has_pending(Provider::Qiniu).await? => {
+            return Err(ConfigError::Missing {
+                var: "QINIU_ACCESS_KEY",
+                why: "qiniu jobs are queued and the worker needs QINIU_ACCESS_KEY and QINIU_SECRET_KEY to send them".to_owned(),
+            }
+            .into());
+        }
+        None => {
+            warn!("QINIU_ACCESS_KEY and QINIU_SECRET_KEY are not set: qiniu jobs will not be sent");
+            None
+        }
+    };
+    Ok(Providers { qiniu })
+}
+
+/// A token cancelled on SIGTERM or SIGINT.
+pub(crate) fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = CancellationToken::new();
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: finishing the call in flight, then exiting"),
+            _ = int.recv() => info!("SIGINT: finishing the call in flight, then exiting"),
+        }
+        cancel.cancel();
+    });
+    Ok(token)
+}
+
+impl Args {
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        anyhow::ensure!(
+            self.lease >= self.request_timeout * 2,
+            "--lease ({:?}) must be at least twice --request-timeout ({:?}), so a live worker always records its call before its lease expires",
+            self.lease,
+            self.request_timeout
+        );
+        anyhow::ensure!(
+            self.max_targets_per_sec >= 0.0 && self.max_requests_per_sec >= 0.0,
+            "--max-targets-per-sec and --max-requests-per-sec must not be negative"
+        );
+        let store = ctx.open(Durability::Normal).await?;
+        let providers = providers_from_env(&store, self.request_timeout).await?;
+        let config = WorkerConfig {
+            lease: self.lease,
+            poll_interval: self.poll_interval,
+            batch_urls: self.batch_size,
+            once: self.once,
+            policies: Policies {
+                max_attempts: self.max_attempts,
+                ..Policies::default()
+            },
+            qiniu_targets_per_sec: self.max_targets_per_sec,
+            qiniu_requests_per_sec: self.max_requests_per_sec,
+            ..WorkerConfig::default()
+        };
+        let shutdown = shutdown_on_signals()?;
+        info!(worker = %config.id, db = %ctx.db_path()?.display(), once = config.once, "worker started");
+        worker::run(store, providers, config, shutdown).await?;
+        info!("worker stopped");
+        Ok(ExitCode::Success)
+    }
+}

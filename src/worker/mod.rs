@@ -1,0 +1,420 @@
+//! The worker: claim, call, record, for every lane at once.
+//!
+//! Invariants:
+//! - A job is only changed by the worker holding its lease, and every write is fenced by
+//!   `lease_owner` in the store. A lease is longer than the request timeout, so a live worker
+//!   always records its call before its lease can expire; a dead worker's jobs are requeued once
+//!   their lease expires and another worker sends them again (at most one batch is sent twice
+//!   per crash).
+//! - No transaction is open across a provider call. The audit row is written before the call
+//!   and completed, with the jobs' outcomes and lane changes, in one transaction after it.
+//! - Each route (Qiniu refresh, Qiniu prefetch, 123pan) runs its own loop, so a paused or slow
+//!   lane never delays another.
+//! - Shutdown stops claiming, lets a call in flight finish (bounded by the request timeout),
+//!   records it, and returns claimed-but-unsent jobs to `queued`.
+
+mod settle;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use settle::{Policies, next_china_midnight};
+
+use crate::clock;
+use crate::model::{Action, DEFAULT_ACCOUNT, Lane, Provider};
+use crate::pacer::Pacer;
+use crate::planner::Batch;
+use crate::provider::CallReport;
+use crate::provider::qiniu::{self, QiniuClient};
+use crate::store::{CallEnd, ClaimRequest, ClaimedJob, NewCall, Record, Store, StoreError};
+use settle::Settling;
+
+/// How the worker behaves. [`WorkerConfig::default`] gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This worker's lease owner id (unique per process).
+    pub id: String,
+    /// How long a claim is valid; must exceed the request timeout.
+    pub lease: Duration,
+    /// The longest an idle lane waits before looking for new jobs.
+    pub poll_interval: Duration,
+    /// URLs per Qiniu refresh or prefetch request.
+    pub batch_urls: usize,
+    /// Directories per Qiniu refresh request.
+    pub batch_dirs: usize,
+    /// Drain what is ready now, then return.
+    pub once: bool,
+    /// Backoff and attempt limits.
+    pub policies: Policies,
+    /// Targets per second per Qiniu account (0: unlimited).
+    pub qiniu_targets_per_sec: f64,
+    /// Requests per second per Qiniu account (0: unlimited).
+    pub qiniu_requests_per_sec: f64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: worker_id(),
+            lease: Duration::from_secs(120),
+            poll_interval: Duration::from_secs(1),
+            batch_urls: qiniu::MAX_REFRESH_URLS,
+            batch_dirs: qiniu::MAX_REFRESH_DIRS,
+            once: false,
+            policies: Policies::default(),
+            qiniu_targets_per_sec: f64::from(qiniu::RATE_TARGETS_PER_SEC),
+            qiniu_requests_per_sec: f64::from(qiniu::RATE_REQUESTS_PER_SEC),
+        }
+    }
+}
+
+/// `host:pid:random`, unique enough that two processes never share a lease owner.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+/// The provider clients the worker may use; a provider without one is not drained.
+#[derive(Debug, Clone, Default)]
+pub struct Providers {
+    /// Qiniu fusion CDN.
+    pub qiniu: Option<QiniuClient>,
+}
+
+/// A kind of request, with the lanes whose jobs it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    QiniuRefresh,
+    QiniuPrefetch,
+}
+
+impl Route {
+    fn provider(self) -> Provider {
+        match self {
+            Route::QiniuRefresh | Route::QiniuPrefetch => Provider::Qiniu,
+        }
+    }
+
+    fn operation(self) -> &'static str {
+        match self {
+            Route::QiniuRefresh => "refresh",
+            Route::QiniuPrefetch => "prefetch",
+        }
+    }
+
+    /// The lanes this route drains, each with its per-request limit of distinct targets.
+    fn actions(self, config: &WorkerConfig) -> Vec<(Action, Option<usize>)> {
+        match self {
+            Route::QiniuRefresh => vec![
+                (Action::RefreshUrl, Some(config.batch_urls)),
+                (Action::RefreshDir, Some(config.batch_dirs)),
+            ],
+            Route::QiniuPrefetch => vec![(Action::PrefetchUrl, Some(config.batch_urls))],
+        }
+    }
+
+    fn quota_reset_at(self, now: i64) -> i64 {
+        match self {
+            Route::QiniuRefresh | Route::QiniuPrefetch => next_china_midnight(now),
+        }
+    }
+}
+
+/// A worker failed in a way it cannot ride out.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The longest a worker sleeps on a paused lane before reading its gate again.
+const PAUSED_RECHECK: Duration = Duration::from_secs(60);
+
+struct Shared {
+    store: Store,
+    providers: Providers,
+    config: WorkerConfig,
+    qiniu_pacer: Pacer,
+    shutdown: CancellationToken,
+}
+
+/// Runs the worker until `shutdown` is cancelled (or, with `once`, until nothing is ready).
+pub async fn run(
+    store: Store,
+    providers: Providers,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let shared = Arc::new(Shared {
+        qiniu_pacer: Pacer::new(config.qiniu_targets_per_sec, config.qiniu_requests_per_sec),
+        store,
+        providers,
+        config,
+        shutdown,
+    });
+    let requeued = shared.store.requeue_expired(clock::now_ms()).await?;
+    if requeued > 0 {
+        info!(requeued, "requeued jobs whose lease expired");
+    }
+    let mut routes = Vec::new();
+    if shared.providers.qiniu.is_some() {
+        routes.extend([Route::QiniuRefresh, Route::QiniuPrefetch]);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for route in routes {
+        let shared = Arc::clone(&shared);
+        tasks.spawn(async move { shared.drive(route).await });
+    }
+    if !shared.config.once {
+        let shared = Arc::clone(&shared);
+        tasks.spawn(async move { shared.reap().await });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            warn!(error = %e, "a worker task ended abnormally");
+        }
+    }
+    Ok(())
+}
+
+impl Shared {
+    /// Sleeps for `d` unless shutdown comes first; returns whether shutdown came.
+    async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            () = self.shutdown.cancelled() => true,
+            () = tokio::time::sleep(d) => false,
+        }
+    }
+
+    /// Requeues expired leases (a crashed worker's jobs) once per lease quarter.
+    async fn reap(&self) {
+        let every = (self.config.lease / 4).max(Duration::from_millis(100));
+        while !self.sleep(every).await {
+            match self.store.requeue_expired(clock::now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => info!(requeued = n, "requeued jobs whose lease expired"),
+                Err(e) => warn!(error = %e, "could not requeue expired leases"),
+            }
+        }
+    }
+
+    async fn drive(&self, route: Route) {
+        let lanes: Vec<(Action, Option<usize>)> = route.actions(&self.config);
+        while !self.shutdown.is_cancelled() {
+            match self.step(route, &lanes).await {
+                Ok(Some(wait)) => {
+                    if self.config.once || self.sleep(wait).await {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(route = route.operation(), error = %e, "worker step failed; retrying");
+                    if self.config.once || self.sleep(self.config.poll_interval).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One claim-call-record round. Returns how long to wait when there was nothing to do.
+    async fn step(
+        &self,
+        route: Route,
+        lanes: &[(Action, Option<usize>)],
+    ) -> Result<Option<Duration>, StoreError> {
+        let now = clock::now_ms();
+        let mut open = Vec::new();
+        let mut strikes = HashMap::new();
+        // A paused lane is looked at again when its pause ends, or within a minute.
+        let mut wake = clock::add(now, PAUSED_RECHECK);
+        for (action, limit) in lanes {
+            let lane = Lane::new(route.provider(), *action);
+            let gate = self.store.gate(&lane).await?;
+            match gate
+                .as_ref()
+                .and_then(|g| g.paused_until)
+                .filter(|t| *t > now)
+            {
+                Some(until) => wake = wake.min(until),
+                None => {
+                    strikes.insert(*action, gate.map_or(0, |g| g.strikes));
+                    open.push((*action, *limit));
+                }
+            }
+        }
+        if open.is_empty() {
+            return Ok(Some(Duration::from_millis(
+                u64::try_from(wake - now).unwrap_or(0),
+            )));
+        }
+        let claimed = self
+            .store
+            .claim(&ClaimRequest {
+                provider: route.provider(),
+                account: DEFAULT_ACCOUNT.to_owned(),
+                actions: open.clone(),
+                owner: self.config.id.clone(),
+                lease_until: clock::add(now, self.config.lease),
+                now,
+            })
+            .await?;
+        if claimed.is_empty() {
+            let mut next = clock::add(now, self.config.poll_interval);
+            for (action, _) in &open {
+                if let Some(due) = self
+                    .store
+                    .next_due(&Lane::new(route.provider(), *action))
+                    .await?
+                {
+                    next = next.min(due.max(now));
+                }
+            }
+            return Ok(Some(Duration::from_millis(
+                u64::try_from(next - now).unwrap_or(0),
+            )));
+        }
+        self.serve(route, claimed, &strikes).await?;
+        Ok(None)
+    }
+
+    /// Sends the claimed jobs until every one is settled or handed back.
+    async fn serve(
+        &self,
+        route: Route,
+        claimed: Vec<ClaimedJob>,
+        strikes: &HashMap<Action, i64>,
+    ) -> Result<(), StoreError> {
+        let attempts: HashMap<i64, i64> = claimed.iter().map(|j| (j.id, j.attempts)).collect();
+        let mut batch = Batch::from_claimed(&claimed);
+        while !batch.is_empty() {
+            let wait = self.pacer(route).reserve(batch.target_count()).await;
+            if self.shutdown.is_cancelled() || (!wait.is_zero() && self.sleep(wait).await) {
+                let released = self
+                    .store
+                    .release(&self.config.id, &batch.job_ids(), clock::now_ms())
+                    .await?;
+                info!(released, "shutting down: returned unsent jobs to the queue");
+                return Ok(());
+            }
+            let job_ids = batch.job_ids();
+            let call_id = self
+                .store
+                .begin_call(&NewCall {
+                    provider: route.provider(),
+                    account: DEFAULT_ACCOUNT.to_owned(),
+                    operation: route.operation(),
+                    worker: self.config.id.clone(),
+                    target_count: i64::try_from(batch.target_count()).unwrap_or(i64::MAX),
+                    job_ids: job_ids.clone(),
+                    started_at: clock::now_ms(),
+                })
+                .await?;
+            let started = std::time::Instant::now();
+            let report = self.send(route, &batch).await;
+            info!(
+                lane = %format!("{}/{}", route.provider(), route.operation()),
+                targets = batch.target_count(),
+                jobs = job_ids.len(),
+                request_id = report.request_id.as_deref().unwrap_or("-"),
+                code = report.code.unwrap_or_default(),
+                http_status = report.http_status.unwrap_or_default(),
+                outcome = report.outcome.label(),
+                latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "provider call"
+            );
+            let now = clock::now_ms();
+            let settlement = Settling {
+                provider: route.provider(),
+                account: DEFAULT_ACCOUNT,
+                attempts: &attempts,
+                strikes,
+                quota_reset_at: route.quota_reset_at(now),
+                now,
+                policies: self.config.policies,
+            }
+            .settle(&report, batch);
+            let record = Record {
+                owner: self.config.id.clone(),
+                now,
+                call: Some(call_end(call_id, &report)),
+                jobs: settlement.updates,
+                gates: settlement.gates,
+            };
+            let expected = record.jobs.len() as u64;
+            let changed = self.record(&record).await?;
+            if changed < expected {
+                warn!(
+                    expected,
+                    changed,
+                    "some jobs were taken over by another worker after their lease expired"
+                );
+            }
+            batch = settlement.resend;
+        }
+        Ok(())
+    }
+
+    /// Records a settlement, retrying a few times: losing it would resend the batch later.
+    async fn record(&self, record: &Record) -> Result<u64, StoreError> {
+        let mut tries = 0;
+        loop {
+            match self.store.record(record).await {
+                Ok(n) => return Ok(n),
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    warn!(error = %e, tries, "could not record a call's outcome; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn pacer(&self, route: Route) -> &Pacer {
+        match route {
+            Route::QiniuRefresh | Route::QiniuPrefetch => &self.qiniu_pacer,
+        }
+    }
+
+    async fn send(&self, route: Route, batch: &Batch) -> CallReport {
+        let Some(client) = &self.providers.qiniu else {
+            return CallReport::transient("no Qiniu credentials are configured");
+        };
+        match route {
+            Route::QiniuRefresh => {
+                client
+                    .refresh(
+                        &batch.targets_of(Action::RefreshUrl),
+                        &batch.targets_of(Action::RefreshDir),
+                    )
+                    .await
+            }
+            Route::QiniuPrefetch => {
+                client
+                    .prefetch(&batch.targets_of(Action::PrefetchUrl))
+                    .await
+            }
+        }
+    }
+}
+
+fn call_end(call_id: i64, report: &CallReport) -> CallEnd {
+    CallEnd {
+        call_id,
+        http_status: report.http_status,
+        provider_code: report.code,
+        request_id: report.request_id.clone(),
+        trace_id: report.trace_id.clone(),
+        outcome: report.outcome.label(),
+        message: report.message.clone(),
+    }
+}

@@ -1,0 +1,572 @@
+//! Settling a call: what its [`Outcome`] means for each job and lane. Pure, no I/O.
+//!
+//! - Accepted: every job `succeeded` with the request id, except targets the provider named as
+//!   invalid, which fail for good. An attempt is spent.
+//! - Invalid targets / rejected action: the named jobs fail for good; the rest of the request
+//!   stays claimed and is sent again at once.
+//! - Quota: every job goes back to `queued` with no attempt spent; the exhausted action's lane
+//!   pauses with backoff, never past the provider's daily reset.
+//! - Rate limit, auth: jobs go back untouched; the request's lanes pause with backoff.
+//! - Transient: an attempt is spent; the job is rescheduled with jittered backoff, or `failed`
+//!   with the last error once attempts run out.
+
+use std::collections::HashMap;
+
+use crate::clock;
+use crate::model::{Action, JobState, Lane, Provider};
+use crate::planner::Batch;
+use crate::policy::RetryPolicy;
+use crate::provider::{CallReport, Outcome};
+use crate::store::{GateChange, JobUpdate};
+
+/// The policies and limits settling applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Policies {
+    /// A job fails once this many attempts are spent.
+    pub max_attempts: u32,
+    /// Job backoff after transient failures.
+    pub transient: RetryPolicy,
+    /// Lane pause after a used-up quota.
+    pub quota: RetryPolicy,
+    /// Lane pause after a rate limit.
+    pub rate_limit: RetryPolicy,
+    /// Lane pause after refused credentials.
+    pub auth: RetryPolicy,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Policies {
+            max_attempts: 8,
+            transient: RetryPolicy::TRANSIENT,
+            quota: RetryPolicy::QUOTA,
+            rate_limit: RetryPolicy::RATE_LIMIT,
+            auth: RetryPolicy::AUTH,
+        }
+    }
+}
+
+/// What the call was, for settling.
+#[derive(Debug)]
+pub struct Settling<'a> {
+    /// Provider and account of the lanes involved.
+    pub provider: Provider,
+    /// Account.
+    pub account: &'a str,
+    /// Attempts each job had spent before this call.
+    pub attempts: &'a HashMap<i64, i64>,
+    /// Current strikes of each lane in the request.
+    pub strikes: &'a HashMap<Action, i64>,
+    /// When the provider's daily quotas reset (ms).
+    pub quota_reset_at: i64,
+    /// Now (ms).
+    pub now: i64,
+    /// Policies.
+    pub policies: Policies,
+}
+
+/// The result of settling: new job states, lane changes, and what to send again.
+#[derive(Debug, Default)]
+pub struct Settlement {
+    /// Job updates to record.
+    pub updates: Vec<JobUpdate>,
+    /// Gate changes to record.
+    pub gates: Vec<GateChange>,
+    /// Jobs still claimed that must be sent again at once.
+    pub resend: Batch,
+}
+
+impl Settling<'_> {
+    fn lane(&self, action: Action) -> Lane {
+        Lane {
+            provider: self.provider,
+            account: self.account.to_owned(),
+            action,
+        }
+    }
+
+    fn attempts(&self, id: i64) -> i64 {
+        self.attempts.get(&id).copied().unwrap_or(0)
+    }
+
+    fn strike(&self, action: Action) -> i64 {
+        self.strikes.get(&action).copied().unwrap_or(0) + 1
+    }
+
+    fn pause(
+        &self,
+        action: Action,
+        policy: RetryPolicy,
+        cap_at: Option<i64>,
+        report: &CallReport,
+    ) -> GateChange {
+        let strikes = self.strike(action);
+        let mut delay = policy.delay_jittered(u32::try_from(strikes).unwrap_or(u32::MAX));
+        if let Some(asked) = report.retry_after {
+            delay = delay.max(asked);
+        }
+        let mut until = clock::add(self.now, delay);
+        if let Some(cap) = cap_at {
+            until = until.min(cap.max(self.now + 1000));
+        }
+        GateChange::Pause {
+            lane: self.lane(action),
+            until,
+            strikes,
+            reason: reason(report),
+        }
+    }
+
+    fn done(
+        &self,
+        ids: &[i64],
+        state: JobState,
+        report: &CallReport,
+        error: Option<String>,
+    ) -> Vec<JobUpdate> {
+        ids.iter()
+            .map(|&id| JobUpdate {
+                id,
+                state,
+                attempts: self.attempts(id) + 1,
+                next_at: self.now,
+                request_id: report.request_id.clone(),
+                provider_code: report.code,
+                last_error: error.clone(),
+            })
+            .collect()
+    }
+
+    fn untouched(&self, ids: &[i64], report: &CallReport) -> Vec<JobUpdate> {
+        ids.iter()
+            .map(|&id| JobUpdate {
+                id,
+                state: JobState::Queued,
+                attempts: self.attempts(id),
+                next_at: self.now,
+                request_id: None,
+                provider_code: report.code,
+                last_error: Some(reason(report)),
+            })
+            .collect()
+    }
+
+    /// Maps one call's report onto the jobs of `batch`.
+    pub fn settle(&self, report: &CallReport, mut batch: Batch) -> Settlement {
+        let mut out = Settlement::default();
+        let actions: Vec<Action> = {
+            let mut a: Vec<Action> = batch.targets.keys().map(|(a, _)| *a).collect();
+            a.dedup();
+            a
+        };
+        match &report.outcome {
+            Outcome::Accepted { rejected } => {
+                for ((_, target), ids) in batch.take(|_, _| true) {
+                    let refused = rejected
+                        .iter()
+                        .find(|r| Some(r.target.as_str()) == target.as_deref());
+                    match refused {
+                        Some(r) => out.updates.extend(self.done(
+                            &ids,
+                            JobState::Failed,
+                            report,
+                            Some(rejection(r.code, &r.reason)),
+                        )),
+                        None => {
+                            out.updates
+                                .extend(self.done(&ids, JobState::Succeeded, report, None))
+                        }
+                    }
+                }
+                for action in actions {
+                    if self.strikes.get(&action).copied().unwrap_or(0) > 0 {
+                        out.gates.push(GateChange::Open {
+                            lane: self.lane(action),
+                        });
+                    }
+                }
+            }
+            Outcome::InvalidTargets { rejected } => {
+                let named =
+                    batch.take(|_, t| rejected.iter().any(|r| Some(r.target.as_str()) == t));
+                if named.is_empty() {
+                    // The provider named nothing we sent: resending would loop forever.
+                    return self.transient(report, batch);
+                }
+                for ((_, target), ids) in named {
+                    let r = rejected
+                        .iter()
+                        .find(|r| Some(r.target.as_str()) == target.as_deref());
+                    let why = r.map_or_else(|| reason(report), |r| rejection(r.code, &r.reason));
+                    out.updates
+                        .extend(self.done(&ids, JobState::Failed, report, Some(why)));
+                }
+                out.resend = batch;
+            }
+            Outcome::ActionRejected { action } => {
+                let refused = batch.take(|a, _| a == *action);
+                if refused.is_empty() {
+                    return self.transient(report, batch);
+                }
+                for (_, ids) in refused {
+                    out.updates.extend(self.done(
+                        &ids,
+                        JobState::Failed,
+                        report,
+                        Some(reason(report)),
+                    ));
+                }
+                out.resend = batch;
+            }
+            Outcome::Quota { action } => {
+                out.updates = self.untouched(&batch.job_ids(), report);
+                out.gates.push(self.pause(
+                    *action,
+                    self.policies.quota,
+                    Some(self.quota_reset_at),
+                    report,
+                ));
+            }
+            Outcome::RateLimited => {
+                out.updates = self.untouched(&batch.job_ids(), report);
+                for action in actions {
+                    out.gates
+                        .push(self.pause(action, self.policies.rate_limit, None, report));
+                }
+            }
+            Outcome::Auth => {
+                out.updates = self.untouched(&batch.job_ids(), report);
+                for action in actions {
+                    out.gates
+                        .push(self.pause(action, self.policies.auth, None, report));
+                }
+            }
+            Outcome::Transient => return self.transient(report, batch),
+        }
+        for q in &report.quotas {
+            out.gates.push(GateChange::Quota {
+                lane: self.lane(q.action),
+                quota_day: q.quota_day,
+                surplus_day: q.surplus_day,
+            });
+        }
+        out
+    }
+
+    fn transient(&self, report: &CallReport, batch: Batch) -> Settlement {
+        let updates = batch
+            .job_ids()
+            .into_iter()
+            .map(|id| {
+                let attempts = self.attempts(id) + 1;
+                let exhausted = attempts >= i64::from(self.policies.max_attempts);
+                let delay = self
+                    .policies
+                    .transient
+                    .delay_jittered(u32::try_from(attempts).unwrap_or(u32::MAX));
+                JobUpdate {
+                    id,
+                    state: if exhausted {
+                        JobState::Failed
+                    } else {
+                        JobState::Queued
+                    },
+                    attempts,
+                    next_at: if exhausted {
+                        self.now
+                    } else {
+                        clock::add(self.now, delay)
+                    },
+                    request_id: report.request_id.clone(),
+                    provider_code: report.code,
+                    last_error: Some(if exhausted {
+                        format!("gave up after {attempts} attempts: {}", reason(report))
+                    } else {
+                        reason(report)
+                    }),
+                }
+            })
+            .collect();
+        Settlement {
+            updates,
+            ..Settlement::default()
+        }
+    }
+}
+
+fn rejection(code: i64, why: &str) -> String {
+    format!("rejected by provider ({code}): {why}")
+}
+
+/// The one-line reason recorded on jobs and gates.
+fn reason(report: &CallReport) -> String {
+    let what = match report.outcome {
+        Outcome::Quota { .. } => "daily quota used up",
+        Outcome::RateLimited => "rate limited",
+        Outcome::Auth => "credentials refused",
+        Outcome::ActionRejected { .. } => "action not enabled for the account",
+        Outcome::InvalidTargets { .. } => "invalid target",
+        Outcome::Transient => "transient failure",
+        Outcome::Accepted { .. } => "accepted",
+    };
+    match report.code {
+        Some(code) => format!("{what} ({code}): {}", report.message),
+        None => format!("{what}: {}", report.message),
+    }
+}
+
+/// The next midnight in China (UTC+8) after `now` (ms), when Qiniu's daily quotas reset.
+pub fn next_china_midnight(now: i64) -> i64 {
+    const DAY: i64 = 86_400_000;
+    const OFFSET: i64 = 8 * 3_600_000;
+    ((now + OFFSET).div_euclid(DAY) + 1) * DAY - OFFSET
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{QuotaReading, Rejection};
+    use crate::store::ClaimedJob;
+
+    fn report(outcome: Outcome) -> CallReport {
+        CallReport {
+            outcome,
+            http_status: Some(200),
+            code: Some(200),
+            request_id: Some("req-1".into()),
+            trace_id: None,
+            message: "msg".into(),
+            quotas: vec![],
+            retry_after: None,
+        }
+    }
+
+    fn batch() -> Batch {
+        let job = |id, action, t: &str| ClaimedJob {
+            id,
+            action,
+            target: Some(t.into()),
+            attempts: 0,
+        };
+        Batch::from_claimed(&[
+            job(1, Action::RefreshUrl, "http://a/1"),
+            job(2, Action::RefreshUrl, "http://a/1"),
+            job(3, Action::RefreshUrl, "http://a/2"),
+            job(4, Action::RefreshDir, "http://a/d/"),
+        ])
+    }
+
+    fn settle(
+        outcome: Outcome,
+        attempts: &HashMap<i64, i64>,
+        strikes: &HashMap<Action, i64>,
+    ) -> Settlement {
+        let s = Settling {
+            provider: Provider::Qiniu,
+            account: "default",
+            attempts,
+            strikes,
+            quota_reset_at: 10_000_000,
+            now: 1_000_000,
+            policies: Policies::default(),
+        };
+        s.settle(&report(outcome), batch())
+    }
+
+    fn states(s: &Settlement) -> Vec<(i64, JobState, i64)> {
+        let mut v: Vec<_> = s
+            .updates
+            .iter()
+            .map(|u| (u.id, u.state, u.attempts))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn accepted_succeeds_all_but_the_named_and_clears_strikes() {
+        let strikes = HashMap::from([(Action::RefreshUrl, 2)]);
+        let rejected = vec![Rejection {
+            target: "http://a/2".into(),
+            code: 400031,
+            reason: "bad".into(),
+        }];
+        let s = settle(Outcome::Accepted { rejected }, &HashMap::new(), &strikes);
+        assert_eq!(
+            states(&s),
+            vec![
+                (1, JobState::Succeeded, 1),
+                (2, JobState::Succeeded, 1),
+                (3, JobState::Failed, 1),
+                (4, JobState::Succeeded, 1)
+            ]
+        );
+        assert!(
+            s.updates
+                .iter()
+                .all(|u| u.request_id.as_deref() == Some("req-1"))
+        );
+        assert_eq!(
+            s.gates,
+            vec![GateChange::Open {
+                lane: Lane::new(Provider::Qiniu, Action::RefreshUrl)
+            }]
+        );
+        assert!(s.resend.is_empty());
+    }
+
+    #[test]
+    fn invalid_targets_fail_alone_and_the_rest_is_resent() {
+        let rejected = vec![Rejection {
+            target: "http://a/1".into(),
+            code: 400032,
+            reason: "host".into(),
+        }];
+        let s = settle(
+            Outcome::InvalidTargets { rejected },
+            &HashMap::new(),
+            &HashMap::new(),
+        );
+        assert_eq!(
+            states(&s),
+            vec![(1, JobState::Failed, 1), (2, JobState::Failed, 1)]
+        );
+        assert_eq!(s.resend.job_ids(), vec![3, 4]);
+    }
+
+    #[test]
+    fn invalid_naming_nothing_sent_is_transient_not_a_loop() {
+        let rejected = vec![Rejection {
+            target: "http://elsewhere/".into(),
+            code: 400031,
+            reason: "?".into(),
+        }];
+        let s = settle(
+            Outcome::InvalidTargets { rejected },
+            &HashMap::new(),
+            &HashMap::new(),
+        );
+        assert!(s.resend.is_empty());
+        assert!(
+            s.updates
+                .iter()
+                .all(|u| u.state == JobState::Queued && u.attempts == 1)
+        );
+    }
+
+    #[test]
+    fn rejected_action_fails_only_its_jobs() {
+        let s = settle(
+            Outcome::ActionRejected {
+                action: Action::RefreshDir,
+            },
+            &HashMap::new(),
+            &HashMap::new(),
+        );
+        assert_eq!(states(&s), vec![(4, JobState::Failed, 1)]);
+        assert_eq!(s.resend.job_ids(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn quota_requeues_without_an_attempt_and_pauses_until_at_most_the_reset() {
+        let attempts = HashMap::from([(1, 3)]);
+        let strikes = HashMap::from([(Action::RefreshUrl, 20)]);
+        let s = settle(
+            Outcome::Quota {
+                action: Action::RefreshUrl,
+            },
+            &attempts,
+            &strikes,
+        );
+        assert_eq!(
+            states(&s),
+            vec![
+                (1, JobState::Queued, 3),
+                (2, JobState::Queued, 0),
+                (3, JobState::Queued, 0),
+                (4, JobState::Queued, 0)
+            ]
+        );
+        match &s.gates[..] {
+            [
+                GateChange::Pause {
+                    lane,
+                    until,
+                    strikes,
+                    ..
+                },
+            ] => {
+                assert_eq!(lane.action, Action::RefreshUrl);
+                assert_eq!(*strikes, 21);
+                assert_eq!(*until, 10_000_000, "capped at the reset");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rate_limit_and_auth_pause_every_lane_of_the_request() {
+        for outcome in [Outcome::RateLimited, Outcome::Auth] {
+            let s = settle(outcome, &HashMap::new(), &HashMap::new());
+            assert!(
+                s.updates
+                    .iter()
+                    .all(|u| u.state == JobState::Queued && u.attempts == 0)
+            );
+            assert_eq!(s.gates.len(), 2);
+        }
+    }
+
+    #[test]
+    fn transient_spends_an_attempt_then_fails_at_the_limit() {
+        let attempts = HashMap::from([(1, 7), (2, 0)]);
+        let s = settle(Outcome::Transient, &attempts, &HashMap::new());
+        let one = s.updates.iter().find(|u| u.id == 1).unwrap();
+        assert_eq!((one.state, one.attempts), (JobState::Failed, 8));
+        assert!(
+            one.last_error
+                .as_deref()
+                .unwrap()
+                .contains("gave up after 8 attempts")
+        );
+        let two = s.updates.iter().find(|u| u.id == 2).unwrap();
+        assert_eq!((two.state, two.attempts), (JobState::Queued, 1));
+        assert!(two.next_at > 1_000_000 && two.next_at <= 1_005_000);
+    }
+
+    #[test]
+    fn quota_readings_are_kept() {
+        let mut r = report(Outcome::Accepted { rejected: vec![] });
+        r.quotas = vec![QuotaReading {
+            action: Action::RefreshUrl,
+            quota_day: 500,
+            surplus_day: 440,
+        }];
+        let s = Settling {
+            provider: Provider::Qiniu,
+            account: "default",
+            attempts: &HashMap::new(),
+            strikes: &HashMap::new(),
+            quota_reset_at: 0,
+            now: 0,
+            policies: Policies::default(),
+        }
+        .settle(&r, batch());
+        assert!(s.gates.contains(&GateChange::Quota {
+            lane: Lane::new(Provider::Qiniu, Action::RefreshUrl),
+            quota_day: 500,
+            surplus_day: 440
+        }));
+    }
+
+    #[test]
+    fn china_midnight() {
+        // 2026-11-23T05:00:00Z is 13:00 in China; the reset is 2026-11-23T16:00:00Z.
+        let now = 1_795_410_000_000;
+        assert_eq!(next_china_midnight(now), 1_795_449_600_000);
+        assert_eq!(
+            next_china_midnight(1_795_449_600_000),
+            1_795_449_600_000 + 86_400_000
+        );
+    }
+}
