@@ -476,14 +476,13 @@ async fn operator_endpoints_over_http() {
         Outcome::Accepted { .. }
     ));
 
-    let stats: Stats = http
+    let response = http
         .get(format!("{}/_emulator/stats", emu.url()))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert!(response.headers().contains_key("x-reqid"));
+    let stats: Stats = response.json().await.unwrap();
     assert_eq!(stats, emu.stats());
     assert_eq!(stats.qiniu.quota.url_refresh.surplus, 0);
 

@@ -254,8 +254,20 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationTok
 /// The emulator's answer type: `Err` drops the connection without an answer.
 type Answer = Result<Response<Full<Bytes>>, io::Error>;
 
-/// Dispatches a request to an operator endpoint or a provider.
+/// Dispatches a request; every answer carries an `X-Reqid`, as Qiniu's do.
 async fn route(shared: &Shared, req: Request<Incoming>) -> Answer {
+    let mut response = dispatch(shared, req).await?;
+    if !response.headers().contains_key("x-reqid") {
+        let trace_id = shared.lock().trace_id();
+        if let Ok(value) = HeaderValue::from_str(&trace_id) {
+            response.headers_mut().insert("x-reqid", value);
+        }
+    }
+    Ok(response)
+}
+
+/// Sends a request to an operator endpoint or a provider.
+async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Answer {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {

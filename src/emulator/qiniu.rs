@@ -228,8 +228,11 @@ impl QiniuState {
 
 /// Today's date in China (UTC+8), when Qiniu's daily quotas turn over.
 fn china_today() -> jiff::civil::Date {
-    jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
+    china_date(jiff::Timestamp::now())
+}
+
+fn china_date(at: jiff::Timestamp) -> jiff::civil::Date {
+    at.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
         .date()
 }
 
@@ -681,6 +684,24 @@ mod tests {
         assert_eq!(host_of("http://a.com/d", true), None);
         assert_eq!(host_of("http://a.com/d/", true).as_deref(), Some("a.com"));
         assert_eq!(host_of("http://a.com/d/*", true).as_deref(), Some("a.com"));
+    }
+
+    #[test]
+    fn quotas_refill_when_the_china_day_turns() {
+        let at: jiff::Timestamp = "2024-01-01T15:59:59Z".parse().unwrap();
+        assert_eq!(
+            china_date(at),
+            jiff::civil::date(2023, 12, 31).tomorrow().unwrap()
+        );
+        let at: jiff::Timestamp = "2024-01-01T16:00:00Z".parse().unwrap();
+        assert_eq!(china_date(at), jiff::civil::date(2024, 1, 2));
+
+        let config = QiniuConfig::default();
+        let mut state = QiniuState::new(&config);
+        state.surplus.url_refresh = 0;
+        state.day = state.day.yesterday().unwrap();
+        state.roll_day(&config);
+        assert_eq!(state.surplus.url_refresh, config.quotas.url_refresh);
     }
 
     #[test]

@@ -311,68 +311,65 @@ pub fn classify(urls: &[String], dirs: &[String], answer: &Answer) -> CallReport
         Ok(body) => body,
         Err(_) => &Body::default(),
     };
-    let mut report = CallReport {
-        outcome: Outcome::Transient,
+    let (outcome, explanation) = match body.code {
+        None => without_code(status, parsed.as_ref().err()),
+        Some(code) => with_code(status, code, urls, dirs, body),
+    };
+    let error = one_line(body.error.as_deref().unwrap_or(""));
+    let message = match (explanation, body.code) {
+        (Some(explanation), _) => append_error(explanation, &error),
+        (None, Some(code)) if error.is_empty() => format!("code {code}"),
+        (None, _) => error,
+    };
+    CallReport {
+        outcome,
         http_status: Some(status),
         code: body.code,
         request_id: body.request_id.clone().filter(|s| !s.is_empty()),
         trace_id: answer.x_reqid.clone(),
-        message: one_line(body.error.as_deref().unwrap_or("")),
+        message,
         quotas: quota_readings(body),
         retry_after: answer.retry_after,
-    };
-
-    let Some(code) = body.code else {
-        let (outcome, message) = match (status, &parsed) {
-            (429, _) => (Outcome::RateLimited, format!("HTTP {status}: rate limited")),
-            (401 | 403, _) => (Outcome::Auth, format!("HTTP {status}: credentials refused")),
-            (_, Err(excerpt)) => (
-                Outcome::Transient,
-                format!("HTTP {status}: unparseable body: {excerpt}"),
-            ),
-            (_, Ok(_)) => (
-                Outcome::Transient,
-                format!("HTTP {status}: answer without a code"),
-            ),
-        };
-        report.outcome = outcome;
-        report.message = append_error(message, &report.message);
-        return report;
-    };
-
-    if status >= 500 {
-        report.message = append_error(format!("HTTP {status}, code {code}"), &report.message);
-        return report;
     }
-    report.outcome = match code {
+}
+
+/// An answer without a body code: only the HTTP status can speak.
+fn without_code(status: u16, unparseable: Option<&String>) -> (Outcome, Option<String>) {
+    let (outcome, what) = match (status, unparseable) {
+        (429, _) => (Outcome::RateLimited, "rate limited".to_owned()),
+        (401 | 403, _) => (Outcome::Auth, "credentials refused".to_owned()),
+        (_, Some(excerpt)) => (Outcome::Transient, format!("unparseable body: {excerpt}")),
+        (_, None) => (Outcome::Transient, "answer without a code".to_owned()),
+    };
+    (outcome, Some(format!("HTTP {status}: {what}")))
+}
+
+/// An answer with a body code. The explanation is set when the code alone doesn't say why.
+fn with_code(
+    status: u16,
+    code: i64,
+    urls: &[String],
+    dirs: &[String],
+    body: &Body,
+) -> (Outcome, Option<String>) {
+    if status >= 500 {
+        return (
+            Outcome::Transient,
+            Some(format!("HTTP {status}, code {code}")),
+        );
+    }
+    let quota = |action| Outcome::Quota { action };
+    let outcome = match code {
         c if CODE_SUCCESS.contains(&c) && (200..300).contains(&status) => Outcome::Accepted {
             rejected: named_rejections(code, urls, dirs, body),
         },
         400_037 => Outcome::Accepted {
             rejected: Vec::new(),
         },
-        400_031 | 400_032 => {
-            let mut rejected = named_rejections(code, urls, dirs, body);
-            if rejected.is_empty()
-                && let [only] = sent(urls, dirs).collect::<Vec<_>>()[..]
-            {
-                rejected.push(rejection(code, only, body));
-            }
-            if rejected.is_empty() {
-                Outcome::Transient
-            } else {
-                Outcome::InvalidTargets { rejected }
-            }
-        }
-        400_033 => Outcome::Quota {
-            action: Action::PrefetchUrl,
-        },
-        400_034 => Outcome::Quota {
-            action: Action::RefreshUrl,
-        },
-        400_035 => Outcome::Quota {
-            action: Action::RefreshDir,
-        },
+        400_031 | 400_032 => invalid_targets(code, urls, dirs, body),
+        400_033 => quota(Action::PrefetchUrl),
+        400_034 => quota(Action::RefreshUrl),
+        400_035 => quota(Action::RefreshDir),
         400_038 => Outcome::ActionRejected {
             action: Action::RefreshDir,
         },
@@ -381,7 +378,7 @@ pub fn classify(urls: &[String], dirs: &[String], answer: &Answer) -> CallReport
         _ if status == 429 => Outcome::RateLimited,
         _ => Outcome::Transient,
     };
-    let unexplained = match &report.outcome {
+    let why = match &outcome {
         Outcome::Transient if matches!(code, 400_031 | 400_032) => Some("names no target"),
         Outcome::Transient if (500_000..600_000).contains(&code) => Some("server error"),
         Outcome::Transient if CODE_SUCCESS.contains(&code) => {
@@ -390,15 +387,26 @@ pub fn classify(urls: &[String], dirs: &[String], answer: &Answer) -> CallReport
         Outcome::Transient => Some("unknown code"),
         _ => None,
     };
-    if let Some(why) = unexplained {
-        report.message = append_error(
-            format!("HTTP {status}, code {code}: {why}"),
-            &report.message,
-        );
-    } else if report.message.is_empty() {
-        report.message = format!("code {code}");
+    (
+        outcome,
+        why.map(|why| format!("HTTP {status}, code {code}: {why}")),
+    )
+}
+
+/// 400031/400032: the named targets, else the only one sent; with several sent and none named,
+/// we can't tell which to fail, so the whole request is transient.
+fn invalid_targets(code: i64, urls: &[String], dirs: &[String], body: &Body) -> Outcome {
+    let mut rejected = named_rejections(code, urls, dirs, body);
+    if rejected.is_empty()
+        && let [only] = sent(urls, dirs).collect::<Vec<_>>()[..]
+    {
+        rejected.push(rejection(code, only, body));
     }
-    report
+    if rejected.is_empty() {
+        Outcome::Transient
+    } else {
+        Outcome::InvalidTargets { rejected }
+    }
 }
 
 /// Parses a body as a fusion answer; on failure, returns a short escaped excerpt.
@@ -562,14 +570,17 @@ fn append_error(prefix: String, error: &str) -> String {
 mod tests {
     use super::*;
 
+    const ONE: &[&str] = &["http://a.com/1"];
+
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| (*s).to_owned()).collect()
     }
 
     fn answer(status: u16, body: &str) -> Answer {
+        let x_reqid = Some("reqid-1".to_owned());
         Answer {
             status,
-            x_reqid: Some("reqid-1".to_owned()),
+            x_reqid,
             retry_after: None,
             body: body.as_bytes().to_vec(),
         }
@@ -579,17 +590,34 @@ mod tests {
         classify(&strings(urls), &[], &answer(status, body))
     }
 
+    fn coded(code: i64, status: u16) -> CallReport {
+        classify_urls(ONE, status, &format!(r#"{{"code":{code},"error":"said"}}"#))
+    }
+
+    fn reading(action: Action, quota_day: i64, surplus_day: i64) -> QuotaReading {
+        QuotaReading {
+            action,
+            quota_day,
+            surplus_day,
+        }
+    }
+
+    fn named(report: &CallReport) -> Vec<&str> {
+        match &report.outcome {
+            Outcome::Accepted { rejected } | Outcome::InvalidTargets { rejected } => {
+                rejected.iter().map(|r| r.target.as_str()).collect()
+            }
+            other => panic!("no rejections in {other:?}"),
+        }
+    }
+
     #[test]
     fn sign_matches_the_official_sdk_vectors() {
         let sk = Secret::new("secretkey");
-        assert_eq!(
-            sign("accesskey", &sk, "/refresh"),
-            "accesskey:BzYGMM82RkcpOKyNZzvdOi7bUU4="
-        );
-        assert_eq!(
-            sign("accesskey", &sk, "/v2/tune/refresh"),
-            "accesskey:T6wIyE8uNaMO9NV-ROVmRQsW0-k="
-        );
+        let refresh = "accesskey:BzYGMM82RkcpOKyNZzvdOi7bUU4=";
+        assert_eq!(sign("accesskey", &sk, "/refresh"), refresh);
+        let v2 = "accesskey:T6wIyE8uNaMO9NV-ROVmRQsW0-k=";
+        assert_eq!(sign("accesskey", &sk, "/v2/tune/refresh"), v2);
     }
 
     #[test]
@@ -602,96 +630,59 @@ mod tests {
             200,
             body,
         );
-        let Outcome::Accepted { rejected } = &r.outcome else {
-            panic!("{r:?}")
-        };
-        assert_eq!(rejected.len(), 1);
-        assert_eq!(rejected[0].target, "http://b.example.com/2");
+        assert!(matches!(r.outcome, Outcome::Accepted { .. }), "{r:?}");
+        assert_eq!(named(&r), ["http://b.example.com/2"]);
         assert_eq!(r.request_id.as_deref(), Some("abc123"));
         assert_eq!(r.trace_id.as_deref(), Some("reqid-1"));
-        assert_eq!(r.code, Some(200));
-        assert_eq!(r.message, "success");
-        assert_eq!(
-            r.quotas,
-            vec![
-                QuotaReading {
-                    action: Action::RefreshUrl,
-                    quota_day: 500,
-                    surplus_day: 498
-                },
-                QuotaReading {
-                    action: Action::RefreshDir,
-                    quota_day: 10,
-                    surplus_day: 10
-                },
-            ]
-        );
+        assert_eq!((r.code, r.message.as_str()), (Some(200), "success"));
+        let expected = [
+            reading(Action::RefreshUrl, 500, 498),
+            reading(Action::RefreshDir, 10, 10),
+        ];
+        assert_eq!(r.quotas, expected);
     }
 
     #[test]
     fn seed_success_code_and_prefetch_quota_fields() {
         let body =
             r#"{"code":200001,"error":"success","requestId":"r","quotaDay":100,"surplusDay":99}"#;
-        let r = classify_urls(&["http://a.com/1"], 200, body);
+        let r = classify_urls(ONE, 200, body);
         assert_eq!(r.outcome, Outcome::Accepted { rejected: vec![] });
-        assert_eq!(
-            r.quotas,
-            vec![QuotaReading {
-                action: Action::PrefetchUrl,
-                quota_day: 100,
-                surplus_day: 99
-            }]
-        );
+        assert_eq!(r.quotas, [reading(Action::PrefetchUrl, 100, 99)]);
     }
 
     #[test]
     fn already_being_prefetched_is_success() {
-        let r = classify_urls(
-            &["http://a.com/1"],
-            400,
-            r#"{"code":400037,"error":"url is prefetching"}"#,
+        assert_eq!(
+            coded(400_037, 400).outcome,
+            Outcome::Accepted { rejected: vec![] }
         );
-        assert_eq!(r.outcome, Outcome::Accepted { rejected: vec![] });
     }
 
     #[test]
     fn invalid_url_and_host_name_their_targets() {
         let urls = ["http://a.com/1", "http://evil.net/2", "http://a.com/3"];
-        let r = classify_urls(
-            &urls,
-            400,
-            r#"{"code":400032,"error":"invalid host","invalidUrls":["http://evil.net/2"]}"#,
-        );
+        let body = r#"{"code":400032,"error":"invalid host","invalidUrls":["http://evil.net/2"]}"#;
+        let r = classify_urls(&urls, 400, body);
+        assert!(matches!(r.outcome, Outcome::InvalidTargets { .. }), "{r:?}");
+        assert_eq!(named(&r), ["http://evil.net/2"]);
         let Outcome::InvalidTargets { rejected } = &r.outcome else {
-            panic!("{r:?}")
+            unreachable!()
         };
         assert_eq!(
-            rejected
-                .iter()
-                .map(|x| x.target.as_str())
-                .collect::<Vec<_>>(),
-            ["http://evil.net/2"]
+            (rejected[0].code, rejected[0].reason.as_str()),
+            (400_032, "invalid host")
         );
-        assert_eq!(rejected[0].code, 400_032);
-        assert_eq!(rejected[0].reason, "invalid host");
 
         let dirs = strings(&["http://a.com/d/", "bad/"]);
         let body = r#"{"code":400031,"error":"invalid url","invalidDirs":["bad/"]}"#;
-        let r = classify(&[], &dirs, &answer(400, body));
-        let Outcome::InvalidTargets { rejected } = &r.outcome else {
-            panic!("{r:?}")
-        };
-        assert_eq!(rejected[0].target, "bad/");
+        assert_eq!(named(&classify(&[], &dirs, &answer(400, body))), ["bad/"]);
     }
 
     #[test]
     fn invalid_without_names_fails_the_only_target_or_is_transient() {
         let body = r#"{"code":400031,"error":"invalid url"}"#;
-        let r = classify_urls(&["http://a.com/1"], 400, body);
-        let Outcome::InvalidTargets { rejected } = &r.outcome else {
-            panic!("{r:?}")
-        };
-        assert_eq!(rejected[0].target, "http://a.com/1");
+        assert_eq!(named(&classify_urls(ONE, 400, body)), ONE);
 
         let r = classify_urls(&["http://a.com/1", "http://a.com/2"], 400, body);
         assert_eq!(r.outcome, Outcome::Transient);
@@ -710,23 +701,15 @@ mod tests {
             (400_034, Action::RefreshUrl),
             (400_035, Action::RefreshDir),
         ] {
-            let r = classify_urls(
-                &["http://a.com/1"],
-                400,
-                &format!(r#"{{"code":{code},"error":"quota"}}"#),
-            );
-            assert_eq!(r.outcome, Outcome::Quota { action }, "{code}");
-            assert_eq!(r.code, Some(code));
+            let r = coded(code, 400);
+            assert_eq!((r.outcome, r.code), (Outcome::Quota { action }, Some(code)));
         }
     }
 
     #[test]
     fn dir_refresh_not_enabled_rejects_the_action() {
-        let r = classify(
-            &[],
-            &strings(&["http://a.com/d/"]),
-            &answer(400, r#"{"code":400038,"error":"no"}"#),
-        );
+        let dirs = strings(&["http://a.com/d/"]);
+        let r = classify(&[], &dirs, &answer(400, r#"{"code":400038,"error":"no"}"#));
         assert_eq!(
             r.outcome,
             Outcome::ActionRejected {
@@ -737,36 +720,22 @@ mod tests {
 
     #[test]
     fn auth_codes_and_bare_401_403() {
-        for code in [401_001, 401_002] {
-            let r = classify_urls(
-                &["http://a.com/1"],
-                401,
-                &format!(r#"{{"code":{code},"error":"bad token"}}"#),
-            );
-            assert_eq!(r.outcome, Outcome::Auth);
-        }
+        assert_eq!(coded(401_001, 401).outcome, Outcome::Auth);
+        assert_eq!(coded(401_002, 401).outcome, Outcome::Auth);
         for (status, body) in [(401, ""), (403, "{}"), (403, "<html>Forbidden</html>")] {
-            assert_eq!(
-                classify_urls(&["http://a.com/1"], status, body).outcome,
-                Outcome::Auth,
-                "{status} {body}"
-            );
+            let r = classify_urls(ONE, status, body);
+            assert_eq!(r.outcome, Outcome::Auth, "{status} {body}");
         }
     }
 
     #[test]
     fn rate_limits() {
-        for code in [403_022, 403_024] {
-            let r = classify_urls(
-                &["http://a.com/1"],
-                403,
-                &format!(r#"{{"code":{code},"error":"qps"}}"#),
-            );
-            assert_eq!(r.outcome, Outcome::RateLimited);
-        }
+        assert_eq!(coded(403_022, 403).outcome, Outcome::RateLimited);
+        assert_eq!(coded(403_024, 403).outcome, Outcome::RateLimited);
+        assert_eq!(coded(429_000, 429).outcome, Outcome::RateLimited);
         let mut a = answer(429, "Too Many Requests");
         a.retry_after = parse_retry_after(" 7 ");
-        let r = classify(&strings(&["http://a.com/1"]), &[], &a);
+        let r = classify(&strings(ONE), &[], &a);
         assert_eq!(r.outcome, Outcome::RateLimited);
         assert_eq!(r.retry_after, Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
@@ -781,7 +750,7 @@ mod tests {
             (200, r#"{"code":500010,"error":"later"}"#),
             (502, "<html>bad gateway</html>"),
         ] {
-            let r = classify_urls(&["http://a.com/1"], status, body);
+            let r = classify_urls(ONE, status, body);
             assert_eq!(r.outcome, Outcome::Transient, "{status} {body}");
             assert!(r.message.contains(&status.to_string()), "{}", r.message);
         }
@@ -789,7 +758,7 @@ mod tests {
 
     #[test]
     fn unparseable_bodies_are_transient_with_an_escaped_excerpt() {
-        let r = classify_urls(&["http://a.com/1"], 200, "{\"code\":200,\"err\n");
+        let r = classify_urls(ONE, 200, "{\"code\":200,\"err\n");
         assert_eq!(r.outcome, Outcome::Transient);
         assert!(
             r.message.starts_with("HTTP 200: unparseable body: "),
@@ -801,14 +770,11 @@ mod tests {
             "{}",
             r.message
         );
-
-        let long = "x".repeat(5000);
-        let r = classify_urls(&["http://a.com/1"], 200, &long);
+        let r = classify_urls(ONE, 200, &"x".repeat(5000));
         assert!(r.message.len() < 400, "{}", r.message.len());
-
         for body in ["", "[1,2]", r#"{"code":"200"}"#] {
             assert_eq!(
-                classify_urls(&["http://a.com/1"], 200, body).outcome,
+                classify_urls(ONE, 200, body).outcome,
                 Outcome::Transient,
                 "{body}"
             );
@@ -817,28 +783,13 @@ mod tests {
 
     #[test]
     fn unknown_codes_are_transient_and_say_so() {
-        let r = classify_urls(
-            &["http://a.com/1"],
-            400,
-            r#"{"code":400036,"error":"invalid request id"}"#,
-        );
+        let r = classify_urls(ONE, 400, r#"{"code":400036,"error":"invalid request id"}"#);
         assert_eq!(r.outcome, Outcome::Transient);
         assert!(
             r.message.contains("400036") && r.message.contains("invalid request id"),
             "{}",
             r.message
         );
-        let r = classify_urls(
-            &["http://a.com/1"],
-            429,
-            r#"{"code":429000,"error":"slow down"}"#,
-        );
-        assert_eq!(r.outcome, Outcome::RateLimited);
-        let r = classify_urls(
-            &["http://a.com/1"],
-            400,
-            r#"{"code":200,"error":"success"}"#,
-        );
-        assert_eq!(r.outcome, Outcome::Transient);
+        assert_eq!(coded(200, 400).outcome, Outcome::Transient);
     }
 }
