@@ -117,9 +117,7 @@ impl Emulator {
 
     /// Replaces the fault plan; scripted counts and the random sequence start over.
     pub fn set_faults(&self, plan: FaultPlan) -> Result<(), String> {
-        plan.validate()?;
-        self.shared.lock().injector = fault::Injector::new(plan);
-        Ok(())
+        self.shared.set_faults(plan)
     }
 
     /// Stops accepting, closes every connection and waits for the server task to end.
@@ -203,6 +201,12 @@ impl Shared {
             qiniu: state.qiniu.stats(&self.config.qiniu),
             faults: state.faults.clone(),
         }
+    }
+
+    fn set_faults(&self, plan: FaultPlan) -> Result<(), String> {
+        plan.validate()?;
+        self.lock().injector = fault::Injector::new(plan);
+        Ok(())
     }
 
     /// Draws the fault for the next purge request, and counts it.
@@ -328,6 +332,7 @@ async fn purge(
 }
 
 fn dropped(kind: &str) -> io::Error {
+    tracing::debug!(fault = kind, "emulator dropping a connection");
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
         format!("injected fault: {kind}"),
@@ -339,15 +344,14 @@ fn set_faults(shared: &Shared, body: &[u8]) -> Response<Full<Bytes>> {
         Ok(plan) => plan,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("invalid fault plan: {e}")),
     };
-    if let Err(e) = plan.validate() {
-        return plain(StatusCode::BAD_REQUEST, &e);
+    match shared.set_faults(plan.clone()) {
+        Ok(()) => json(StatusCode::OK, &plan),
+        Err(e) => plain(StatusCode::BAD_REQUEST, &e),
     }
-    shared.lock().injector = fault::Injector::new(plan.clone());
-    json(StatusCode::OK, &plan)
 }
 
 /// A JSON answer.
-pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     bytes_response(status, "application/json", Bytes::from(body))
 }
@@ -361,7 +365,7 @@ fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
     )
 }
 
-pub(crate) fn bytes_response(
+fn bytes_response(
     status: StatusCode,
     content_type: &'static str,
     body: Bytes,

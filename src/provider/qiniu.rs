@@ -228,34 +228,34 @@ impl QiniuClient {
         let headers = response.headers();
         let x_reqid = header_text(headers, "x-reqid");
         let retry_after = header_text(headers, "retry-after").and_then(|v| parse_retry_after(&v));
-        let mut bytes = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = MAX_BODY_BYTES.saturating_sub(bytes.len());
-                    bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if bytes.len() >= MAX_BODY_BYTES {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let mut report = transient(
-                        Some(status),
-                        format!("reading the response: {}", describe_transport_error(&e)),
-                    );
-                    report.trace_id = x_reqid;
-                    return Err(report);
-                }
-            }
-        }
+        let body = read_body(&mut response).await.map_err(|e| {
+            let mut report = transient(
+                Some(status),
+                format!("reading the response: {}", describe_transport_error(&e)),
+            );
+            report.trace_id = x_reqid.clone();
+            report
+        })?;
         Ok(Answer {
             status,
             x_reqid,
             retry_after,
-            body: bytes,
+            body,
         })
     }
+}
+
+/// The response body, cut at [`MAX_BODY_BYTES`].
+async fn read_body(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_BODY_BYTES.saturating_sub(bytes.len());
+        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if bytes.len() >= MAX_BODY_BYTES {
+            break;
+        }
+    }
+    Ok(bytes)
 }
 
 /// A response as it arrived, before classification.

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: a scratch database and the real binary.
 #![allow(dead_code)]
 
+pub mod worker;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

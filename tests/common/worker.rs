@@ -1,0 +1,138 @@
+//! In-process worker runs against the emulator on loopback.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use purgeq::emulator::{self, Emulator, EmulatorConfig};
+use purgeq::model::{Action, DEFAULT_ACCOUNT, Provider};
+use purgeq::policy::RetryPolicy;
+use purgeq::provider::qiniu::{Credentials, QiniuClient};
+use purgeq::secret::Secret;
+use purgeq::store::{Durability, NewJobs, Store};
+use purgeq::worker::{Policies, Providers, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+pub const AK: &str = "test-ak";
+pub const SK: &str = "test-sk-never-logged";
+
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// An emulator account with the test credentials.
+pub fn emulator_config() -> EmulatorConfig {
+    let mut config = EmulatorConfig::default();
+    config.qiniu.access_key = AK.to_owned();
+    config.qiniu.secret_key = Secret::new(SK);
+    config
+}
+
+pub async fn emulator(config: EmulatorConfig) -> Emulator {
+    emulator::start(loopback(), config)
+        .await
+        .expect("emulator starts")
+}
+
+pub fn providers(emu: &Emulator) -> Providers {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    Providers {
+        qiniu: Some(QiniuClient::new(
+            http,
+            emu.url(),
+            Credentials {
+                access_key: AK.to_owned(),
+                secret_key: Secret::new(SK),
+            },
+        )),
+    }
+}
+
+/// A worker config with no pacing and millisecond backoffs, so tests never wait minutes.
+pub fn fast_config() -> WorkerConfig {
+    let ms = Duration::from_millis;
+    WorkerConfig {
+        poll_interval: ms(50),
+        qiniu_targets_per_sec: 0.0,
+        qiniu_requests_per_sec: 0.0,
+        policies: Policies {
+            max_attempts: 8,
+            transient: RetryPolicy::TRANSIENT.starting_at(ms(10)),
+            quota: RetryPolicy::QUOTA.starting_at(ms(100)),
+            rate_limit: RetryPolicy::RATE_LIMIT.starting_at(ms(50)),
+            auth: RetryPolicy::AUTH.starting_at(ms(100)),
+        },
+        ..WorkerConfig::default()
+    }
+}
+
+pub async fn store(path: &std::path::Path) -> Store {
+    Store::open(path, Durability::Normal)
+        .await
+        .expect("store opens")
+}
+
+pub async fn enqueue(store: &Store, action: Action, targets: &[String]) -> Vec<i64> {
+    let now = purgeq::clock::now_ms();
+    store
+        .enqueue(
+            &NewJobs {
+                provider: Provider::Qiniu,
+                account: DEFAULT_ACCOUNT.to_owned(),
+                action,
+                tag: None,
+                not_before: now,
+                targets: targets.iter().cloned().map(Some).collect(),
+            },
+            now,
+        )
+        .await
+        .expect("enqueue")
+}
+
+/// Runs the worker with `once`, to completion.
+pub async fn drain_once(store: &Store, emu: &Emulator, mut config: WorkerConfig) {
+    config.once = true;
+    purgeq::worker::run(
+        store.clone(),
+        providers(emu),
+        config,
+        CancellationToken::new(),
+    )
+    .await
+    .expect("worker runs");
+}
+
+/// Runs the worker in the background until `done` holds (checked every 20 ms, for at most
+/// 30 s), then shuts it down and waits for it.
+pub async fn run_until<F, Fut>(store: &Store, emu: &Emulator, config: WorkerConfig, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(purgeq::worker::run(
+        store.clone(),
+        providers(emu),
+        config,
+        shutdown.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    task.await.expect("worker task").expect("worker ok");
+}
+
+pub fn urls(host: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("https://{host}/file/{i}.js"))
+        .collect()
+}

@@ -1,0 +1,338 @@
+//! The worker against the Qiniu emulator over loopback: dedupe, outcomes, backoff, audit.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::worker::{
+    drain_once, emulator, emulator_config, enqueue, fast_config, run_until, store, urls,
+};
+use purgeq::emulator::{FaultKind, FaultPlan, RandomFaults, ScriptedFaults};
+use purgeq::model::{Action, JobState, Lane, Provider};
+use purgeq::store::{Job, JobFilter, Store};
+
+async fn all_jobs(store: &Store) -> Vec<Job> {
+    store
+        .list_jobs(&JobFilter {
+            limit: 1_000_000,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn count_state(store: &Store, state: JobState) -> usize {
+    all_jobs(store)
+        .await
+        .iter()
+        .filter(|j| j.state == state)
+        .count()
+}
+
+#[tokio::test]
+async fn duplicates_ride_one_request_and_every_job_records_its_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir.path().join("q.db")).await;
+    let emu = emulator(emulator_config()).await;
+    let targets = urls("cdn.example.com", 250);
+    for _ in 0..3 {
+        enqueue(&store, Action::RefreshUrl, &targets).await;
+    }
+    drain_once(&store, &emu, fast_config()).await;
+
+    let stats = emu.stats().qiniu;
+    assert_eq!(
+        stats.issued.len(),
+        5,
+        "250 distinct targets at 60 per request"
+    );
+    assert!(
+        stats.purged.values().all(|n| *n == 1),
+        "each target purged once"
+    );
+    assert_eq!(stats.purged.len(), 250);
+    let request_of: HashMap<&str, &str> = stats
+        .issued
+        .iter()
+        .flat_map(|r| {
+            r.urls
+                .iter()
+                .map(move |u| (u.as_str(), r.request_id.as_str()))
+        })
+        .collect();
+    let jobs = all_jobs(&store).await;
+    assert_eq!(jobs.len(), 750);
+    for job in &jobs {
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+        assert_eq!(job.attempts, 1);
+        let target = job.target.as_deref().unwrap();
+        assert_eq!(
+            job.request_id.as_deref(),
+            request_of.get(target).copied(),
+            "{job:?}"
+        );
+    }
+    // The audit trail: each job points at the call that carried it, with both ids.
+    let calls = store.job_calls(jobs[0].id).await.unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].request_id, jobs[0].request_id);
+    assert!(calls[0].trace_id.is_some(), "X-Reqid kept");
+    assert_eq!(calls[0].outcome.as_deref(), Some("accepted"));
+    assert_eq!(calls[0].http_status, Some(200));
+}
+
+#[tokio::test]
+async fn invalid_hosts_fail_alone_and_the_rest_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir.path().join("q.db")).await;
+    let mut config = emulator_config();
+    config.qiniu.domains = vec!["cdn.example.com".to_owned()];
+    let emu = emulator(config).await;
+    let mut targets = urls("cdn.example.com", 20);
+    targets.extend(urls("elsewhere.example.org", 3));
+    enqueue(&store, Action::RefreshUrl, &targets).await;
+    drain_once(&store, &emu, fast_config()).await;
+
+    for job in all_jobs(&store).await {
+        let target = job.target.clone().unwrap();
+        if target.contains("elsewhere") {
+            assert_eq!(job.state, JobState::Failed, "{job:?}");
+            assert_eq!(job.provider_code, Some(400032));
+            assert!(
+                job.last_error.as_deref().unwrap_or("").contains("400032"),
+                "{job:?}"
+            );
+        } else {
+            assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+            assert!(job.request_id.is_some());
+        }
+    }
+    let stats = emu.stats().qiniu;
+    assert!(stats.purged.keys().all(|t| !t.contains("elsewhere")));
+    assert_eq!(stats.purged.len(), 20);
+}
+
+#[tokio::test]
+async fn a_quota_that_runs_out_pauses_the_lane_without_spending_attempts_then_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir.path().join("q.db")).await;
+    let mut config = emulator_config();
+    config.qiniu.quotas.url_refresh = 100;
+    let emu = emulator(config).await;
+    enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 250)).await;
+    drain_once(&store, &emu, fast_config()).await;
+
+    // 60 fit the quota; the next request asks for 60 of the 40 left and is refused whole.
+    assert_eq!(count_state(&store, JobState::Succeeded).await, 60);
+    let queued: Vec<Job> = all_jobs(&store)
+        .await
+        .into_iter()
+        .filter(|j| j.state == JobState::Queued)
+        .collect();
+    assert_eq!(queued.len(), 190);
+    assert!(
+        queued.iter().all(|j| j.attempts == 0),
+        "no attempt spent on quota"
+    );
+    let gate = store
+        .gate(&Lane::new(Provider::Qiniu, Action::RefreshUrl))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(gate.paused_until.unwrap() > purgeq::clock::now_ms() - 1000);
+    assert!(
+        gate.reason.as_deref().unwrap().contains("400034"),
+        "{gate:?}"
+    );
+    assert_eq!(gate.strikes, 1);
+
+    // Each day brings 100 more: reset whenever the lane has paused again.
+    run_until(&store, &emu, fast_config(), || async {
+        emu.reset_quota();
+        count_state(&store, JobState::Succeeded).await == 250
+    })
+    .await;
+    let gate = store
+        .gate(&Lane::new(Provider::Qiniu, Action::RefreshUrl))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (gate.paused_until, gate.strikes),
+        (None, 0),
+        "lane open again"
+    );
+    assert!(all_jobs(&store).await.iter().all(|j| j.attempts == 1));
+    assert_eq!(gate.quota_day, Some(100), "quota fields kept per lane");
+    assert!(gate.surplus_day.is_some_and(|s| s < 100));
+    let sent: u64 = emu.stats().qiniu.purged.values().sum();
+    assert_eq!(sent, 250, "no target purged twice");
+}
+
+#[tokio::test]
+async fn a_provider_that_fails_twice_then_succeeds_leaves_attempts_three() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir.path().join("q.db")).await;
+    let emu = emulator(emulator_config()).await;
+    emu.set_faults(FaultPlan {
+        fail_next: Some(ScriptedFaults {
+            count: 2,
+            kind: FaultKind::Http503,
+        }),
+        ..FaultPlan::default()
+    })
+    .unwrap();
+    enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 10)).await;
+    run_until(&store, &emu, fast_config(), || async {
+        count_state(&store, JobState::Succeeded).await == 10
+    })
+    .await;
+    for job in all_jobs(&store).await {
+        assert_eq!(
+            (job.state, job.attempts),
+            (JobState::Succeeded, 3),
+            "{job:?}"
+        );
+        assert_eq!(store.job_calls(job.id).await.unwrap().len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn a_provider_that_always_fails_leaves_jobs_failed_with_the_last_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir.path().join("q.db")).await;
+    let emu = emulator(emulator_config()).await;
+    emu.set_faults(FaultPlan {
+        random: Some(RandomFaults {
+            rate: 1.0,
+            seed: 7,
+            kinds: vec![FaultKind::Garbage],
+        }),
+        ..FaultPlan::default()
+    })
+    .unwrap();
+    enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 5)).await;
+    let mut config = fast_config();
+    config.policies.max_attempts = 3;
+    run_until(&store, &emu, config, || async {
+        count_state(&store, JobState::Failed).await == 5
+    })
+    .await;
+    for job in all_jobs(&store).await {
+        assert_eq!(job.attempts, 3);
+        let err = job.last_error.unwrap_or_default();
+        assert!(
+            err.contains("gave up after 3 attempts") && err.contains("unparseable"),
+            "{err}"
+        );
+    }
+    assert_eq!(emu.stats().faults.get("garbage"), Some(&3));
+}
+
+#[tokio::test]
+async fn rate_limits_pause_the_lane_then_drain_without_spending_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir.path().join("q.db")).await;
+    let emu = emulator(emulator_config()).await;
+    emu.set_faults(FaultPlan {
+        fail_next: Some(ScriptedFaults {
+            count: 2,
+            kind: FaultKind::Qps,
+        }),
+        ..FaultPlan::default()
+    })
+    .unwrap();
+    enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 10)).await;
+    run_until(&store, &emu, fast_config(), || async {
+        count_state(&store, JobState::Succeeded).await == 10
+    })
+    .await;
+    assert!(all_jobs(&store).await.iter().all(|j| j.attempts == 1));
+}
+
+#[tokio::test]
+async fn refused_credentials_pause_the_lane_and_keep_jobs_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir.path().join("q.db")).await;
+    let mut config = emulator_config();
+    config.qiniu.secret_key = purgeq::secret::Secret::new("another-secret");
+    let emu = emulator(config).await;
+    enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 3)).await;
+    drain_once(&store, &emu, fast_config()).await;
+    let jobs = all_jobs(&store).await;
+    assert!(
+        jobs.iter()
+            .all(|j| j.state == JobState::Queued && j.attempts == 0),
+        "{jobs:?}"
+    );
+    let gate = store
+        .gate(&Lane::new(Provider::Qiniu, Action::RefreshUrl))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        gate.reason
+            .as_deref()
+            .unwrap()
+            .contains("credentials refused"),
+        "{gate:?}"
+    );
+    assert!(!gate.reason.unwrap().contains(common::worker::SK));
+}
+
+#[tokio::test]
+async fn urls_and_dirs_share_one_refresh_request_and_prefetch_has_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir.path().join("q.db")).await;
+    let emu = emulator(emulator_config()).await;
+    enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 3)).await;
+    enqueue(
+        &store,
+        Action::RefreshDir,
+        &["https://cdn.example.com/assets/".to_owned()],
+    )
+    .await;
+    enqueue(&store, Action::PrefetchUrl, &urls("cdn.example.com", 2)).await;
+    drain_once(&store, &emu, fast_config()).await;
+    let stats = emu.stats().qiniu;
+    let mut ops: Vec<(String, usize, usize)> = stats
+        .issued
+        .iter()
+        .map(|r| (r.operation.clone(), r.urls.len(), r.dirs.len()))
+        .collect();
+    ops.sort();
+    assert_eq!(
+        ops,
+        vec![("prefetch".to_owned(), 2, 0), ("refresh".to_owned(), 3, 1)]
+    );
+    assert_eq!(count_state(&store, JobState::Succeeded).await, 6);
+}
+
+#[tokio::test]
+async fn shutdown_while_waiting_to_send_returns_claimed_jobs_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(&dir.path().join("q.db")).await;
+    let emu = emulator(emulator_config()).await;
+    enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 60)).await;
+    let mut config = fast_config();
+    // A burst of 20 targets per second: a 60-target request must wait two seconds to go out.
+    config.qiniu_targets_per_sec = 20.0;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(purgeq::worker::run(
+        store.clone(),
+        common::worker::providers(&emu),
+        config,
+        shutdown.clone(),
+    ));
+    while count_state(&store, JobState::Running).await < 60 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let jobs = all_jobs(&store).await;
+    assert!(
+        jobs.iter()
+            .all(|j| j.state == JobState::Queued && j.attempts == 0 && j.lease_owner.is_none())
+    );
+    assert!(emu.stats().qiniu.issued.is_empty(), "nothing was sent");
+}
