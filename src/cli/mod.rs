@@ -1,6 +1,7 @@
 //! The command line: global options, one module per subcommand, and exit codes.
 
 mod cancel;
+mod demo;
 mod emulate;
 mod enqueue;
 mod prune;
@@ -79,6 +80,7 @@ enum Command {
     Prune(prune::Args),
     Worker(worker::Args),
     Emulate(emulate::Args),
+    Demo(demo::Args),
 }
 
 impl Cli {
@@ -128,6 +130,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Prune(args) => args.run(&ctx).await,
         Command::Worker(args) => args.run(&ctx).await,
         Command::Emulate(args) => args.run().await,
+        Command::Demo(args) => args.run().await,
     };
     match result {
         Ok(code) => code,

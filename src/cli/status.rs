@@ -8,7 +8,7 @@ use super::table::Table;
 use super::{Context, ExitCode, duration_arg};
 use crate::clock;
 use crate::model::{JobState, Provider};
-use crate::store::{Call, Durability, Gate, Job, JobFilter, Summary};
+use crate::store::{Call, Durability, Gate, Job, JobFilter, Store, Summary};
 
 /// Show the queue: counts per provider and state, paused lanes, and recent jobs; or one job and
 /// every provider call that carried it.
@@ -89,6 +89,31 @@ impl Args {
         }
         Ok(ExitCode::Success)
     }
+}
+
+/// Prints the summary and the `limit` most recent jobs, as `purgeq status` does.
+pub(super) async fn print_summary(store: &Store, limit: i64) -> anyhow::Result<()> {
+    let summary = store.summary().await?;
+    let jobs = store
+        .list_jobs(&JobFilter {
+            limit,
+            ..JobFilter::default()
+        })
+        .await?;
+    print!(
+        "{}",
+        render_summary(&summary, &jobs, clock::now_ms(), limit)
+    );
+    Ok(())
+}
+
+/// Prints one job and its calls, as `purgeq status JOB_ID` does.
+pub(super) async fn print_job(store: &Store, id: i64) -> anyhow::Result<()> {
+    if let Some(job) = store.job(id).await? {
+        let calls = store.job_calls(id).await?;
+        print!("{}", render_job(&job, &calls, clock::now_ms()));
+    }
+    Ok(())
 }
 
 fn opt_time(ms: Option<i64>) -> Value {
