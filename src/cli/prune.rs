@@ -9,8 +9,10 @@ use super::{Context, ExitCode, duration_arg};
 use crate::clock;
 use crate::store::Durability;
 
-/// Delete jobs that ended (succeeded, failed or cancelled) longer ago than --older-than, with
-/// the call records no remaining job refers to. Queued and running jobs are never pruned.
+/// Delete old finished jobs and their call records.
+///
+/// Deletes jobs that ended (succeeded, failed or cancelled) longer ago than --older-than, and the
+/// call records no remaining job refers to. Queued and running jobs are never pruned.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  purgeq prune --older-than 30d")]
 pub struct Args {
