@@ -366,7 +366,7 @@ mod tests {
             account: "default",
             attempts,
             strikes,
-            quota_reset_at: 10_000_000,
+            quota_reset_at: 2_000_000,
             now: 1_000_000,
             policies: Policies::default(),
         };
@@ -498,7 +498,7 @@ mod tests {
             ] => {
                 assert_eq!(lane.action, Action::RefreshUrl);
                 assert_eq!(*strikes, 21);
-                assert_eq!(*until, 10_000_000, "capped at the reset");
+                assert_eq!(*until, 2_000_000, "capped at the reset");
             }
             other => panic!("{other:?}"),
         }
