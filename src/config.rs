@@ -93,3 +93,23 @@ pub fn default_db_path() -> Result<PathBuf, ConfigError> {
     }
     Err(ConfigError::NoDefaultDb)
 }
+
+/// Reads an id/secret credential pair (`QINIU_ACCESS_KEY` + `QINIU_SECRET_KEY`, say): both, or
+/// `None` when neither is set. One without the other is an error naming the missing variable.
+pub fn credential_pair(
+    id_var: &'static str,
+    secret_var: &'static str,
+) -> Result<Option<(String, Secret)>, ConfigError> {
+    match (var_from_env(id_var)?, secret_from_env(secret_var)?) {
+        (Some(id), Some(secret)) => Ok(Some((id, secret))),
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(ConfigError::Missing {
+            var: id_var,
+            why: format!("{secret_var} is set without it"),
+        }),
+        (Some(_), None) => Err(ConfigError::Missing {
+            var: secret_var,
+            why: format!("{id_var} is set without it"),
+        }),
+    }
+}

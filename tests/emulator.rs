@@ -27,7 +27,7 @@ fn config() -> EmulatorConfig {
             domains: vec!["example.com".to_owned()],
             ..QiniuConfig::default()
         },
-        faults: FaultPlan::default(),
+        ..EmulatorConfig::default()
     }
 }
 
@@ -570,6 +570,9 @@ async fn the_emulate_command_serves_until_sigterm() {
         .env_remove("QINIU_ACCESS_KEY")
         .env_remove("QINIU_SECRET_KEY")
         .env_remove("QINIU_SECRET_KEY_FILE")
+        .env_remove("PAN123_CLIENT_ID")
+        .env_remove("PAN123_CLIENT_SECRET")
+        .env_remove("PAN123_CLIENT_SECRET_FILE")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

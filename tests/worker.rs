@@ -226,7 +226,8 @@ async fn a_provider_that_always_fails_leaves_jobs_failed_with_the_last_error() {
             "{err}"
         );
     }
-    assert_eq!(emu.stats().faults.get("garbage"), Some(&3));
+    let stats = emu.stats();
+    assert_eq!(stats.faults.get("garbage"), Some(&3), "jobs that fail together retry together");
 }
 
 #[tokio::test]

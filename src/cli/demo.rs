@@ -130,6 +130,7 @@ impl Args {
                     secret_key: Secret::new(DEMO_SECRET_KEY),
                 },
             )),
+            pan123: None,
         };
         let config = WorkerConfig {
             once: true,

@@ -11,17 +11,25 @@ use anyhow::Context as _;
 
 use super::ExitCode;
 use crate::config;
+use crate::emulator::pan123::{
+    DEFAULT_REFRESH_PER_SEC, DEFAULT_TOKEN_PER_SEC, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET,
+    Pan123Config,
+};
 use crate::emulator::qiniu::{DEMO_ACCESS_KEY, DEMO_SECRET_KEY, DailyQuotas, QiniuConfig};
 use crate::emulator::{self, EmulatorConfig, FaultKind, FaultPlan, RandomFaults, ScriptedFaults};
 use crate::secret::Secret;
 
-/// Run a local fake of the CDN providers' APIs (Qiniu fusion CDN), for tests and demos.
+/// Run a local fake of the CDN providers' APIs (Qiniu fusion CDN and the 123pan open
+/// platform) on one listener, for tests and demos.
 ///
-/// It accepts the credentials of QINIU_ACCESS_KEY and QINIU_SECRET_KEY (or
-/// QINIU_SECRET_KEY_FILE), else the demo pair purgeq-demo-ak / purgeq-demo-sk. Operator
-/// endpoints: GET /_emulator/stats, POST /_emulator/reset-quota, POST /_emulator/faults.
-/// Fault kinds: http-503, server-error, quota, throttle, qps, slow, drop-before, drop-after,
-/// garbage, invalid.
+/// Qiniu: POST /v2/tune/refresh and /v2/tune/prefetch, signed with QINIU_ACCESS_KEY and
+/// QINIU_SECRET_KEY (or QINIU_SECRET_KEY_FILE), else the demo pair purgeq-demo-ak /
+/// purgeq-demo-sk. 123pan: POST /api/v1/access_token with PAN123_CLIENT_ID and
+/// PAN123_CLIENT_SECRET (or PAN123_CLIENT_SECRET_FILE), else the demo pair purgeq-demo-client /
+/// purgeq-demo-client-secret, then POST /api/v1/direct-link/cache/refresh with the token.
+/// Operator endpoints: GET /_emulator/stats, POST /_emulator/reset-quota, POST /_emulator/faults
+/// (a JSON fault plan; its "token_fail_next" makes 123pan token requests fail). Fault kinds:
+/// http-503, server-error, quota, throttle, qps, slow, drop-before, drop-after, garbage, invalid.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The address to listen on; port 0 picks a free port.
@@ -45,7 +53,25 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = DailyQuotas::default().prefetch)]
     prefetch_quota: u64,
 
-    /// Make the next N purge requests fail with --fail-with.
+    /// How long a 123pan access token lives; its answer's expiredAt says when it ends.
+    #[arg(long, value_name = "DUR", default_value = "2h", value_parser = super::duration_arg)]
+    pan123_token_ttl: Duration,
+
+    /// 123pan cache refresh calls allowed per second; more are answered 429 (0: unlimited).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_REFRESH_PER_SEC)]
+    pan123_refresh_per_sec: f64,
+
+    /// 123pan token requests allowed per second; more are answered 429 (0: unlimited).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TOKEN_PER_SEC)]
+    pan123_token_per_sec: f64,
+
+    /// Answer 123pan refusals (bad token, throttled, missing Platform header) with HTTP 200,
+    /// the error only in the body code.
+    #[arg(long)]
+    pan123_body_only_errors: bool,
+
+    /// Make the next N purge requests (Qiniu refresh and prefetch, 123pan cache refresh) fail
+    /// with --fail-with.
     #[arg(long, value_name = "N", requires = "fail_with")]
     fail_next: Option<u32>,
 
@@ -53,7 +79,7 @@ pub struct Args {
     #[arg(long, value_name = "KIND", requires = "fail_next")]
     fail_with: Option<FaultKind>,
 
-    /// Make each purge request fail with this probability (0 to 1), drawing the kind from
+    /// Make each purge request (Qiniu or 123pan) fail with this probability (0 to 1), drawing the kind from
     /// --fault-kinds.
     #[arg(long, value_name = "F")]
     fault_rate: Option<f64>,
@@ -94,7 +120,17 @@ impl Args {
     }
 
     fn config(&self) -> anyhow::Result<EmulatorConfig> {
-        let (access_key, secret_key) = credentials()?;
+        let (access_key, secret_key) = credentials(&QINIU_PAIR)?;
+        let (client_id, client_secret) = credentials(&PAN123_PAIR)?;
+        for (flag, rate) in [
+            ("--pan123-refresh-per-sec", self.pan123_refresh_per_sec),
+            ("--pan123-token-per-sec", self.pan123_token_per_sec),
+        ] {
+            anyhow::ensure!(
+                rate.is_finite() && rate >= 0.0,
+                "{flag} {rate} is not a number of calls per second (0 or more)"
+            );
+        }
         let rate = self.fault_rate;
         if let Some(rate) = rate {
             anyhow::ensure!(
@@ -112,6 +148,7 @@ impl Args {
                 seed: self.fault_seed,
                 kinds: self.fault_kinds.clone(),
             }),
+            token_fail_next: None,
             slow_delay_ms: u64::try_from(self.slow.as_millis()).unwrap_or(u64::MAX),
         };
         Ok(EmulatorConfig {
@@ -126,27 +163,69 @@ impl Args {
                 },
                 ..QiniuConfig::default()
             },
+            pan123: Pan123Config {
+                client_id,
+                client_secret,
+                token_ttl: self.pan123_token_ttl,
+                refresh_per_sec: self.pan123_refresh_per_sec,
+                token_per_sec: self.pan123_token_per_sec,
+                body_only_errors: self.pan123_body_only_errors,
+            },
             faults,
         })
     }
 }
 
-/// The Qiniu key pair from the environment, as the worker reads it, or the demo pair.
-fn credentials() -> anyhow::Result<(String, Secret)> {
-    let access_key = config::var_from_env("QINIU_ACCESS_KEY")?;
-    let secret_key = config::secret_from_env("QINIU_SECRET_KEY")?;
-    match (access_key, secret_key) {
-        (Some(ak), Some(sk)) => Ok((ak, sk)),
+/// A provider's credential pair: the variables the worker reads, and the demo pair.
+struct Pair {
+    id_var: &'static str,
+    secret_var: &'static str,
+    demo_id: &'static str,
+    demo_secret: &'static str,
+    /// What the demo secret is called in the notice (the secret itself is never printed).
+    secret_name: &'static str,
+}
+
+const QINIU_PAIR: Pair = Pair {
+    id_var: "QINIU_ACCESS_KEY",
+    secret_var: "QINIU_SECRET_KEY",
+    demo_id: DEMO_ACCESS_KEY,
+    demo_secret: DEMO_SECRET_KEY,
+    secret_name: "secret key",
+};
+
+const PAN123_PAIR: Pair = Pair {
+    id_var: "PAN123_CLIENT_ID",
+    secret_var: "PAN123_CLIENT_SECRET",
+    demo_id: DEMO_CLIENT_ID,
+    demo_secret: DEMO_CLIENT_SECRET,
+    secret_name: "client secret",
+};
+
+/// A key pair from the environment, as the worker reads it, or the demo pair when neither
+/// half is set.
+fn credentials(pair: &Pair) -> anyhow::Result<(String, Secret)> {
+    let Pair {
+        id_var,
+        secret_var,
+        demo_id,
+        demo_secret,
+        secret_name,
+    } = pair;
+    let id = config::var_from_env(id_var)?;
+    let secret = config::secret_from_env(secret_var)?;
+    match (id, secret) {
+        (Some(id), Some(secret)) => Ok((id, secret)),
         (None, None) => {
             eprintln!(
-                "purgeq emulate: QINIU_ACCESS_KEY and QINIU_SECRET_KEY are not set; accepting the demo credentials ({DEMO_ACCESS_KEY} and its demo secret key)"
+                "purgeq emulate: {id_var} and {secret_var} are not set; accepting the demo credentials ({demo_id} and its demo {secret_name})"
             );
-            Ok((DEMO_ACCESS_KEY.to_owned(), Secret::new(DEMO_SECRET_KEY)))
+            Ok(((*demo_id).to_owned(), Secret::new(*demo_secret)))
         }
-        (Some(_), None) => anyhow::bail!(
-            "QINIU_ACCESS_KEY is set but QINIU_SECRET_KEY (nor QINIU_SECRET_KEY_FILE) is not"
-        ),
-        (None, Some(_)) => anyhow::bail!("QINIU_SECRET_KEY is set but QINIU_ACCESS_KEY is not"),
+        (Some(_), None) => {
+            anyhow::bail!("{id_var} is set but {secret_var} (nor {secret_var}_FILE) is not")
+        }
+        (None, Some(_)) => anyhow::bail!("{secret_var} is set but {id_var} is not"),
     }
 }
 

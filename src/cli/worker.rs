@@ -9,7 +9,8 @@ use tracing::{info, warn};
 use super::{Context, ExitCode, duration_arg};
 use crate::config::{self, ConfigError};
 use crate::model::Provider;
-use crate::provider::qiniu::{self, Credentials, QiniuClient};
+use crate::provider::pan123::{self, Pan123Client};
+use crate::provider::qiniu::{self, QiniuClient};
 use crate::store::{Durability, Store};
 use crate::worker::{self, Policies, Providers, WorkerConfig};
 
@@ -17,8 +18,9 @@ use crate::worker::{self, Policies, Providers, WorkerConfig};
 /// limits, record every outcome.
 ///
 /// Credentials come from the environment: QINIU_ACCESS_KEY and QINIU_SECRET_KEY (or
-/// QINIU_SECRET_KEY_FILE), and QINIU_ENDPOINT to use another endpoint (a proxy, or `purgeq
-/// emulate`). On SIGTERM or SIGINT the worker stops claiming, lets the call in flight finish,
+/// QINIU_SECRET_KEY_FILE) for Qiniu, PAN123_CLIENT_ID and PAN123_CLIENT_SECRET (or
+/// PAN123_CLIENT_SECRET_FILE) for 123pan; QINIU_ENDPOINT and PAN123_ENDPOINT point at another
+/// endpoint (a proxy, or `purgeq emulate`). On SIGTERM or SIGINT the worker stops claiming, lets the call in flight finish,
 /// records it, returns unsent jobs to the queue and exits 0.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -71,27 +73,6 @@ fn batch_size(text: &str) -> Result<usize, String> {
     }
 }
 
-/// Reads Qiniu credentials; `None` when neither variable is set.
-fn qiniu_credentials() -> Result<Option<Credentials>, ConfigError> {
-    let access = config::var_from_env("QINIU_ACCESS_KEY")?;
-    let secret = config::secret_from_env("QINIU_SECRET_KEY")?;
-    match (access, secret) {
-        (Some(access_key), Some(secret_key)) => Ok(Some(Credentials {
-            access_key,
-            secret_key,
-        })),
-        (None, None) => Ok(None),
-        (None, Some(_)) => Err(ConfigError::Missing {
-            var: "QINIU_ACCESS_KEY",
-            why: "QINIU_SECRET_KEY is set without it".to_owned(),
-        }),
-        (Some(_), None) => Err(ConfigError::Missing {
-            var: "QINIU_SECRET_KEY",
-            why: "QINIU_ACCESS_KEY is set without it".to_owned(),
-        }),
-    }
-}
-
 /// The HTTP client every provider call goes through: timeouts set, no redirects followed
 /// (a purge API never redirects; following one could send credentials elsewhere).
 pub(crate) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
@@ -106,31 +87,48 @@ pub(crate) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> 
 
 /// Builds the provider clients from the environment; a provider with queued jobs and no
 /// credentials is a startup error naming the missing variable.
-pub(crate) async fn providers_from_env(
-    store: &Store,
-    timeout: Duration,
-) -> anyhow::Result<Providers> {
+pub(crate) async fn providers_from_env(store: &Store, timeout: Duration) -> anyhow::Result<Providers> {
     let http = http_client(timeout)?;
-    let qiniu = match qiniu_credentials()? {
-        Some(creds) => {
-            let endpoint = config::var_from_env("QINIU_ENDPOINT")?
-                .unwrap_or_else(|| qiniu::DEFAULT_ENDPOINT.to_owned());
-            info!(endpoint, access_key = %creds.access_key, "qiniu lanes enabled");
-            Some(QiniuClient::new(http.clone(), endpoint, creds))
-        }
-        None if store.has_pending(Provider::Qiniu).await? => {
-            return Err(ConfigError::Missing {
-                var: "QINIU_ACCESS_KEY",
-                why: "qiniu jobs are queued and the worker needs QINIU_ACCESS_KEY and QINIU_SECRET_KEY to send them".to_owned(),
-            }
-            .into());
+    let qiniu = match config::credential_pair("QINIU_ACCESS_KEY", "QINIU_SECRET_KEY")? {
+        Some((access_key, secret_key)) => {
+            let endpoint = endpoint("QINIU_ENDPOINT", qiniu::DEFAULT_ENDPOINT)?;
+            info!(endpoint, access_key = %access_key, "qiniu lanes enabled");
+            Some(QiniuClient::new(http.clone(), endpoint, qiniu::Credentials { access_key, secret_key }))
         }
         None => {
-            warn!("QINIU_ACCESS_KEY and QINIU_SECRET_KEY are not set: qiniu jobs will not be sent");
+            missing(store, Provider::Qiniu, "QINIU_ACCESS_KEY", "QINIU_SECRET_KEY").await?;
             None
         }
     };
-    Ok(Providers { qiniu })
+    let pan123 = match config::credential_pair("PAN123_CLIENT_ID", "PAN123_CLIENT_SECRET")? {
+        Some((client_id, client_secret)) => {
+            let endpoint = endpoint("PAN123_ENDPOINT", pan123::DEFAULT_ENDPOINT)?;
+            info!(endpoint, client_id = %client_id, "123pan lane enabled");
+            Some(Pan123Client::new(http, endpoint, pan123::Credentials { client_id, client_secret }))
+        }
+        None => {
+            missing(store, Provider::Pan123, "PAN123_CLIENT_ID", "PAN123_CLIENT_SECRET").await?;
+            None
+        }
+    };
+    Ok(Providers { qiniu, pan123 })
+}
+
+fn endpoint(var: &str, default: &str) -> anyhow::Result<String> {
+    Ok(config::var_from_env(var)?.unwrap_or_else(|| default.to_owned()))
+}
+
+/// A provider without credentials: fatal if its jobs are waiting, else a warning.
+async fn missing(store: &Store, provider: Provider, id_var: &'static str, secret_var: &'static str) -> anyhow::Result<()> {
+    if store.has_pending(provider).await? {
+        return Err(ConfigError::Missing {
+            var: id_var,
+            why: format!("{provider} jobs are queued and the worker needs {id_var} and {secret_var} to send them"),
+        }
+        .into());
+    }
+    warn!("{id_var} and {secret_var} are not set: {provider} jobs will not be sent");
+    Ok(())
 }
 
 /// A token cancelled on SIGTERM or SIGINT.

@@ -2,7 +2,13 @@
 //!
 //! A [`FaultPlan`] says which requests fail and how: the next N purge requests (scripted), and/or
 //! each purge request with a probability drawn from a seeded generator (random, reproducible).
-//! Only purge requests draw faults; the emulator's own `/_emulator/*` endpoints never do.
+//! Purge requests are Qiniu's refresh and prefetch calls and 123pan's cache refresh calls; they
+//! share one script and one generator. 123pan's token endpoint has a script of its own
+//! ([`FaultPlan::token_fail_next`]) and never draws random faults, so a random plan leaves the
+//! token renewal alone. The emulator's own `/_emulator/*` endpoints never fail.
+//!
+//! Each provider renders a kind in its own format: the variant docs say how, Qiniu first, then
+//! 123pan.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,17 +23,20 @@ pub const DEFAULT_SLOW_DELAY: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
-    /// HTTP 503 with a JSON body, code 500000: an overloaded or failing front end.
+    /// HTTP 503: an overloaded or failing front end. Qiniu: a JSON body with code 500000.
+    /// 123pan: an HTML body, as a front end in front of the API would send.
     #[serde(rename = "http-503")]
     Http503,
-    /// A provider server error code (Qiniu 500002, 500005 or 500010, drawn in turn) with the
-    /// HTTP status Qiniu pairs it with (500).
+    /// A provider server error code. Qiniu: 500002, 500005 or 500010, drawn in turn, under
+    /// HTTP 500. 123pan: HTTP 200 with code 1, "internal error".
     ServerError,
-    /// The daily quota of the request's endpoint is reported used up (Qiniu 400033/400034).
+    /// Qiniu: the daily quota of the request's endpoint is reported used up (400033/400034/
+    /// 400035). 123pan, which has no quota: HTTP 429 with code 429.
     Quota,
-    /// HTTP 429 with `Retry-After: 1`: a gateway's rate limit.
+    /// HTTP 429 with `Retry-After: 1`: a gateway's rate limit. Qiniu: no body code. 123pan:
+    /// code 429.
     Throttle,
-    /// HTTP 403 with code 403024: Qiniu's per-user QPS limit.
+    /// A per-user QPS limit. Qiniu: HTTP 403 with code 403024. 123pan: HTTP 429 with code 429.
     Qps,
     /// The answer comes only after the slow delay (default 60 s): beyond a client timeout.
     Slow,
@@ -38,7 +47,10 @@ pub enum FaultKind {
     DropAfter,
     /// HTTP 200 with a body that is not JSON (a truncated answer).
     Garbage,
-    /// The first target is refused as invalid (Qiniu 400031); nothing is processed.
+    /// Qiniu: the first target is refused as invalid (400031); nothing is processed. 123pan,
+    /// which has no targets: the refresh is refused with HTTP 401 and code 401 "token invalid"
+    /// (the token stays valid: a renewal and a retry succeed), and a token request with HTTP 200
+    /// and code 401 "invalid client credentials".
     Invalid,
 }
 
@@ -138,6 +150,9 @@ pub struct FaultPlan {
     pub fail_next: Option<ScriptedFaults>,
     /// Random faults.
     pub random: Option<RandomFaults>,
+    /// Scripted faults for 123pan's token endpoint (`POST /api/v1/access_token`) only: renewal
+    /// failures. Every kind applies; `drop-after` issues a token that never reaches the client.
+    pub token_fail_next: Option<ScriptedFaults>,
     /// How long the [`FaultKind::Slow`] fault waits before answering, in milliseconds.
     pub slow_delay_ms: u64,
 }
@@ -147,6 +162,7 @@ impl Default for FaultPlan {
         FaultPlan {
             fail_next: None,
             random: None,
+            token_fail_next: None,
             slow_delay_ms: u64::try_from(DEFAULT_SLOW_DELAY.as_millis()).unwrap_or(u64::MAX),
         }
     }
@@ -215,6 +231,16 @@ impl Injector {
         (hit && !(random.kinds.is_empty() && kind == FaultKind::Slow)).then_some(kind)
     }
 
+    /// Draws the fault, if any, for the next 123pan token request: scripted only.
+    pub(crate) fn draw_token(&mut self) -> Option<FaultKind> {
+        let script = self.plan.token_fail_next.as_mut()?;
+        if script.count == 0 {
+            return None;
+        }
+        script.count -= 1;
+        Some(script.kind)
+    }
+
     /// The next provider server-error code, in turn.
     pub(crate) fn next_server_error(&mut self, codes: &[i64]) -> i64 {
         let code = codes[self.server_error_turn % codes.len()];
@@ -258,6 +284,34 @@ mod tests {
     }
 
     #[test]
+    fn token_faults_have_their_own_script() {
+        let mut inj = Injector::new(FaultPlan {
+            fail_next: Some(ScriptedFaults {
+                count: 1,
+                kind: FaultKind::Garbage,
+            }),
+            random: Some(RandomFaults {
+                rate: 1.0,
+                seed: 1,
+                kinds: vec![FaultKind::Qps],
+            }),
+            token_fail_next: Some(ScriptedFaults {
+                count: 1,
+                kind: FaultKind::Http503,
+            }),
+            ..FaultPlan::default()
+        });
+        assert_eq!(inj.draw_token(), Some(FaultKind::Http503));
+        assert_eq!(
+            inj.draw_token(),
+            None,
+            "random faults never reach the token endpoint"
+        );
+        assert_eq!(inj.draw(), Some(FaultKind::Garbage));
+        assert_eq!(inj.draw(), Some(FaultKind::Qps));
+    }
+
+    #[test]
     fn random_faults_are_reproducible() {
         let plan = FaultPlan {
             random: Some(RandomFaults {
@@ -294,6 +348,16 @@ mod tests {
             })
         );
         assert_eq!(plan.slow_delay(), Duration::from_millis(50));
+        assert_eq!(plan.token_fail_next, None);
+        let token: FaultPlan =
+            serde_json::from_str(r#"{"token_fail_next":{"count":2,"kind":"http-503"}}"#).unwrap();
+        assert_eq!(
+            token.token_fail_next,
+            Some(ScriptedFaults {
+                count: 2,
+                kind: FaultKind::Http503
+            })
+        );
         let empty: FaultPlan = serde_json::from_str("{}").unwrap();
         assert_eq!(empty, FaultPlan::default());
         assert!(

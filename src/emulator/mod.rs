@@ -5,8 +5,9 @@
 //! the real APIs can use it, and it can inject the faults a real deployment meets: error statuses,
 //! provider error codes, quota exhaustion, rate limits, stalls, dropped connections and garbage.
 //!
-//! One listener serves every provider: each provider module ([`qiniu`]) owns its paths, state and
-//! answers; this module owns the server, the fault plan and the operator endpoints:
+//! One listener serves every provider: each provider module ([`qiniu`], [`pan123`]) owns its
+//! paths, state and answers; this module owns the server, the fault plan and the operator
+//! endpoints:
 //!
 //! - `GET /_emulator/stats`: [`Stats`] as JSON.
 //! - `POST /_emulator/reset-quota`: every daily quota back to full.
@@ -20,6 +21,7 @@
 //!   how the dropped-connection faults are made.
 
 pub mod fault;
+pub mod pan123;
 pub mod qiniu;
 
 use std::collections::BTreeMap;
@@ -48,6 +50,8 @@ const MAX_REQUEST_BYTES: usize = 1 << 20;
 pub struct EmulatorConfig {
     /// The Qiniu fusion CDN account.
     pub qiniu: qiniu::QiniuConfig,
+    /// The 123pan open platform account.
+    pub pan123: pan123::Pan123Config,
     /// The faults to inject from the first request on.
     pub faults: FaultPlan,
 }
@@ -57,7 +61,11 @@ pub struct EmulatorConfig {
 pub struct Stats {
     /// The Qiniu side.
     pub qiniu: qiniu::QiniuStats,
-    /// Faults injected so far, by kind name (`http-503`, `drop-after`, …).
+    /// The 123pan side.
+    #[serde(default)]
+    pub pan123: pan123::Pan123Stats,
+    /// Faults injected into purge requests so far (Qiniu's and 123pan's refresh calls), by kind
+    /// name (`http-503`, `drop-after`, …). 123pan token faults are in `pan123.token_faults`.
     pub faults: BTreeMap<String, u64>,
 }
 
@@ -115,6 +123,11 @@ impl Emulator {
             .reset_quota(&self.shared.config.qiniu);
     }
 
+    /// Makes every 123pan access token issued so far expired, as if its `expiredAt` had passed.
+    pub fn expire_tokens(&self) {
+        self.shared.lock().pan123.expire_tokens();
+    }
+
     /// Replaces the fault plan; scripted counts and the random sequence start over.
     pub fn set_faults(&self, plan: FaultPlan) -> Result<(), String> {
         self.shared.set_faults(plan)
@@ -146,6 +159,7 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) qiniu: qiniu::QiniuState,
+    pub(crate) pan123: pan123::Pan123State,
     injector: fault::Injector,
     faults: BTreeMap<String, u64>,
     /// Request ids and trace ids: unseeded, so that a fault seed alone decides the fault sequence.
@@ -162,8 +176,13 @@ impl State {
 
     /// A trace id in the style of Qiniu's `X-Reqid`: 16 URL-safe base64 characters.
     pub(crate) fn trace_id(&mut self) -> String {
+        self.random_text(16)
+    }
+
+    /// `len` random URL-safe base64 characters.
+    pub(crate) fn random_text(&mut self, len: usize) -> String {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        (0..16)
+        (0..len)
             .map(|_| char::from(ALPHABET[self.ids.usize(..ALPHABET.len())]))
             .collect()
     }
@@ -177,6 +196,7 @@ impl Shared {
     fn new(config: EmulatorConfig) -> Self {
         let state = State {
             qiniu: qiniu::QiniuState::new(&config.qiniu),
+            pan123: pan123::Pan123State::new(&config.pan123),
             injector: fault::Injector::new(config.faults.clone()),
             faults: BTreeMap::new(),
             ids: fastrand::Rng::new(),
@@ -199,6 +219,7 @@ impl Shared {
         let mut state = self.lock();
         Stats {
             qiniu: state.qiniu.stats(&self.config.qiniu),
+            pan123: state.pan123.stats(),
             faults: state.faults.clone(),
         }
     }
@@ -214,6 +235,14 @@ impl Shared {
         let mut state = self.lock();
         let kind = state.injector.draw()?;
         *state.faults.entry(kind.as_str().to_owned()).or_default() += 1;
+        Some(kind)
+    }
+
+    /// Draws the fault for the next 123pan token request, and counts it.
+    fn draw_token_fault(&self) -> Option<FaultKind> {
+        let mut state = self.lock();
+        let kind = state.injector.draw_token()?;
+        state.pan123.count_token_fault(kind);
         Some(kind)
     }
 }
@@ -284,6 +313,20 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Answer {
             ));
         }
     };
+    if let Some(endpoint) = pan123::endpoint_for(&path) {
+        if parts.method != Method::POST {
+            return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
+        }
+        pan123::count_request(shared, endpoint);
+        let fault = match endpoint {
+            pan123::Endpoint::Token => shared.draw_token_fault(),
+            pan123::Endpoint::Refresh => shared.draw_fault(),
+        };
+        return purge(shared, fault, |fault| {
+            pan123::handle(shared, endpoint, &parts, &body, fault)
+        })
+        .await;
+    }
     if let Some(op) = qiniu::operation_for(&path) {
         if parts.method != Method::POST {
             return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
@@ -305,6 +348,7 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Answer {
         (_, "/_emulator/stats" | "/_emulator/reset-quota" | "/_emulator/faults") => {
             plain(StatusCode::METHOD_NOT_ALLOWED, "wrong method")
         }
+        _ if pan123::claims_path(&path) => pan123::not_found(shared),
         _ => qiniu::not_found(shared),
     })
 }

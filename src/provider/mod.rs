@@ -4,7 +4,9 @@
 //! code, request ids, message, quota readings) and one [`Outcome`]. The worker maps an `Outcome`
 //! to job states and lane gates; nothing else inspects provider codes or error strings.
 
+pub mod pan123;
 pub mod qiniu;
+mod wire;
 
 use std::time::Duration;
 

@@ -17,7 +17,9 @@ use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 
+use super::wire::{describe_transport_error, excerpt, header_text, one_line, read_body, transient};
 use super::{CallReport, Outcome, QuotaReading, Rejection};
+pub use super::wire::parse_retry_after;
 use crate::model::Action;
 use crate::secret::Secret;
 
@@ -45,12 +47,6 @@ pub const REFRESH_PATH: &str = "/v2/tune/refresh";
 /// The path of a prefetch call under the endpoint.
 pub const PREFETCH_PATH: &str = "/v2/tune/prefetch";
 
-/// Response bodies larger than this are cut: a real answer is a few kilobytes.
-const MAX_BODY_BYTES: usize = 1 << 20;
-/// How much of an unexpected body goes into a report message.
-const EXCERPT_CHARS: usize = 120;
-/// How long a report message may get.
-const MAX_MESSAGE_CHARS: usize = 300;
 
 /// Success codes: `200` in the current API and SDKs, `200001` in the seed document.
 const CODE_SUCCESS: [i64; 2] = [200, 200_001];
@@ -245,18 +241,6 @@ impl QiniuClient {
     }
 }
 
-/// The response body, cut at [`MAX_BODY_BYTES`].
-async fn read_body(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_BODY_BYTES.saturating_sub(bytes.len());
-        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if bytes.len() >= MAX_BODY_BYTES {
-            break;
-        }
-    }
-    Ok(bytes)
-}
 
 /// A response as it arrived, before classification.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -472,91 +456,11 @@ fn quota_readings(body: &Body) -> Vec<QuotaReading> {
         .collect()
 }
 
-fn transient(http_status: Option<u16>, message: String) -> CallReport {
-    CallReport {
-        outcome: Outcome::Transient,
-        http_status,
-        code: None,
-        request_id: None,
-        trace_id: None,
-        message: one_line(&message),
-        quotas: Vec::new(),
-        retry_after: None,
-    }
-}
 
-/// A one-line account of a transport failure, without the request URL's noise.
-fn describe_transport_error(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connect error"
-    } else if e.is_body() {
-        "body error"
-    } else if e.is_request() {
-        "request error"
-    } else {
-        "transport error"
-    };
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !causes.contains(&text) {
-            causes.push(text);
-        }
-        source = cause.source();
-    }
-    if causes.is_empty() {
-        kind.to_owned()
-    } else {
-        format!("{kind}: {}", causes.join(": "))
-    }
-}
 
-fn header_text(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
-    let value = headers.get(name)?.to_str().ok()?.trim();
-    (!value.is_empty()).then(|| value.to_owned())
-}
 
-/// `Retry-After` in delay-seconds form; the HTTP-date form is not used by Qiniu and is ignored.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
 
-/// The start of a body, escaped so that it stays on one line and shows what arrived.
-fn excerpt(bytes: &[u8]) -> String {
-    if bytes.is_empty() {
-        return "(empty)".to_owned();
-    }
-    let text = String::from_utf8_lossy(bytes);
-    let mut out: String = text
-        .chars()
-        .take(EXCERPT_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().count() > EXCERPT_CHARS {
-        out.push('…');
-    }
-    format!("\"{out}\"")
-}
 
-/// `text` on one line, control characters escaped, cut to a readable length.
-fn one_line(text: &str) -> String {
-    let mut out = String::new();
-    for c in text.trim().chars() {
-        if out.chars().count() >= MAX_MESSAGE_CHARS {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 fn append_error(prefix: String, error: &str) -> String {
     if error.is_empty() {

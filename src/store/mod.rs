@@ -376,6 +376,17 @@ pub enum GateChange {
     },
 }
 
+/// A provider access token cached for every process sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedToken {
+    /// The token.
+    pub token: crate::secret::Secret,
+    /// When it expires (ms).
+    pub expires_at: i64,
+    /// When it was obtained (ms).
+    pub obtained_at: i64,
+}
+
 /// Everything a worker writes after a call, in one transaction.
 #[derive(Debug, Clone)]
 pub struct Record {

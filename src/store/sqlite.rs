@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    Call, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter, JobUpdate, NewCall, NewJobs,
+    CachedToken, Call, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter, JobUpdate, NewCall, NewJobs,
     Pruned, Record, Refusal, Selection, StateCount, StoreError, Summary, VerbResult,
 };
 use crate::model::{Action, JobState, Lane, Provider};
@@ -655,6 +655,48 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(sql_err)
+    }
+
+    /// The cached access token of a provider account, if any.
+    pub async fn token(&self, provider: Provider, account: &str) -> Result<Option<CachedToken>, StoreError> {
+        let row = sqlx::query(
+            "SELECT access_token, expires_at, obtained_at FROM tokens WHERE provider = ?1 AND account = ?2",
+        )
+        .bind(provider.as_str())
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        row.map(|row| {
+            Ok(CachedToken {
+                token: crate::secret::Secret::new(row.try_get::<String, _>("access_token").map_err(sql_err)?),
+                expires_at: row.try_get("expires_at").map_err(sql_err)?,
+                obtained_at: row.try_get("obtained_at").map_err(sql_err)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Caches a provider account's access token, replacing the previous one.
+    pub async fn save_token(&self, provider: Provider, account: &str, token: &CachedToken) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO tokens (provider, account, access_token, expires_at, obtained_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (provider, account) DO UPDATE SET
+                 access_token = excluded.access_token, expires_at = excluded.expires_at,
+                 obtained_at = excluded.obtained_at",
+        )
+        .bind(provider.as_str())
+        .bind(account)
+        .bind(token.token.expose())
+        .bind(token.expires_at)
+        .bind(token.obtained_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err)?;
+        tx.commit().await.map_err(sql_err)?;
+        Ok(())
     }
 
     /// Whether any job of `provider` is queued or running.

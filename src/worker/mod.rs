@@ -28,9 +28,11 @@ use crate::clock;
 use crate::model::{Action, DEFAULT_ACCOUNT, Lane, Provider};
 use crate::pacer::Pacer;
 use crate::planner::Batch;
-use crate::provider::CallReport;
+use crate::provider::pan123::{self, Pan123Client};
 use crate::provider::qiniu::{self, QiniuClient};
-use crate::store::{CallEnd, ClaimRequest, ClaimedJob, NewCall, Record, Store, StoreError};
+use crate::provider::{CallReport, Outcome};
+use crate::secret::Secret;
+use crate::store::{CachedToken, CallEnd, ClaimRequest, ClaimedJob, NewCall, Record, Store, StoreError};
 use settle::Settling;
 
 /// How the worker behaves. [`WorkerConfig::default`] gives the documented defaults.
@@ -54,6 +56,8 @@ pub struct WorkerConfig {
     pub qiniu_targets_per_sec: f64,
     /// Requests per second per Qiniu account (0: unlimited).
     pub qiniu_requests_per_sec: f64,
+    /// Requests per second per 123pan account (0: unlimited).
+    pub pan123_requests_per_sec: f64,
 }
 
 impl Default for WorkerConfig {
@@ -68,6 +72,7 @@ impl Default for WorkerConfig {
             policies: Policies::default(),
             qiniu_targets_per_sec: f64::from(qiniu::RATE_TARGETS_PER_SEC),
             qiniu_requests_per_sec: f64::from(qiniu::RATE_REQUESTS_PER_SEC),
+            pan123_requests_per_sec: pan123::REQUESTS_PER_SEC,
         }
     }
 }
@@ -85,6 +90,8 @@ pub fn worker_id() -> String {
 pub struct Providers {
     /// Qiniu fusion CDN.
     pub qiniu: Option<QiniuClient>,
+    /// 123pan open platform.
+    pub pan123: Option<Pan123Client>,
 }
 
 /// A kind of request, with the lanes whose jobs it carries.
@@ -92,12 +99,14 @@ pub struct Providers {
 enum Route {
     QiniuRefresh,
     QiniuPrefetch,
+    Pan123,
 }
 
 impl Route {
     fn provider(self) -> Provider {
         match self {
             Route::QiniuRefresh | Route::QiniuPrefetch => Provider::Qiniu,
+            Route::Pan123 => Provider::Pan123,
         }
     }
 
@@ -105,6 +114,7 @@ impl Route {
         match self {
             Route::QiniuRefresh => "refresh",
             Route::QiniuPrefetch => "prefetch",
+            Route::Pan123 => "refresh_all",
         }
     }
 
@@ -116,13 +126,14 @@ impl Route {
                 (Action::RefreshDir, Some(config.batch_dirs)),
             ],
             Route::QiniuPrefetch => vec![(Action::PrefetchUrl, Some(config.batch_urls))],
+            // One call refreshes the whole account: it serves every ready job.
+            Route::Pan123 => vec![(Action::RefreshAll, None)],
         }
     }
 
     fn quota_reset_at(self, now: i64) -> i64 {
-        match self {
-            Route::QiniuRefresh | Route::QiniuPrefetch => next_china_midnight(now),
-        }
+        // 123pan has no daily quota; its lanes never pause for one.
+        next_china_midnight(now)
     }
 }
 
@@ -142,6 +153,7 @@ struct Shared {
     providers: Providers,
     config: WorkerConfig,
     qiniu_pacer: Pacer,
+    pan123_pacer: Pacer,
     shutdown: CancellationToken,
 }
 
@@ -154,6 +166,7 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     let shared = Arc::new(Shared {
         qiniu_pacer: Pacer::new(config.qiniu_targets_per_sec, config.qiniu_requests_per_sec),
+        pan123_pacer: Pacer::new(0.0, config.pan123_requests_per_sec),
         store,
         providers,
         config,
@@ -166,6 +179,9 @@ pub async fn run(
     let mut routes = Vec::new();
     if shared.providers.qiniu.is_some() {
         routes.extend([Route::QiniuRefresh, Route::QiniuPrefetch]);
+    }
+    if shared.providers.pan123.is_some() {
+        routes.push(Route::Pan123);
     }
     let mut tasks = tokio::task::JoinSet::new();
     for route in routes {
@@ -294,7 +310,19 @@ impl Shared {
         strikes: &HashMap<Action, i64>,
     ) -> Result<(), StoreError> {
         let attempts: HashMap<i64, i64> = claimed.iter().map(|j| (j.id, j.attempts)).collect();
+        let settling = |now| Settling {
+            provider: route.provider(),
+            account: DEFAULT_ACCOUNT,
+            attempts: &attempts,
+            strikes,
+            quota_reset_at: route.quota_reset_at(now),
+            now,
+            policies: self.config.policies,
+        };
         let mut batch = Batch::from_claimed(&claimed);
+        // A 401 from 123pan renews the token once and sends again.
+        let mut renew = false;
+        let mut renewed = false;
         while !batch.is_empty() {
             let wait = self.pacer(route).reserve(batch.target_count()).await;
             if self.shutdown.is_cancelled() || (!wait.is_zero() && self.sleep(wait).await) {
@@ -305,6 +333,22 @@ impl Shared {
                 info!(released, "shutting down: returned unsent jobs to the queue");
                 return Ok(());
             }
+            let token = match self.token(route, renew).await {
+                Ok(token) => token,
+                Err(report) => {
+                    warn!(lane = %route.provider(), reason = %report.message, "no access token; pausing the lane");
+                    let settlement = settling(clock::now_ms()).token_failure(&report, batch);
+                    self.record(&Record {
+                        owner: self.config.id.clone(),
+                        now: clock::now_ms(),
+                        call: None,
+                        jobs: settlement.updates,
+                        gates: settlement.gates,
+                    })
+                    .await?;
+                    return Ok(());
+                }
+            };
             let job_ids = batch.job_ids();
             let call_id = self
                 .store
@@ -319,7 +363,7 @@ impl Shared {
                 })
                 .await?;
             let started = std::time::Instant::now();
-            let report = self.send(route, &batch).await;
+            let report = self.send(route, &batch, token.as_ref()).await;
             info!(
                 lane = %format!("{}/{}", route.provider(), route.operation()),
                 targets = batch.target_count(),
@@ -332,16 +376,20 @@ impl Shared {
                 "provider call"
             );
             let now = clock::now_ms();
-            let settlement = Settling {
-                provider: route.provider(),
-                account: DEFAULT_ACCOUNT,
-                attempts: &attempts,
-                strikes,
-                quota_reset_at: route.quota_reset_at(now),
-                now,
-                policies: self.config.policies,
+            if token.is_some() && report.outcome == Outcome::Auth && !renewed {
+                info!("the access token was refused; renewing it once and sending again");
+                self.record(&Record {
+                    owner: self.config.id.clone(),
+                    now,
+                    call: Some(call_end(call_id, &report)),
+                    jobs: Vec::new(),
+                    gates: Vec::new(),
+                })
+                .await?;
+                (renew, renewed) = (true, true);
+                continue;
             }
-            .settle(&report, batch);
+            let settlement = settling(now).settle(&report, batch);
             let record = Record {
                 owner: self.config.id.clone(),
                 now,
@@ -382,27 +430,53 @@ impl Shared {
     fn pacer(&self, route: Route) -> &Pacer {
         match route {
             Route::QiniuRefresh | Route::QiniuPrefetch => &self.qiniu_pacer,
+            Route::Pan123 => &self.pan123_pacer,
         }
     }
 
-    async fn send(&self, route: Route, batch: &Batch) -> CallReport {
-        let Some(client) = &self.providers.qiniu else {
-            return CallReport::transient("no Qiniu credentials are configured");
+    /// The access token a route's calls need (123pan), from the store's cache while it is
+    /// fresh, else (or when `renew`) a new one, cached for every process sharing the store.
+    async fn token(&self, route: Route, renew: bool) -> Result<Option<Secret>, CallReport> {
+        let (Route::Pan123, Some(client)) = (route, &self.providers.pan123) else {
+            return Ok(None);
         };
-        match route {
-            Route::QiniuRefresh => {
+        let now = clock::now_ms();
+        let cached = match self.store.token(Provider::Pan123, DEFAULT_ACCOUNT).await {
+            Ok(cached) => cached,
+            Err(e) => {
+                warn!(error = %e, "could not read the cached access token");
+                None
+            }
+        };
+        if let Some(cached) = cached
+            && !renew
+            && !pan123::needs_renewal(cached.obtained_at, cached.expires_at, now)
+        {
+            return Ok(Some(cached.token));
+        }
+        let fresh = client.access_token().await?;
+        info!(expires_at = %clock::rfc3339(fresh.expires_at), "obtained a new 123pan access token");
+        let cached = CachedToken {
+            token: fresh.token,
+            expires_at: fresh.expires_at,
+            obtained_at: now,
+        };
+        if let Err(e) = self.store.save_token(Provider::Pan123, DEFAULT_ACCOUNT, &cached).await {
+            warn!(error = %e, "could not cache the access token; it is used for this call only");
+        }
+        Ok(Some(cached.token))
+    }
+
+    async fn send(&self, route: Route, batch: &Batch, token: Option<&Secret>) -> CallReport {
+        match (route, &self.providers.qiniu, &self.providers.pan123, token) {
+            (Route::QiniuRefresh, Some(client), _, _) => {
                 client
-                    .refresh(
-                        &batch.targets_of(Action::RefreshUrl),
-                        &batch.targets_of(Action::RefreshDir),
-                    )
+                    .refresh(&batch.targets_of(Action::RefreshUrl), &batch.targets_of(Action::RefreshDir))
                     .await
             }
-            Route::QiniuPrefetch => {
-                client
-                    .prefetch(&batch.targets_of(Action::PrefetchUrl))
-                    .await
-            }
+            (Route::QiniuPrefetch, Some(client), _, _) => client.prefetch(&batch.targets_of(Action::PrefetchUrl)).await,
+            (Route::Pan123, _, Some(client), Some(token)) => client.refresh(token).await,
+            _ => CallReport::transient(format!("no {} credentials are configured", route.provider())),
         }
     }
 }

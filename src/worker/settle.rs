@@ -253,7 +253,39 @@ impl Settling<'_> {
         out
     }
 
+    /// No access token could be had, so nothing was sent: the jobs go back untouched and the
+    /// lane pauses (auth backoff when the credentials were refused, rate-limit backoff
+    /// otherwise) with the reason for `status`.
+    pub fn token_failure(&self, report: &CallReport, batch: Batch) -> Settlement {
+        let policy = match report.outcome {
+            Outcome::Auth => self.policies.auth,
+            _ => self.policies.rate_limit,
+        };
+        let mut actions: Vec<Action> = batch.targets.keys().map(|(a, _)| *a).collect();
+        actions.dedup();
+        let gates = actions
+            .into_iter()
+            .map(|action| match self.pause(action, policy, None, report) {
+                GateChange::Pause { lane, until, strikes, reason } => GateChange::Pause {
+                    lane,
+                    until,
+                    strikes,
+                    reason: format!("no access token: {reason}"),
+                },
+                other => other,
+            })
+            .collect();
+        Settlement {
+            updates: self.untouched(&batch.job_ids(), report),
+            gates,
+            resend: Batch::default(),
+        }
+    }
+
     fn transient(&self, report: &CallReport, batch: Batch) -> Settlement {
+        // One jitter draw per request: jobs that failed together stay together and are sent
+        // again in one request, while different requests spread apart.
+        let unit = fastrand::f64();
         let updates = batch
             .job_ids()
             .into_iter()
@@ -263,7 +295,7 @@ impl Settling<'_> {
                 let delay = self
                     .policies
                     .transient
-                    .delay_jittered(u32::try_from(attempts).unwrap_or(u32::MAX));
+                    .delay(u32::try_from(attempts).unwrap_or(u32::MAX), unit);
                 JobUpdate {
                     id,
                     state: if exhausted {

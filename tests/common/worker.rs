@@ -47,6 +47,7 @@ pub fn providers(emu: &Emulator) -> Providers {
                 secret_key: Secret::new(SK),
             },
         )),
+        pan123: None,
     }
 }
 
