@@ -1,4 +1,5 @@
-//! Log output: human text on a terminal, plain text without colours otherwise, or JSON lines.
+//! Log output: human text on a terminal; plain text without colours otherwise, and without
+//! timestamps under journald (which adds its own); or JSON lines for log shippers.
 //!
 //! Logs go to stderr so that stdout stays machine-readable (`--json`, `emulate`'s first line).
 //! `RUST_LOG` overrides the level chosen by `-v`/`-q`.
@@ -31,11 +32,13 @@ pub fn init(format: LogFormat, verbosity: i8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
+    let terminal = std::io::stderr().is_terminal();
+    // journald stamps every line itself and sets JOURNAL_STREAM for the services it captures.
+    let journald = !terminal && std::env::var_os("JOURNAL_STREAM").is_some();
     // A failure means a subscriber is already installed (tests); keep that one.
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+    let _ = match (format, journald) {
+        (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
+        (LogFormat::Text, true) => builder.with_ansi(false).without_time().try_init(),
+        (LogFormat::Text, false) => builder.with_ansi(terminal).try_init(),
     };
 }

@@ -111,6 +111,10 @@ pub(crate) async fn providers_from_env(store: &Store, timeout: Duration) -> anyh
             None
         }
     };
+    anyhow::ensure!(
+        qiniu.is_some() || pan123.is_some(),
+        "no provider has credentials: set QINIU_ACCESS_KEY and QINIU_SECRET_KEY, or PAN123_CLIENT_ID and PAN123_CLIENT_SECRET (or their *_FILE variants)"
+    );
     Ok(Providers { qiniu, pan123 })
 }
 
@@ -176,6 +180,7 @@ impl Args {
             ..WorkerConfig::default()
         };
         let shutdown = shutdown_on_signals()?;
+        config.notifier.ready();
         info!(worker = %config.id, db = %ctx.db_path()?.display(), once = config.once, "worker started");
         worker::run(store, providers, config, shutdown).await?;
         info!("worker stopped");

@@ -32,6 +32,9 @@
 //! went wrong only in the body code, as 123pan's documentation (which lists body codes only)
 //! suggests the real service may do. A client must handle both.
 //!
+//! The rate limits run on the real monotonic clock, not Tokio's: a test that pauses Tokio time
+//! should set them to 0 (unlimited). Token expiry runs on the wall clock, as `expiredAt` does.
+//!
 //! Neither the client secret nor a token is ever logged, at any level.
 
 use std::collections::{BTreeMap, HashMap};

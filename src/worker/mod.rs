@@ -32,6 +32,7 @@ use crate::provider::pan123::{self, Pan123Client};
 use crate::provider::qiniu::{self, QiniuClient};
 use crate::provider::{CallReport, Outcome};
 use crate::secret::Secret;
+use crate::service::Notifier;
 use crate::store::{CachedToken, CallEnd, ClaimRequest, ClaimedJob, NewCall, Record, Store, StoreError};
 use settle::Settling;
 
@@ -58,6 +59,8 @@ pub struct WorkerConfig {
     pub qiniu_requests_per_sec: f64,
     /// Requests per second per 123pan account (0: unlimited).
     pub pan123_requests_per_sec: f64,
+    /// The service manager (systemd), fed from the loops; a no-op outside systemd.
+    pub notifier: Arc<Notifier>,
 }
 
 impl Default for WorkerConfig {
@@ -73,6 +76,7 @@ impl Default for WorkerConfig {
             qiniu_targets_per_sec: f64::from(qiniu::RATE_TARGETS_PER_SEC),
             qiniu_requests_per_sec: f64::from(qiniu::RATE_REQUESTS_PER_SEC),
             pan123_requests_per_sec: pan123::REQUESTS_PER_SEC,
+            notifier: Arc::new(Notifier::from_env()),
         }
     }
 }
@@ -107,6 +111,15 @@ impl Route {
         match self {
             Route::QiniuRefresh | Route::QiniuPrefetch => Provider::Qiniu,
             Route::Pan123 => Provider::Pan123,
+        }
+    }
+
+    /// A name for logs and the watchdog.
+    fn name(self) -> &'static str {
+        match self {
+            Route::QiniuRefresh => "qiniu/refresh",
+            Route::QiniuPrefetch => "qiniu/prefetch",
+            Route::Pan123 => "123pan/refresh_all",
         }
     }
 
@@ -184,13 +197,23 @@ pub async fn run(
         routes.push(Route::Pan123);
     }
     let mut tasks = tokio::task::JoinSet::new();
+    for route in &routes {
+        shared.config.notifier.register(route.name());
+    }
     for route in routes {
         let shared = Arc::clone(&shared);
         tasks.spawn(async move { shared.drive(route).await });
     }
     if !shared.config.once {
-        let shared = Arc::clone(&shared);
-        tasks.spawn(async move { shared.reap().await });
+        let reaper = Arc::clone(&shared);
+        tasks.spawn(async move { reaper.reap().await });
+        let reporter = Arc::clone(&shared);
+        tasks.spawn(async move { reporter.report_status().await });
+        let stopper = Arc::clone(&shared);
+        tasks.spawn(async move {
+            stopper.shutdown.cancelled().await;
+            stopper.config.notifier.stopping();
+        });
     }
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = joined {
@@ -209,6 +232,20 @@ impl Shared {
         }
     }
 
+    /// Keeps the service manager's `STATUS=` line current: queue depth and paused lanes.
+    async fn report_status(&self) {
+        let every = self.config.poll_interval.max(Duration::from_secs(1));
+        loop {
+            match self.store.summary().await {
+                Ok(summary) => self.config.notifier.status(&status_line(&summary, clock::now_ms())),
+                Err(e) => warn!(error = %e, "could not read the queue for the status line"),
+            }
+            if self.sleep(every).await {
+                return;
+            }
+        }
+    }
+
     /// Requeues expired leases (a crashed worker's jobs) once per lease quarter.
     async fn reap(&self) {
         let every = (self.config.lease / 4).max(Duration::from_millis(100));
@@ -223,9 +260,13 @@ impl Shared {
 
     async fn drive(&self, route: Route) {
         let lanes: Vec<(Action, Option<usize>)> = route.actions(&self.config);
+        // Idle waits are cut short so the loop itself keeps feeding the watchdog.
+        let beat = self.config.notifier.heartbeat_every().unwrap_or(Duration::MAX);
         while !self.shutdown.is_cancelled() {
+            self.config.notifier.beat(route.name());
             match self.step(route, &lanes).await {
                 Ok(Some(wait)) => {
+                    let wait = wait.min(beat);
                     if self.config.once || self.sleep(wait).await {
                         return;
                     }
@@ -479,6 +520,28 @@ impl Shared {
             _ => CallReport::transient(format!("no {} credentials are configured", route.provider())),
         }
     }
+}
+
+/// `42 queued, 3 running; paused: qiniu/default/refresh_url until 16:00:00`.
+fn status_line(summary: &crate::store::Summary, now: i64) -> String {
+    let count = |state: crate::model::JobState| -> i64 {
+        summary.counts.iter().filter(|c| c.state == state).map(|c| c.count).sum()
+    };
+    let mut line = format!(
+        "{} queued, {} running",
+        count(crate::model::JobState::Queued),
+        count(crate::model::JobState::Running)
+    );
+    let paused: Vec<String> = summary
+        .lanes
+        .iter()
+        .filter_map(|g| g.paused_until.filter(|t| *t > now).map(|t| format!("{} until {}", g.lane, clock::short(t))))
+        .collect();
+    if !paused.is_empty() {
+        line.push_str("; paused: ");
+        line.push_str(&paused.join(", "));
+    }
+    line
 }
 
 fn call_end(call_id: i64, report: &CallReport) -> CallEnd {
