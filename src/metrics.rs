@@ -1,0 +1,473 @@
+//! Prometheus metrics: what the worker did (counters and histograms it records as it goes) and
+//! what the queue holds (gauges read from the store at each scrape).
+//!
+//! Served by [`serve`] on `GET /metrics` in the OpenMetrics text format, which Prometheus reads
+//! natively. Only `purgeq worker --metrics-listen ADDR` starts the server.
+//!
+//! Invariants:
+//! - The queue gauges come from one [`Store::summary`] per scrape, the same read `status`
+//!   makes, so a scrape and `status --json` taken at the same moment agree. Nothing about the
+//!   queue is cached in the process: every worker sharing a database reports the whole queue.
+//! - The counters and histograms are this process's own, from its start: Prometheus sums them
+//!   across workers and handles restarts with `rate()`.
+//! - A scrape never writes to the store and holds no lock across an `.await`.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock;
+use crate::model::{JobState, Provider};
+use crate::store::{Store, Summary};
+
+/// The content type of [`Metrics::render`]'s output: the OpenMetrics text format.
+pub const CONTENT_TYPE_OPENMETRICS: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The path metrics are served on.
+pub const PATH: &str = "/metrics";
+
+/// Labels of a provider request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    provider: &'static str,
+    operation: String,
+    outcome: String,
+}
+
+/// Labels of a timing per route.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    provider: &'static str,
+    operation: String,
+}
+
+/// Labels of a job count.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    provider: &'static str,
+    state: &'static str,
+}
+
+/// Labels of a lane.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabels {
+    provider: &'static str,
+    account: String,
+    action: &'static str,
+}
+
+type Timings = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// Provider call latency buckets: 5 ms to about 41 s, which covers the longest request timeout
+/// anyone should set.
+fn call_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// Claim latency buckets: 0.5 ms (an idle SQLite claim) to about 4 s (a claim waiting on
+/// another process's write lock).
+fn claim_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+}
+
+/// The worker's own metrics, shared by its lanes and the metrics server.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<CallLabels, Counter>,
+    call_seconds: Timings,
+    claim_seconds: Timings,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Empty metrics, registered under their `purgeq_` names.
+    pub fn new() -> Self {
+        let requests = Family::<CallLabels, Counter>::default();
+        let call_seconds = Timings::new_with_constructor(call_histogram);
+        let claim_seconds = Timings::new_with_constructor(claim_histogram);
+        let mut registry = Registry::default();
+        registry.register(
+            "purgeq_provider_requests",
+            "Provider requests sent by this worker, by outcome",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "purgeq_provider_call_duration",
+            "Time from sending a provider request to classifying its answer",
+            Unit::Seconds,
+            call_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "purgeq_claim_duration",
+            "Time taken by one claim of ready jobs from the store",
+            Unit::Seconds,
+            claim_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            call_seconds,
+            claim_seconds,
+        }
+    }
+
+    /// Counts one provider request and its latency. `outcome` is [`crate::provider::Outcome::label`].
+    pub fn observe_call(
+        &self,
+        provider: Provider,
+        operation: &str,
+        outcome: &str,
+        elapsed: Duration,
+    ) {
+        self.requests
+            .get_or_create(&CallLabels {
+                provider: provider.as_str(),
+                operation: operation.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.call_seconds
+            .get_or_create(&route_labels(provider, operation))
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records the latency of one claim, whether or not it found jobs.
+    pub fn observe_claim(&self, provider: Provider, operation: &str, elapsed: Duration) {
+        self.claim_seconds
+            .get_or_create(&route_labels(provider, operation))
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The full exposition: this worker's metrics, then the queue's as `summary` reports it at
+    /// `now` (ms).
+    pub fn render(&self, summary: &Summary, now: i64) -> String {
+        let mut out = String::new();
+        // N.B. Writing to a String cannot fail, and every name and label here is valid.
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &queue_registry(summary, now));
+        let _ = encode_eof(&mut out);
+        out
+    }
+}
+
+fn route_labels(provider: Provider, operation: &str) -> RouteLabels {
+    RouteLabels {
+        provider: provider.as_str(),
+        operation: operation.to_owned(),
+    }
+}
+
+/// The queue gauges for one scrape.
+fn queue_registry(summary: &Summary, now: i64) -> Registry {
+    let jobs = Family::<JobLabels, Gauge>::default();
+    // Every provider and state, so a state that empties reads 0 rather than vanishing.
+    for provider in Provider::ALL {
+        for state in JobState::ALL {
+            let count = summary
+                .counts
+                .iter()
+                .filter(|c| c.provider == *provider && c.state == *state)
+                .map(|c| c.count)
+                .sum();
+            jobs.get_or_create(&JobLabels {
+                provider: provider.as_str(),
+                state: state.as_str(),
+            })
+            .set(count);
+        }
+    }
+    let paused = Family::<LaneLabels, Gauge>::default();
+    let surplus = Family::<LaneLabels, Gauge>::default();
+    let quota = Family::<LaneLabels, Gauge>::default();
+    for gate in &summary.lanes {
+        let labels = LaneLabels {
+            provider: gate.lane.provider.as_str(),
+            account: gate.lane.account.clone(),
+            action: gate.lane.action.as_str(),
+        };
+        let is_paused = gate.paused_until.is_some_and(|until| until > now);
+        paused.get_or_create(&labels).set(i64::from(is_paused));
+        if let Some(left) = gate.surplus_day {
+            surplus.get_or_create(&labels).set(left);
+        }
+        if let Some(day) = gate.quota_day {
+            quota.get_or_create(&labels).set(day);
+        }
+    }
+    let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    if let Some(at) = summary.oldest_queued_at {
+        // Milliseconds to seconds; an enqueue time ahead of this clock reads as 0.
+        #[allow(clippy::cast_precision_loss)]
+        oldest.set((now - at).max(0) as f64 / 1000.0);
+    }
+    let mut registry = Registry::default();
+    registry.register(
+        "purgeq_jobs",
+        "Jobs in the queue database, by provider and state",
+        jobs,
+    );
+    registry.register(
+        "purgeq_lane_paused",
+        "1 while a lane is paused (quota, rate limit, auth or repeated failures), else 0",
+        paused,
+    );
+    registry.register(
+        "purgeq_lane_quota_surplus",
+        "Daily quota left on a lane, as the provider last reported it",
+        surplus,
+    );
+    registry.register(
+        "purgeq_lane_quota_day",
+        "Daily quota of a lane, as the provider last reported it",
+        quota,
+    );
+    registry.register_with_unit(
+        "purgeq_oldest_queued_age",
+        "Age of the oldest queued job (0 when none is queued)",
+        Unit::Seconds,
+        oldest,
+    );
+    registry
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    store: Store,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let metrics = Arc::clone(&metrics);
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let metrics = Arc::clone(&metrics);
+                let store = store.clone();
+                async move { Ok::<_, io::Error>(answer(&metrics, &store, &req).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                result = connection => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "metrics connection ended");
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn answer(
+    metrics: &Metrics,
+    store: &Store,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if req.uri().path() != PATH {
+        return response(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found; try /metrics\n".into(),
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "use GET\n".into(),
+        );
+    }
+    match store.summary().await {
+        Ok(summary) => response(
+            StatusCode::OK,
+            CONTENT_TYPE_OPENMETRICS,
+            metrics.render(&summary, clock::now_ms()),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: cannot read the queue");
+            response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                format!("cannot read the queue: {e}\n"),
+            )
+        }
+    }
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Action, Lane};
+    use crate::store::{Gate, StateCount};
+
+    fn summary() -> Summary {
+        Summary {
+            counts: vec![
+                StateCount {
+                    provider: Provider::Qiniu,
+                    state: JobState::Succeeded,
+                    count: 42,
+                },
+                StateCount {
+                    provider: Provider::Qiniu,
+                    state: JobState::Queued,
+                    count: 3,
+                },
+            ],
+            lanes: vec![
+                Gate {
+                    lane: Lane::new(Provider::Qiniu, Action::RefreshUrl),
+                    paused_until: Some(2_000),
+                    strikes: 1,
+                    reason: Some("quota".to_owned()),
+                    quota_day: Some(500),
+                    surplus_day: Some(0),
+                    quota_at: Some(900),
+                },
+                Gate {
+                    lane: Lane::new(Provider::Qiniu, Action::PrefetchUrl),
+                    paused_until: Some(500),
+                    strikes: 0,
+                    reason: None,
+                    quota_day: None,
+                    surplus_day: None,
+                    quota_at: None,
+                },
+            ],
+            oldest_queued_at: Some(-1_500),
+        }
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().collect()
+    }
+
+    #[test]
+    fn queue_gauges_carry_every_provider_and_state() {
+        let text = Metrics::new().render(&summary(), 1_000);
+        let lines = lines(&text);
+        for line in [
+            r#"purgeq_jobs{provider="qiniu",state="succeeded"} 42"#,
+            r#"purgeq_jobs{provider="qiniu",state="queued"} 3"#,
+            r#"purgeq_jobs{provider="qiniu",state="failed"} 0"#,
+            r#"purgeq_jobs{provider="123pan",state="running"} 0"#,
+            "purgeq_oldest_queued_age_seconds 2.5",
+        ] {
+            assert!(lines.contains(&line), "{line} missing from:\n{text}");
+        }
+        let jobs = lines
+            .iter()
+            .filter(|l| l.starts_with("purgeq_jobs{"))
+            .count();
+        assert_eq!(jobs, Provider::ALL.len() * JobState::ALL.len());
+        assert_eq!(lines.last(), Some(&"# EOF"));
+    }
+
+    #[test]
+    fn lanes_report_pauses_and_known_quotas() {
+        let text = Metrics::new().render(&summary(), 1_000);
+        let lines = lines(&text);
+        for line in [
+            r#"purgeq_lane_paused{provider="qiniu",account="default",action="refresh_url"} 1"#,
+            r#"purgeq_lane_paused{provider="qiniu",account="default",action="prefetch_url"} 0"#,
+            r#"purgeq_lane_quota_surplus{provider="qiniu",account="default",action="refresh_url"} 0"#,
+            r#"purgeq_lane_quota_day{provider="qiniu",account="default",action="refresh_url"} 500"#,
+        ] {
+            assert!(lines.contains(&line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains(
+            r#"purgeq_lane_quota_day{provider="qiniu",account="default",action="prefetch_url"}"#
+        ));
+    }
+
+    #[test]
+    fn an_empty_queue_reads_zero_age() {
+        let empty = Summary {
+            counts: Vec::new(),
+            lanes: Vec::new(),
+            oldest_queued_at: None,
+        };
+        let text = Metrics::new().render(&empty, 1_000);
+        assert!(
+            lines(&text).contains(&"purgeq_oldest_queued_age_seconds 0.0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn calls_and_claims_are_counted_by_route_and_outcome() {
+        let metrics = Metrics::new();
+        let ms = Duration::from_millis;
+        metrics.observe_call(Provider::Qiniu, "refresh", "accepted", ms(20));
+        metrics.observe_call(Provider::Qiniu, "refresh", "accepted", ms(30));
+        metrics.observe_call(Provider::Qiniu, "prefetch", "quota", ms(10));
+        metrics.observe_claim(Provider::Qiniu, "refresh", ms(1));
+        let text = metrics.render(&summary(), 1_000);
+        let lines = lines(&text);
+        for line in [
+            "# TYPE purgeq_provider_requests counter",
+            r#"purgeq_provider_requests_total{provider="qiniu",operation="refresh",outcome="accepted"} 2"#,
+            r#"purgeq_provider_requests_total{provider="qiniu",operation="prefetch",outcome="quota"} 1"#,
+            "# TYPE purgeq_provider_call_duration_seconds histogram",
+            r#"purgeq_provider_call_duration_seconds_count{provider="qiniu",operation="refresh"} 2"#,
+            r#"purgeq_provider_call_duration_seconds_bucket{le="0.04",provider="qiniu",operation="refresh"} 2"#,
+            r#"purgeq_claim_duration_seconds_count{provider="qiniu",operation="refresh"} 1"#,
+        ] {
+            assert!(lines.contains(&line), "{line} missing from:\n{text}");
+        }
+    }
+}
