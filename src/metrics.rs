@@ -226,7 +226,6 @@ fn queue_registry(summary: &Summary, now: i64) -> Registry {
     let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     if let Some(at) = summary.oldest_queued_at {
         // Milliseconds to seconds; an enqueue time ahead of this clock reads as 0.
-        #[allow(clippy::cast_precision_loss)]
         oldest.set((now - at).max(0) as f64 / 1000.0);
     }
     let mut registry = Registry::default();

@@ -57,7 +57,9 @@ impl Notifier {
 
     /// `STATUS=...`, sent only when it changed.
     pub fn status(&self, text: &str) {
-        let Ok(mut state) = self.state.lock() else { return };
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
         if state.status != text {
             state.status = text.to_owned();
             send(&[NotifyState::Status(text)]);
@@ -73,12 +75,21 @@ impl Notifier {
 
     /// A loop says it is alive. Feeds the watchdog when every registered loop beat recently.
     pub fn beat(&self, name: &'static str) {
-        let Some(interval) = self.watchdog else { return };
-        let Ok(mut state) = self.state.lock() else { return };
+        let Some(interval) = self.watchdog else {
+            return;
+        };
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
         let now = Instant::now();
         state.beats.insert(name, now);
-        let all_alive = state.beats.values().all(|t| now.duration_since(*t) < interval);
-        let due = state.fed.is_none_or(|t| now.duration_since(t) >= interval / 4);
+        let all_alive = state
+            .beats
+            .values()
+            .all(|t| now.duration_since(*t) < interval);
+        let due = state
+            .fed
+            .is_none_or(|t| now.duration_since(t) >= interval / 4);
         if all_alive && due {
             state.fed = Some(now);
             send(&[NotifyState::Watchdog]);

@@ -26,11 +26,17 @@ fn listen(socket: UnixDatagram) -> mpsc::Receiver<(Instant, String)> {
     rx
 }
 
-fn wait_for(rx: &mpsc::Receiver<(Instant, String)>, seen: &mut Vec<(Instant, String)>, pred: impl Fn(&str) -> bool) -> String {
+fn wait_for(
+    rx: &mpsc::Receiver<(Instant, String)>,
+    seen: &mut Vec<(Instant, String)>,
+    pred: impl Fn(&str) -> bool,
+) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let (at, msg) = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no matching message; got {seen:?}"));
+        let (at, msg) = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no matching message; got {seen:?}"));
         seen.push((at, msg.clone()));
         if pred(&msg) {
             return msg;
@@ -62,14 +68,21 @@ async fn the_worker_speaks_the_notify_protocol() {
     let mut seen = Vec::new();
 
     wait_for(&rx, &mut seen, |m| m == "READY=1");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", s.db().display())).await.unwrap();
-    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&pool).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", s.db().display()))
+        .await
+        .unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert!(applied >= 1, "READY=1 came before the migrations");
 
     let first = wait_for(&rx, &mut seen, |m| m.starts_with("STATUS="));
     assert_eq!(first, "STATUS=0 queued, 0 running");
     // 123pan has no credentials here, so its job stays queued and shows in the status line.
-    s.cmd(&["enqueue", "--provider", "123pan"]).assert().success();
+    s.cmd(&["enqueue", "--provider", "123pan"])
+        .assert()
+        .success();
     wait_for(&rx, &mut seen, |m| m == "STATUS=1 queued, 0 running");
 
     let start = Instant::now();
@@ -79,9 +92,15 @@ async fn the_worker_speaks_the_notify_protocol() {
             feeds += usize::from(m == "WATCHDOG=1");
         }
     }
-    assert!(feeds >= 2, "WATCHDOG=1 {feeds} times in the 1 s WATCHDOG_USEC interval");
+    assert!(
+        feeds >= 2,
+        "WATCHDOG=1 {feeds} times in the 1 s WATCHDOG_USEC interval"
+    );
 
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     wait_for(&rx, &mut seen, |m| m == "STOPPING=1");
     assert!(child.wait().unwrap().success());
@@ -92,5 +111,9 @@ fn a_worker_with_no_credentials_at_all_refuses_to_start() {
     let s = Scratch::new();
     let out = s.cmd(&["worker", "--once"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(common::stderr(&out).contains("no provider has credentials"), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("no provider has credentials"),
+        "{}",
+        common::stderr(&out)
+    );
 }

@@ -227,7 +227,11 @@ async fn a_provider_that_always_fails_leaves_jobs_failed_with_the_last_error() {
         );
     }
     let stats = emu.stats();
-    assert_eq!(stats.faults.get("garbage"), Some(&3), "jobs that fail together retry together");
+    assert_eq!(
+        stats.faults.get("garbage"),
+        Some(&3),
+        "jobs that fail together retry together"
+    );
 }
 
 #[tokio::test]

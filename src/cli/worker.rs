@@ -1,5 +1,7 @@
 //! `purgeq worker`: the daemon that drains the queue.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -8,6 +10,7 @@ use tracing::{info, warn};
 
 use super::{Context, ExitCode, duration_arg};
 use crate::config::{self, ConfigError};
+use crate::metrics;
 use crate::model::Provider;
 use crate::provider::pan123::{self, Pan123Client};
 use crate::provider::qiniu::{self, QiniuClient};
@@ -26,6 +29,7 @@ use crate::worker::{self, Policies, Providers, WorkerConfig};
 #[command(after_help = "Examples:\n  \
     purgeq worker\n  \
     purgeq worker --once            # drain what is ready now, then exit (cron)\n  \
+    purgeq worker --metrics-listen 127.0.0.1:9464   # Prometheus scrapes /metrics\n  \
     QINIU_ENDPOINT=http://127.0.0.1:8080 purgeq worker --max-targets-per-sec 0")]
 pub struct Args {
     /// Drain what is ready now, then exit (backoffs are not waited out).
@@ -61,6 +65,11 @@ pub struct Args {
     /// Requests per second sent to one Qiniu account (its limit is 5 to 10; 0: unlimited).
     #[arg(long, value_name = "N", default_value_t = f64::from(qiniu::RATE_REQUESTS_PER_SEC))]
     max_requests_per_sec: f64,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks a
+    /// free port, logged at start). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn batch_size(text: &str) -> Result<usize, String> {
@@ -87,16 +96,32 @@ pub(crate) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> 
 
 /// Builds the provider clients from the environment; a provider with queued jobs and no
 /// credentials is a startup error naming the missing variable.
-pub(crate) async fn providers_from_env(store: &Store, timeout: Duration) -> anyhow::Result<Providers> {
+pub(crate) async fn providers_from_env(
+    store: &Store,
+    timeout: Duration,
+) -> anyhow::Result<Providers> {
     let http = http_client(timeout)?;
     let qiniu = match config::credential_pair("QINIU_ACCESS_KEY", "QINIU_SECRET_KEY")? {
         Some((access_key, secret_key)) => {
             let endpoint = endpoint("QINIU_ENDPOINT", qiniu::DEFAULT_ENDPOINT)?;
             info!(endpoint, access_key = %access_key, "qiniu lanes enabled");
-            Some(QiniuClient::new(http.clone(), endpoint, qiniu::Credentials { access_key, secret_key }))
+            Some(QiniuClient::new(
+                http.clone(),
+                endpoint,
+                qiniu::Credentials {
+                    access_key,
+                    secret_key,
+                },
+            ))
         }
         None => {
-            missing(store, Provider::Qiniu, "QINIU_ACCESS_KEY", "QINIU_SECRET_KEY").await?;
+            missing(
+                store,
+                Provider::Qiniu,
+                "QINIU_ACCESS_KEY",
+                "QINIU_SECRET_KEY",
+            )
+            .await?;
             None
         }
     };
@@ -104,10 +129,23 @@ pub(crate) async fn providers_from_env(store: &Store, timeout: Duration) -> anyh
         Some((client_id, client_secret)) => {
             let endpoint = endpoint("PAN123_ENDPOINT", pan123::DEFAULT_ENDPOINT)?;
             info!(endpoint, client_id = %client_id, "123pan lane enabled");
-            Some(Pan123Client::new(http, endpoint, pan123::Credentials { client_id, client_secret }))
+            Some(Pan123Client::new(
+                http,
+                endpoint,
+                pan123::Credentials {
+                    client_id,
+                    client_secret,
+                },
+            ))
         }
         None => {
-            missing(store, Provider::Pan123, "PAN123_CLIENT_ID", "PAN123_CLIENT_SECRET").await?;
+            missing(
+                store,
+                Provider::Pan123,
+                "PAN123_CLIENT_ID",
+                "PAN123_CLIENT_SECRET",
+            )
+            .await?;
             None
         }
     };
@@ -123,7 +161,12 @@ fn endpoint(var: &str, default: &str) -> anyhow::Result<String> {
 }
 
 /// A provider without credentials: fatal if its jobs are waiting, else a warning.
-async fn missing(store: &Store, provider: Provider, id_var: &'static str, secret_var: &'static str) -> anyhow::Result<()> {
+async fn missing(
+    store: &Store,
+    provider: Provider,
+    id_var: &'static str,
+    secret_var: &'static str,
+) -> anyhow::Result<()> {
     if store.has_pending(provider).await? {
         return Err(ConfigError::Missing {
             var: id_var,
@@ -133,6 +176,27 @@ async fn missing(store: &Store, provider: Provider, id_var: &'static str, secret
     }
     warn!("{id_var} and {secret_var} are not set: {provider} jobs will not be sent");
     Ok(())
+}
+
+/// Binds the metrics listener (so a taken port is a startup error) and serves it in the
+/// background until `stop`.
+async fn serve_metrics(
+    addr: SocketAddr,
+    store: &Store,
+    config: &WorkerConfig,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    info!("metrics on http://{bound}/metrics");
+    Ok(tokio::spawn(metrics::serve(
+        listener,
+        Arc::clone(&config.metrics),
+        store.clone(),
+        stop,
+    )))
 }
 
 /// A token cancelled on SIGTERM or SIGINT.
@@ -180,9 +244,18 @@ impl Args {
             ..WorkerConfig::default()
         };
         let shutdown = shutdown_on_signals()?;
+        let metrics_stop = shutdown.child_token();
+        let metrics_server = match self.metrics_listen {
+            Some(addr) => Some(serve_metrics(addr, &store, &config, metrics_stop.clone()).await?),
+            None => None,
+        };
         config.notifier.ready();
         info!(worker = %config.id, db = %ctx.db_path()?.display(), once = config.once, "worker started");
         worker::run(store, providers, config, shutdown).await?;
+        if let Some(server) = metrics_server {
+            metrics_stop.cancel();
+            let _ = server.await;
+        }
         info!("worker stopped");
         Ok(ExitCode::Success)
     }

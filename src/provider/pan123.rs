@@ -84,7 +84,11 @@ pub struct Answer {
 
 impl Pan123Client {
     /// A client sending through `http` (which carries the timeouts) to `endpoint`.
-    pub fn new(http: reqwest::Client, endpoint: impl Into<String>, credentials: Credentials) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: impl Into<String>,
+        credentials: Credentials,
+    ) -> Self {
         Pan123Client {
             http,
             endpoint: endpoint.into().trim_end_matches('/').to_owned(),
@@ -93,47 +97,77 @@ impl Pan123Client {
     }
 
     /// Asks for a new access token.
-    pub async fn access_token(&self) -> Result<AccessToken, CallReport> {
+    pub async fn access_token(&self) -> Result<AccessToken, Box<CallReport>> {
         let body = serde_json::json!({
             "clientID": self.credentials.client_id,
             "clientSecret": self.credentials.client_secret.expose(),
         });
-        let answer = self.post(TOKEN_PATH, None, &body).await?;
+        let answer = self.post(TOKEN_PATH, None, &body).await.map_err(Box::new)?;
         let result = classify_token(&answer);
         match &result {
-            Ok(token) => tracing::debug!(expires_at = token.expires_at, "123pan issued an access token"),
-            Err(report) => tracing::debug!(outcome = report.outcome.label(), message = %report.message, "123pan refused an access token"),
+            Ok(token) => tracing::debug!(
+                expires_at = token.expires_at,
+                "123pan issued an access token"
+            ),
+            Err(report) => {
+                tracing::debug!(outcome = report.outcome.label(), message = %report.message, "123pan refused an access token")
+            }
         }
         result
     }
 
     /// Refreshes the account's whole direct-link cache.
     pub async fn refresh(&self, token: &Secret) -> CallReport {
-        match self.post(REFRESH_PATH, Some(token), &serde_json::json!({})).await {
+        match self
+            .post(REFRESH_PATH, Some(token), &serde_json::json!({}))
+            .await
+        {
             Ok(answer) => classify_refresh(&answer),
             Err(report) => report,
         }
     }
 
-    async fn post(&self, path: &str, token: Option<&Secret>, body: &serde_json::Value) -> Result<Answer, CallReport> {
+    async fn post(
+        &self,
+        path: &str,
+        token: Option<&Secret>,
+        body: &serde_json::Value,
+    ) -> Result<Answer, CallReport> {
         let mut request = self
             .http
             .post(format!("{}{path}", self.endpoint))
             .header("Platform", "open_platform")
             .json(body);
         if let Some(token) = token {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                .map_err(|_| transient(None, "the access token is not a valid header value".to_owned()))?;
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .map_err(|_| {
+                        transient(
+                            None,
+                            "the access token is not a valid header value".to_owned(),
+                        )
+                    })?;
             value.set_sensitive(true);
             request = request.header(reqwest::header::AUTHORIZATION, value);
         }
-        let mut response = request.send().await.map_err(|e| transient(None, describe_transport_error(&e)))?;
-        let status = response.status().as_u16();
-        let retry_after = header_text(response.headers(), "retry-after").and_then(|v| super::wire::parse_retry_after(&v));
-        let body = read_body(&mut response)
+        let mut response = request
+            .send()
             .await
-            .map_err(|e| transient(Some(status), format!("reading the response: {}", describe_transport_error(&e))))?;
-        Ok(Answer { status, retry_after, body })
+            .map_err(|e| transient(None, describe_transport_error(&e)))?;
+        let status = response.status().as_u16();
+        let retry_after = header_text(response.headers(), "retry-after")
+            .and_then(|v| super::wire::parse_retry_after(&v));
+        let body = read_body(&mut response).await.map_err(|e| {
+            transient(
+                Some(status),
+                format!("reading the response: {}", describe_transport_error(&e)),
+            )
+        })?;
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
     }
 }
 
@@ -161,17 +195,20 @@ fn failure(answer: &Answer, body: &Body) -> Outcome {
     }
 }
 
-fn parse(answer: &Answer) -> Result<Body, CallReport> {
+fn parse(answer: &Answer) -> Result<Body, Box<CallReport>> {
     serde_json::from_slice::<Body>(&answer.body).map_err(|e| {
         let outcome = match answer.status {
             401 => Outcome::Auth,
             429 => Outcome::RateLimited,
             _ => Outcome::Transient,
         };
-        let mut r = transient(Some(answer.status), format!("unparseable body ({e}): {}", excerpt(&answer.body)));
+        let mut r = transient(
+            Some(answer.status),
+            format!("unparseable body ({e}): {}", excerpt(&answer.body)),
+        );
         r.outcome = outcome;
         r.retry_after = answer.retry_after;
-        r
+        Box::new(r)
     })
 }
 
@@ -189,31 +226,51 @@ fn message_of(body: &Body, answer: &Answer) -> String {
 pub fn classify_refresh(answer: &Answer) -> CallReport {
     let body = match parse(answer) {
         Ok(body) => body,
-        Err(report) => return report,
+        Err(report) => return *report,
     };
     let ok = (200..300).contains(&answer.status) && body.code == Some(0);
-    let outcome = if ok { Outcome::Accepted { rejected: Vec::new() } } else { failure(answer, &body) };
+    let outcome = if ok {
+        Outcome::Accepted {
+            rejected: Vec::new(),
+        }
+    } else {
+        failure(answer, &body)
+    };
     report(answer, outcome, &body, message_of(&body, answer))
 }
 
 /// What an answer to the token call means: the token, or a report saying why not. Pure.
-pub fn classify_token(answer: &Answer) -> Result<AccessToken, CallReport> {
+pub fn classify_token(answer: &Answer) -> Result<AccessToken, Box<CallReport>> {
     let body = parse(answer)?;
     let ok = (200..300).contains(&answer.status) && body.code == Some(0);
     if !ok {
         let outcome = failure(answer, &body);
         let message = format!("access token refused: {}", message_of(&body, answer));
-        return Err(report(answer, outcome, &body, message));
+        return Err(Box::new(report(answer, outcome, &body, message)));
     }
     let data = body
         .data
         .clone()
         .and_then(|d| serde_json::from_value::<TokenData>(d).ok())
-        .ok_or_else(|| report(answer, Outcome::Transient, &body, "access token answer without data.accessToken/expiredAt".to_owned()))?;
+        .ok_or_else(|| {
+            Box::new(report(
+                answer,
+                Outcome::Transient,
+                &body,
+                "access token answer without data.accessToken/expiredAt".to_owned(),
+            ))
+        })?;
     let expires_at = data
         .expired_at
         .parse::<jiff::Timestamp>()
-        .map_err(|e| report(answer, Outcome::Transient, &body, format!("access token answer with an unreadable expiredAt ({e})")))?
+        .map_err(|e| {
+            Box::new(report(
+                answer,
+                Outcome::Transient,
+                &body,
+                format!("access token answer with an unreadable expiredAt ({e})"),
+            ))
+        })?
         .as_millisecond();
     Ok(AccessToken {
         token: Secret::new(data.access_token),
@@ -226,7 +283,9 @@ pub fn classify_token(answer: &Answer) -> Result<AccessToken, CallReport> {
 /// lives shorter than that.
 pub fn needs_renewal(obtained_at: i64, expires_at: i64, now: i64) -> bool {
     let life = (expires_at - obtained_at).max(0);
-    let margin = i64::try_from(RENEW_BEFORE.as_millis()).unwrap_or(i64::MAX).min(life / 10);
+    let margin = i64::try_from(RENEW_BEFORE.as_millis())
+        .unwrap_or(i64::MAX)
+        .min(life / 10);
     now >= expires_at - margin
 }
 
@@ -244,7 +303,10 @@ mod tests {
 
     #[test]
     fn refresh_success_records_the_trace_id() {
-        let r = classify_refresh(&answer(200, r#"{"code":0,"message":"ok","data":{},"x-traceID":"t-1"}"#));
+        let r = classify_refresh(&answer(
+            200,
+            r#"{"code":0,"message":"ok","data":{},"x-traceID":"t-1"}"#,
+        ));
         assert_eq!(r.outcome, Outcome::Accepted { rejected: vec![] });
         assert_eq!(r.request_id.as_deref(), Some("t-1"));
         assert_eq!(r.code, Some(0));
@@ -253,21 +315,49 @@ mod tests {
     #[test]
     fn refresh_failures_are_classified() {
         let cases = [
-            (200, r#"{"code":401,"message":"token invalid"}"#, Outcome::Auth),
-            (401, r#"{"code":401,"message":"token invalid"}"#, Outcome::Auth),
+            (
+                200,
+                r#"{"code":401,"message":"token invalid"}"#,
+                Outcome::Auth,
+            ),
+            (
+                401,
+                r#"{"code":401,"message":"token invalid"}"#,
+                Outcome::Auth,
+            ),
             (401, "<html>", Outcome::Auth),
-            (429, r#"{"code":429,"message":"too many"}"#, Outcome::RateLimited),
-            (200, r#"{"code":429,"message":"too many"}"#, Outcome::RateLimited),
-            (200, r#"{"code":1,"message":"internal error"}"#, Outcome::Transient),
+            (
+                429,
+                r#"{"code":429,"message":"too many"}"#,
+                Outcome::RateLimited,
+            ),
+            (
+                200,
+                r#"{"code":429,"message":"too many"}"#,
+                Outcome::RateLimited,
+            ),
+            (
+                200,
+                r#"{"code":1,"message":"internal error"}"#,
+                Outcome::Transient,
+            ),
             (200, r#"{"code":5113,"message":"odd"}"#, Outcome::Transient),
             (503, r#"{"code":0}"#, Outcome::Transient),
             (200, "not json", Outcome::Transient),
         ];
         for (status, body, want) in cases {
-            assert_eq!(classify_refresh(&answer(status, body)).outcome, want, "{status} {body}");
+            assert_eq!(
+                classify_refresh(&answer(status, body)).outcome,
+                want,
+                "{status} {body}"
+            );
         }
         let garbage = classify_refresh(&answer(200, "{\"code\":0,"));
-        assert!(garbage.message.contains("unparseable"), "{}", garbage.message);
+        assert!(
+            garbage.message.contains("unparseable"),
+            "{}",
+            garbage.message
+        );
     }
 
     #[test]
@@ -278,15 +368,29 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(t.token.expose(), "abc");
-        assert_eq!(t.expires_at, "2025-03-23T07:48:37Z".parse::<jiff::Timestamp>().unwrap().as_millisecond());
+        assert_eq!(
+            t.expires_at,
+            "2025-03-23T07:48:37Z"
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+                .as_millisecond()
+        );
     }
 
     #[test]
     fn refused_tokens_say_why_without_the_secret() {
-        let err = classify_token(&answer(200, r#"{"code":401,"message":"invalid client secret"}"#)).unwrap_err();
+        let err = classify_token(&answer(
+            200,
+            r#"{"code":401,"message":"invalid client secret"}"#,
+        ))
+        .unwrap_err();
         assert_eq!(err.outcome, Outcome::Auth);
         assert!(err.message.contains("invalid client secret"));
-        let err = classify_token(&answer(200, r#"{"code":0,"data":{"accessToken":"abc","expiredAt":"soon"}}"#)).unwrap_err();
+        let err = classify_token(&answer(
+            200,
+            r#"{"code":0,"data":{"accessToken":"abc","expiredAt":"soon"}}"#,
+        ))
+        .unwrap_err();
         assert_eq!(err.outcome, Outcome::Transient);
         assert!(!err.message.contains("abc"));
     }

@@ -17,9 +17,9 @@ use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 
+pub use super::wire::parse_retry_after;
 use super::wire::{describe_transport_error, excerpt, header_text, one_line, read_body, transient};
 use super::{CallReport, Outcome, QuotaReading, Rejection};
-pub use super::wire::parse_retry_after;
 use crate::model::Action;
 use crate::secret::Secret;
 
@@ -46,7 +46,6 @@ pub const RATE_REQUESTS_PER_SEC: u32 = 5;
 pub const REFRESH_PATH: &str = "/v2/tune/refresh";
 /// The path of a prefetch call under the endpoint.
 pub const PREFETCH_PATH: &str = "/v2/tune/prefetch";
-
 
 /// Success codes: `200` in the current API and SDKs, `200001` in the seed document.
 const CODE_SUCCESS: [i64; 2] = [200, 200_001];
@@ -240,7 +239,6 @@ impl QiniuClient {
         })
     }
 }
-
 
 /// A response as it arrived, before classification.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -455,12 +453,6 @@ fn quota_readings(body: &Body) -> Vec<QuotaReading> {
         })
         .collect()
 }
-
-
-
-
-
-
 
 fn append_error(prefix: String, error: &str) -> String {
     if error.is_empty() {

@@ -19,8 +19,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    CachedToken, Call, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter, JobUpdate, NewCall, NewJobs,
-    Pruned, Record, Refusal, Selection, StateCount, StoreError, Summary, VerbResult,
+    CachedToken, Call, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter, JobUpdate,
+    NewCall, NewJobs, Pruned, Record, Refusal, Selection, StateCount, StoreError, Summary,
+    VerbResult,
 };
 use crate::model::{Action, JobState, Lane, Provider};
 use crate::planner::DistinctTargets;
@@ -658,7 +659,11 @@ impl Store {
     }
 
     /// The cached access token of a provider account, if any.
-    pub async fn token(&self, provider: Provider, account: &str) -> Result<Option<CachedToken>, StoreError> {
+    pub async fn token(
+        &self,
+        provider: Provider,
+        account: &str,
+    ) -> Result<Option<CachedToken>, StoreError> {
         let row = sqlx::query(
             "SELECT access_token, expires_at, obtained_at FROM tokens WHERE provider = ?1 AND account = ?2",
         )
@@ -669,7 +674,9 @@ impl Store {
         .map_err(sql_err)?;
         row.map(|row| {
             Ok(CachedToken {
-                token: crate::secret::Secret::new(row.try_get::<String, _>("access_token").map_err(sql_err)?),
+                token: crate::secret::Secret::new(
+                    row.try_get::<String, _>("access_token").map_err(sql_err)?,
+                ),
                 expires_at: row.try_get("expires_at").map_err(sql_err)?,
                 obtained_at: row.try_get("obtained_at").map_err(sql_err)?,
             })
@@ -678,7 +685,12 @@ impl Store {
     }
 
     /// Caches a provider account's access token, replacing the previous one.
-    pub async fn save_token(&self, provider: Provider, account: &str, token: &CachedToken) -> Result<(), StoreError> {
+    pub async fn save_token(
+        &self,
+        provider: Provider,
+        account: &str,
+        token: &CachedToken,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO tokens (provider, account, access_token, expires_at, obtained_at)

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 pub use settle::{Policies, next_china_midnight};
 
 use crate::clock;
+use crate::metrics::Metrics;
 use crate::model::{Action, DEFAULT_ACCOUNT, Lane, Provider};
 use crate::pacer::Pacer;
 use crate::planner::Batch;
@@ -33,7 +34,9 @@ use crate::provider::qiniu::{self, QiniuClient};
 use crate::provider::{CallReport, Outcome};
 use crate::secret::Secret;
 use crate::service::Notifier;
-use crate::store::{CachedToken, CallEnd, ClaimRequest, ClaimedJob, NewCall, Record, Store, StoreError};
+use crate::store::{
+    CachedToken, CallEnd, ClaimRequest, ClaimedJob, NewCall, Record, Store, StoreError,
+};
 use settle::Settling;
 
 /// How the worker behaves. [`WorkerConfig::default`] gives the documented defaults.
@@ -61,6 +64,8 @@ pub struct WorkerConfig {
     pub pan123_requests_per_sec: f64,
     /// The service manager (systemd), fed from the loops; a no-op outside systemd.
     pub notifier: Arc<Notifier>,
+    /// Where calls and claims are counted and timed (served by `--metrics-listen`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for WorkerConfig {
@@ -77,6 +82,7 @@ impl Default for WorkerConfig {
             qiniu_requests_per_sec: f64::from(qiniu::RATE_REQUESTS_PER_SEC),
             pan123_requests_per_sec: pan123::REQUESTS_PER_SEC,
             notifier: Arc::new(Notifier::from_env()),
+            metrics: Arc::default(),
         }
     }
 }
@@ -141,6 +147,15 @@ impl Route {
             Route::QiniuPrefetch => vec![(Action::PrefetchUrl, Some(config.batch_urls))],
             // One call refreshes the whole account: it serves every ready job.
             Route::Pan123 => vec![(Action::RefreshAll, None)],
+        }
+    }
+
+    /// Targets one request carries: 123pan's refresh has one, the whole account, whatever the
+    /// jobs' URLs.
+    fn targets_sent(self, batch: &Batch) -> usize {
+        match self {
+            Route::QiniuRefresh | Route::QiniuPrefetch => batch.target_count(),
+            Route::Pan123 => 1,
         }
     }
 
@@ -237,7 +252,10 @@ impl Shared {
         let every = self.config.poll_interval.max(Duration::from_secs(1));
         loop {
             match self.store.summary().await {
-                Ok(summary) => self.config.notifier.status(&status_line(&summary, clock::now_ms())),
+                Ok(summary) => self
+                    .config
+                    .notifier
+                    .status(&status_line(&summary, clock::now_ms())),
                 Err(e) => warn!(error = %e, "could not read the queue for the status line"),
             }
             if self.sleep(every).await {
@@ -261,7 +279,11 @@ impl Shared {
     async fn drive(&self, route: Route) {
         let lanes: Vec<(Action, Option<usize>)> = route.actions(&self.config);
         // Idle waits are cut short so the loop itself keeps feeding the watchdog.
-        let beat = self.config.notifier.heartbeat_every().unwrap_or(Duration::MAX);
+        let beat = self
+            .config
+            .notifier
+            .heartbeat_every()
+            .unwrap_or(Duration::MAX);
         while !self.shutdown.is_cancelled() {
             self.config.notifier.beat(route.name());
             match self.step(route, &lanes).await {
@@ -313,6 +335,7 @@ impl Shared {
                 u64::try_from(wake - now).unwrap_or(0),
             )));
         }
+        let claim_started = std::time::Instant::now();
         let claimed = self
             .store
             .claim(&ClaimRequest {
@@ -324,6 +347,11 @@ impl Shared {
                 now,
             })
             .await?;
+        self.config.metrics.observe_claim(
+            route.provider(),
+            route.operation(),
+            claim_started.elapsed(),
+        );
         if claimed.is_empty() {
             let mut next = clock::add(now, self.config.poll_interval);
             for (action, _) in &open {
@@ -365,7 +393,7 @@ impl Shared {
         let mut renew = false;
         let mut renewed = false;
         while !batch.is_empty() {
-            let wait = self.pacer(route).reserve(batch.target_count()).await;
+            let wait = self.pacer(route).reserve(route.targets_sent(&batch)).await;
             if self.shutdown.is_cancelled() || (!wait.is_zero() && self.sleep(wait).await) {
                 let released = self
                     .store
@@ -398,16 +426,22 @@ impl Shared {
                     account: DEFAULT_ACCOUNT.to_owned(),
                     operation: route.operation(),
                     worker: self.config.id.clone(),
-                    target_count: i64::try_from(batch.target_count()).unwrap_or(i64::MAX),
+                    target_count: i64::try_from(route.targets_sent(&batch)).unwrap_or(i64::MAX),
                     job_ids: job_ids.clone(),
                     started_at: clock::now_ms(),
                 })
                 .await?;
             let started = std::time::Instant::now();
             let report = self.send(route, &batch, token.as_ref()).await;
+            self.config.metrics.observe_call(
+                route.provider(),
+                route.operation(),
+                report.outcome.label(),
+                started.elapsed(),
+            );
             info!(
                 lane = %format!("{}/{}", route.provider(), route.operation()),
-                targets = batch.target_count(),
+                targets = route.targets_sent(&batch),
                 jobs = job_ids.len(),
                 request_id = report.request_id.as_deref().unwrap_or("-"),
                 code = report.code.unwrap_or_default(),
@@ -495,14 +529,18 @@ impl Shared {
         {
             return Ok(Some(cached.token));
         }
-        let fresh = client.access_token().await?;
+        let fresh = client.access_token().await.map_err(|report| *report)?;
         info!(expires_at = %clock::rfc3339(fresh.expires_at), "obtained a new 123pan access token");
         let cached = CachedToken {
             token: fresh.token,
             expires_at: fresh.expires_at,
             obtained_at: now,
         };
-        if let Err(e) = self.store.save_token(Provider::Pan123, DEFAULT_ACCOUNT, &cached).await {
+        if let Err(e) = self
+            .store
+            .save_token(Provider::Pan123, DEFAULT_ACCOUNT, &cached)
+            .await
+        {
             warn!(error = %e, "could not cache the access token; it is used for this call only");
         }
         Ok(Some(cached.token))
@@ -512,12 +550,22 @@ impl Shared {
         match (route, &self.providers.qiniu, &self.providers.pan123, token) {
             (Route::QiniuRefresh, Some(client), _, _) => {
                 client
-                    .refresh(&batch.targets_of(Action::RefreshUrl), &batch.targets_of(Action::RefreshDir))
+                    .refresh(
+                        &batch.targets_of(Action::RefreshUrl),
+                        &batch.targets_of(Action::RefreshDir),
+                    )
                     .await
             }
-            (Route::QiniuPrefetch, Some(client), _, _) => client.prefetch(&batch.targets_of(Action::PrefetchUrl)).await,
+            (Route::QiniuPrefetch, Some(client), _, _) => {
+                client
+                    .prefetch(&batch.targets_of(Action::PrefetchUrl))
+                    .await
+            }
             (Route::Pan123, _, Some(client), Some(token)) => client.refresh(token).await,
-            _ => CallReport::transient(format!("no {} credentials are configured", route.provider())),
+            _ => CallReport::transient(format!(
+                "no {} credentials are configured",
+                route.provider()
+            )),
         }
     }
 }
@@ -525,7 +573,12 @@ impl Shared {
 /// `42 queued, 3 running; paused: qiniu/default/refresh_url until 16:00:00`.
 fn status_line(summary: &crate::store::Summary, now: i64) -> String {
     let count = |state: crate::model::JobState| -> i64 {
-        summary.counts.iter().filter(|c| c.state == state).map(|c| c.count).sum()
+        summary
+            .counts
+            .iter()
+            .filter(|c| c.state == state)
+            .map(|c| c.count)
+            .sum()
     };
     let mut line = format!(
         "{} queued, {} running",
@@ -535,7 +588,11 @@ fn status_line(summary: &crate::store::Summary, now: i64) -> String {
     let paused: Vec<String> = summary
         .lanes
         .iter()
-        .filter_map(|g| g.paused_until.filter(|t| *t > now).map(|t| format!("{} until {}", g.lane, clock::short(t))))
+        .filter_map(|g| {
+            g.paused_until
+                .filter(|t| *t > now)
+                .map(|t| format!("{} until {}", g.lane, clock::short(t)))
+        })
         .collect();
     if !paused.is_empty() {
         line.push_str("; paused: ");

@@ -266,7 +266,12 @@ impl Settling<'_> {
         let gates = actions
             .into_iter()
             .map(|action| match self.pause(action, policy, None, report) {
-                GateChange::Pause { lane, until, strikes, reason } => GateChange::Pause {
+                GateChange::Pause {
+                    lane,
+                    until,
+                    strikes,
+                    reason,
+                } => GateChange::Pause {
                     lane,
                     until,
                     strikes,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use purgeq::emulator::{self, Emulator, EmulatorConfig};
 use purgeq::model::{Action, DEFAULT_ACCOUNT, Provider};
 use purgeq::policy::RetryPolicy;
+use purgeq::provider::pan123::Pan123Client;
 use purgeq::provider::qiniu::{Credentials, QiniuClient};
 use purgeq::secret::Secret;
 use purgeq::store::{Durability, NewJobs, Store};
@@ -14,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 pub const AK: &str = "test-ak";
 pub const SK: &str = "test-sk-never-logged";
+pub const CLIENT_ID: &str = "test-client";
+pub const CLIENT_SECRET: &str = "test-client-secret-never-logged";
 
 pub fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -24,6 +27,10 @@ pub fn emulator_config() -> EmulatorConfig {
     let mut config = EmulatorConfig::default();
     config.qiniu.access_key = AK.to_owned();
     config.qiniu.secret_key = Secret::new(SK);
+    config.pan123.client_id = CLIENT_ID.to_owned();
+    config.pan123.client_secret = Secret::new(CLIENT_SECRET);
+    // The worker's own pacing is off in tests; so is the emulator's.
+    config.pan123.refresh_per_sec = 0.0;
     config
 }
 
@@ -40,14 +47,21 @@ pub fn providers(emu: &Emulator) -> Providers {
         .expect("http client");
     Providers {
         qiniu: Some(QiniuClient::new(
-            http,
+            http.clone(),
             emu.url(),
             Credentials {
                 access_key: AK.to_owned(),
                 secret_key: Secret::new(SK),
             },
         )),
-        pan123: None,
+        pan123: Some(Pan123Client::new(
+            http,
+            emu.url(),
+            purgeq::provider::pan123::Credentials {
+                client_id: CLIENT_ID.to_owned(),
+                client_secret: Secret::new(CLIENT_SECRET),
+            },
+        )),
     }
 }
 
@@ -58,6 +72,7 @@ pub fn fast_config() -> WorkerConfig {
         poll_interval: ms(50),
         qiniu_targets_per_sec: 0.0,
         qiniu_requests_per_sec: 0.0,
+        pan123_requests_per_sec: 0.0,
         policies: Policies {
             max_attempts: 8,
             transient: RetryPolicy::TRANSIENT.starting_at(ms(10)),
@@ -76,11 +91,16 @@ pub async fn store(path: &std::path::Path) -> Store {
 }
 
 pub async fn enqueue(store: &Store, action: Action, targets: &[String]) -> Vec<i64> {
+    let provider = if action == Action::RefreshAll {
+        Provider::Pan123
+    } else {
+        Provider::Qiniu
+    };
     let now = purgeq::clock::now_ms();
     store
         .enqueue(
             &NewJobs {
-                provider: Provider::Qiniu,
+                provider,
                 account: DEFAULT_ACCOUNT.to_owned(),
                 action,
                 tag: None,
