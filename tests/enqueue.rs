@@ -236,3 +236,27 @@ fn eight_concurrent_producers_lose_nothing_and_never_see_a_locked_database() {
     }
     assert_eq!(count(&s.status(&[]), "qiniu", "queued"), 8000);
 }
+
+#[test]
+fn a_new_database_is_shared_with_the_group_and_nobody_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let db = s.path("state/purgeq/q.db");
+    let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_purgeq"));
+    cmd.arg("--db")
+        .arg(&db)
+        .args(["enqueue", "https://cdn.example.com/x"])
+        .assert()
+        .success();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode(db.parent().unwrap()),
+        0o2770,
+        "directory: owner and group, setgid"
+    );
+    assert_eq!(mode(&db), 0o660, "database: owner and group read-write");
+    let wal = s.path("state/purgeq/q.db-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o660);
+    }
+}

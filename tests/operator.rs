@@ -208,3 +208,26 @@ fn prune_deletes_only_old_finished_jobs() {
     assert_eq!(left[0]["target"], "https://cdn.example.com/keep");
     assert_eq!(left[0]["state"], "queued");
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_definitions() {
+    let s = Scratch::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = s.cmd(&["completions", shell]).output().unwrap();
+        assert!(out.status.success());
+        let script = stdout(&out);
+        assert!(
+            script.contains("enqueue") && script.contains("max-attempts"),
+            "{shell}"
+        );
+    }
+    let man = stdout(&s.cmd(&["man"]).output().unwrap());
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH purgeq"),
+        "{}",
+        &man[..200.min(man.len())]
+    );
+    assert!(man.contains("enqueue") && man.contains("STATE_DIRECTORY"));
+    let out = s.cmd(&["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

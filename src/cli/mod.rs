@@ -1,9 +1,11 @@
 //! The command line: global options, one module per subcommand, and exit codes.
 
 mod cancel;
+mod completions;
 mod demo;
 mod emulate;
 mod enqueue;
+mod man;
 mod prune;
 mod retry;
 mod status;
@@ -81,6 +83,8 @@ enum Command {
     Worker(worker::Args),
     Emulate(emulate::Args),
     Demo(demo::Args),
+    Completions(completions::Args),
+    Man(man::Args),
 }
 
 impl Cli {
@@ -131,6 +135,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Worker(args) => args.run(&ctx).await,
         Command::Emulate(args) => args.run().await,
         Command::Demo(args) => args.run().await,
+        Command::Completions(args) => args.run(),
+        Command::Man(args) => args.run(),
     };
     match result {
         Ok(code) => code,

@@ -21,9 +21,9 @@ use crate::model::{Action, JobState, Lane, Provider};
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database's directory could not be created.
-    #[error("cannot create the database directory {path}")]
-    CreateDir {
+    /// The database's directory or file could not be created.
+    #[error("cannot create {path}")]
+    Create {
         /// The directory.
         path: String,
         /// Why.

@@ -158,12 +158,7 @@ impl Store {
     /// The parent directory is created when missing.
     pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
+        prepare_files(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -720,6 +715,46 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(sql_err)
+    }
+}
+
+/// Mode of a database directory purgeq creates: the owner and the group (the worker's user and
+/// the producers who enqueue) may use it, nobody else; setgid so new files keep its group.
+const DIR_MODE: u32 = 0o2770;
+/// Mode of a database file purgeq creates: read-write for the owner and the group, nothing for
+/// others. SQLite gives the `-wal` and `-shm` files the same mode.
+const FILE_MODE: u32 = 0o660;
+
+/// Creates the database's directory and file when missing, with [`DIR_MODE`] and [`FILE_MODE`]
+/// whatever the umask, so a worker and a group of producers can share them. Existing ones are
+/// left as they are: their modes are the operator's.
+fn prepare_files(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let create_err = |p: &Path| {
+        let p = p.display().to_string();
+        move |source| StoreError::Create { path: p, source }
+    };
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::create_dir_all(dir).map_err(create_err(dir))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
+            .map_err(create_err(dir))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))
+            .map_err(create_err(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Create {
+            path: path.display().to_string(),
+            source,
+        }),
     }
 }
 
