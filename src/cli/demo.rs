@@ -1,7 +1,7 @@
 //! `purgeq demo`: the whole product end to end, on loopback, with nothing to set up.
 //!
 //! A temporary database, the provider emulator on 127.0.0.1, and the demo credentials. It
-//! enqueues with duplicates and an invalid host, shows a rejected input, drains until the
+//! enqueues Qiniu jobs with duplicates and an invalid host, and a 123pan refresh, shows a rejected input, drains until the
 //! emulator's small daily quota runs out and the lane pauses, and prints `status`.
 
 use std::net::SocketAddr;
@@ -12,10 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ExitCode, status};
 use crate::clock;
+use crate::emulator::pan123::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET};
 use crate::emulator::qiniu::{DEMO_ACCESS_KEY, DEMO_SECRET_KEY};
 use crate::emulator::{self, EmulatorConfig};
 use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
-use crate::provider::qiniu::{Credentials, QiniuClient};
+use crate::provider::pan123::{self, Pan123Client};
+use crate::provider::qiniu::{self, QiniuClient};
 use crate::secret::Secret;
 use crate::store::{Durability, NewJobs, Store};
 use crate::target::{self, Input};
@@ -80,7 +82,7 @@ impl Args {
         println!("    nothing was queued (exit code 3)");
 
         step(
-            "Producers enqueue 150 changed files, each of 40 of them twice, plus 2 URLs on a host the account does not serve, a directory and a prefetch.",
+            "Producers enqueue 150 changed files, each of 40 of them twice, plus 2 URLs on a host the account does not serve, a directory, a prefetch, and a 123pan account refresh.",
         );
         let mut urls: Vec<String> = vec![
             "https://static.other-site.example/logo.png".to_owned(),
@@ -89,22 +91,29 @@ impl Args {
         urls.extend((0..150).map(|i| format!("https://{DOMAIN}/build/42/file-{i}.js")));
         urls.extend((0..40).map(|i| format!("https://{DOMAIN}/build/42/file-{i}.js")));
         let jobs = [
-            (Action::RefreshUrl, urls),
+            (Provider::Qiniu, Action::RefreshUrl, urls),
             (
+                Provider::Qiniu,
                 Action::RefreshDir,
                 vec![format!("https://{DOMAIN}/build/41/")],
             ),
             (
+                Provider::Qiniu,
                 Action::PrefetchUrl,
                 vec![format!("https://{DOMAIN}/index.html")],
             ),
+            (
+                Provider::Pan123,
+                Action::RefreshAll,
+                vec!["https://vip.123pan.cn/1815/build-42.zip".to_owned()],
+            ),
         ];
-        for (action, targets) in jobs {
+        for (provider, action, targets) in jobs {
             let now = clock::now_ms();
             let ids = store
                 .enqueue(
                     &NewJobs {
-                        provider: Provider::Qiniu,
+                        provider,
                         account: DEFAULT_ACCOUNT.to_owned(),
                         action,
                         tag: Some("build-42".to_owned()),
@@ -114,23 +123,30 @@ impl Args {
                     now,
                 )
                 .await?;
-            println!("    queued {} {action} jobs", ids.len());
+            println!("    queued {} {provider} {action} jobs", ids.len());
         }
 
         step(
-            "The worker drains the queue: duplicates share one request, invalid hosts fail alone, and the quota runs out.",
+            "The worker drains the queue: duplicates share one request, invalid hosts fail alone, the Qiniu quota runs out, and one 123pan call refreshes the whole account.",
         );
         let http = super::worker::http_client(std::time::Duration::from_secs(10))?;
         let providers = Providers {
             qiniu: Some(QiniuClient::new(
-                http,
+                http.clone(),
                 emu.url(),
-                Credentials {
+                qiniu::Credentials {
                     access_key: DEMO_ACCESS_KEY.to_owned(),
                     secret_key: Secret::new(DEMO_SECRET_KEY),
                 },
             )),
-            pan123: None,
+            pan123: Some(Pan123Client::new(
+                http,
+                emu.url(),
+                pan123::Credentials {
+                    client_id: DEMO_CLIENT_ID.to_owned(),
+                    client_secret: Secret::new(DEMO_CLIENT_SECRET),
+                },
+            )),
         };
         let config = WorkerConfig {
             once: true,
@@ -139,9 +155,11 @@ impl Args {
         worker::run(store.clone(), providers, config, CancellationToken::new()).await?;
         let stats = emu.stats();
         println!(
-            "    the emulator answered {} requests and purged {} distinct targets",
+            "    Qiniu: {} requests, {} distinct targets purged; 123pan: {} token request, {} refresh call",
             stats.qiniu.requests.values().sum::<u64>(),
-            stats.qiniu.purged.len()
+            stats.qiniu.purged.len(),
+            stats.pan123.token_requests,
+            stats.pan123.refresh_calls
         );
 
         step("purgeq status: counts, the paused lane and its quota, recent jobs.");
