@@ -179,6 +179,9 @@ fn delay_postpones_eligibility() {
 
 #[test]
 fn the_database_directory_is_created() {
+    if common::skip_on_postgres("SQLite database files") {
+        return;
+    }
     let s = Scratch::new();
     let nested = s.path("a/b/c/q.db");
     let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_purgeq"));
@@ -191,6 +194,9 @@ fn the_database_directory_is_created() {
 
 #[test]
 fn the_default_database_follows_xdg_state_home_not_the_current_directory() {
+    if common::skip_on_postgres("SQLite database files") {
+        return;
+    }
     let s = Scratch::new();
     let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_purgeq"));
     cmd.env_remove("PURGEQ_DB")
@@ -222,7 +228,7 @@ fn eight_concurrent_producers_lose_nothing_and_never_see_a_locked_database() {
         write(&file, &lines);
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_purgeq"));
         cmd.arg("--db")
-            .arg(s.db())
+            .arg(s.db_arg())
             .args(["enqueue", "--file"])
             .arg(&file);
         cmd.stdout(std::process::Stdio::piped())
@@ -239,6 +245,9 @@ fn eight_concurrent_producers_lose_nothing_and_never_see_a_locked_database() {
 
 #[test]
 fn a_new_database_is_shared_with_the_group_and_nobody_else() {
+    if common::skip_on_postgres("SQLite database files") {
+        return;
+    }
     use std::os::unix::fs::PermissionsExt;
     let s = Scratch::new();
     let db = s.path("state/purgeq/q.db");

@@ -25,7 +25,7 @@ struct Worker {
 fn start_worker(s: &Scratch, emu: &Emulator) -> Worker {
     let mut child = Command::new(env!("CARGO_BIN_EXE_purgeq"))
         .arg("--db")
-        .arg(s.db())
+        .arg(s.db_arg())
         .arg("worker")
         .args(["--metrics-listen", "127.0.0.1:0"])
         .args(["--max-targets-per-sec", "0", "--max-requests-per-sec", "0"])

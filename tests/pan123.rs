@@ -4,8 +4,7 @@
 mod common;
 
 use common::worker::{
-    CLIENT_SECRET, drain_once, emulator, emulator_config, enqueue, fast_config, run_until, store,
-    urls,
+    CLIENT_SECRET, drain_once, emulator, emulator_config, enqueue, fast_config, run_until, urls,
 };
 use purgeq::emulator::{FaultKind, FaultPlan, ScriptedFaults};
 use purgeq::model::{Action, JobState, Lane, Provider};
@@ -39,8 +38,8 @@ fn scripted(kind: FaultKind, count: u32) -> FaultPlan {
 
 #[tokio::test]
 async fn five_hundred_jobs_are_served_by_one_call_and_carry_its_trace_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let emu = emulator(emulator_config()).await;
     enqueue(&store, Action::RefreshAll, &urls("pan.example.com", 499)).await;
     store
@@ -77,8 +76,8 @@ async fn five_hundred_jobs_are_served_by_one_call_and_carry_its_trace_id() {
 
 #[tokio::test]
 async fn the_cached_token_is_reused_and_renewed_only_when_it_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let mut config = emulator_config();
     config.pan123.token_ttl = std::time::Duration::from_secs(2);
     let emu = emulator(config).await;
@@ -114,8 +113,8 @@ async fn the_cached_token_is_reused_and_renewed_only_when_it_expires() {
 
 #[tokio::test]
 async fn a_401_on_refresh_renews_once_and_retries_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let emu = emulator(emulator_config()).await;
     enqueue(&store, Action::RefreshAll, &urls("pan.example.com", 3)).await;
     drain_once(&store, &emu, fast_config()).await;
@@ -146,8 +145,8 @@ async fn a_401_on_refresh_renews_once_and_retries_once() {
 
 #[tokio::test]
 async fn throttling_pauses_the_lane_then_drains_without_spending_attempts() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let emu = emulator(emulator_config()).await;
     emu.set_faults(scripted(FaultKind::Qps, 2)).unwrap();
     enqueue(&store, Action::RefreshAll, &urls("pan.example.com", 5)).await;
@@ -185,8 +184,8 @@ async fn throttling_pauses_the_lane_then_drains_without_spending_attempts() {
 
 #[tokio::test]
 async fn a_wrong_secret_keeps_jobs_queued_and_pauses_the_lane_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let mut config = emulator_config();
     config.pan123.client_secret = purgeq::secret::Secret::new("the-real-secret");
     let emu = emulator(config).await;
@@ -215,8 +214,8 @@ async fn a_wrong_secret_keeps_jobs_queued_and_pauses_the_lane_with_the_reason() 
 
 #[tokio::test]
 async fn a_paused_qiniu_lane_does_not_delay_123pan_and_the_reverse() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let mut config = emulator_config();
     config.qiniu.quotas.url_refresh = 0;
     let emu = emulator(config).await;
@@ -236,8 +235,8 @@ async fn a_paused_qiniu_lane_does_not_delay_123pan_and_the_reverse() {
     );
 
     // The reverse: 123pan refuses its token, Qiniu (now with quota) drains.
-    let dir = tempfile::tempdir().unwrap();
-    let store = common::worker::store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let mut config = emulator_config();
     config.pan123.client_secret = purgeq::secret::Secret::new("other");
     let emu = emulator(config).await;

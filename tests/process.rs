@@ -13,7 +13,7 @@ use purgeq::emulator::{Emulator, FaultKind, FaultPlan, ScriptedFaults};
 fn worker(s: &Scratch, emu: &Emulator, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_purgeq"))
         .arg("--db")
-        .arg(s.db())
+        .arg(s.db_arg())
         .arg("worker")
         .args(["--max-targets-per-sec", "0", "--poll-interval", "100ms"])
         .args(if args.contains(&"--max-requests-per-sec") {

@@ -7,12 +7,11 @@ use std::process::{Command, Stdio};
 use common::Scratch;
 use common::worker::{AK, CLIENT_ID, CLIENT_SECRET, SK, emulator, emulator_config, urls};
 use purgeq::model::Provider;
-use purgeq::store::{Durability, Store};
 
 async fn worker_logs(s: &Scratch, endpoint: &str, format: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_purgeq"))
         .arg("--db")
-        .arg(s.db())
+        .arg(s.db_arg())
         .args([
             "--log-format",
             format,
@@ -61,7 +60,7 @@ async fn no_log_line_holds_a_secret_or_a_token_in_text_or_json() {
             logs.contains("provider call"),
             "the worker logged its calls:\n{logs}"
         );
-        let store = Store::open(&s.db(), Durability::Normal).await.unwrap();
+        let store = s.store().await;
         let token = store
             .token(Provider::Pan123, "default")
             .await

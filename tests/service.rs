@@ -53,7 +53,7 @@ async fn the_worker_speaks_the_notify_protocol() {
     let rx = listen(socket);
     let mut child = Command::new(env!("CARGO_BIN_EXE_purgeq"))
         .arg("--db")
-        .arg(s.db())
+        .arg(s.db_arg())
         .args(["worker", "--poll-interval", "100ms"])
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "1000000")
@@ -68,13 +68,19 @@ async fn the_worker_speaks_the_notify_protocol() {
     let mut seen = Vec::new();
 
     wait_for(&rx, &mut seen, |m| m == "READY=1");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", s.db().display()))
-        .await
-        .unwrap();
-    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let count = "SELECT COUNT(*) FROM _sqlx_migrations";
+    let applied: i64 = match s.db_arg().into_string().unwrap() {
+        url if url.starts_with("postgres") => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query_scalar(count).fetch_one(&pool).await.unwrap()
+        }
+        path => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{path}?mode=ro"))
+                .await
+                .unwrap();
+            sqlx::query_scalar(count).fetch_one(&pool).await.unwrap()
+        }
+    };
     assert!(applied >= 1, "READY=1 came before the migrations");
 
     let first = wait_for(&rx, &mut seen, |m| m.starts_with("STATUS="));

@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::worker::{
-    drain_once, emulator, emulator_config, enqueue, fast_config, run_until, store, urls,
+    drain_once, emulator, emulator_config, enqueue, fast_config, run_until, urls,
 };
 use purgeq::emulator::{FaultKind, FaultPlan, RandomFaults, ScriptedFaults};
 use purgeq::model::{Action, JobState, Lane, Provider};
@@ -31,8 +31,8 @@ async fn count_state(store: &Store, state: JobState) -> usize {
 
 #[tokio::test]
 async fn duplicates_ride_one_request_and_every_job_records_its_request_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let emu = emulator(emulator_config()).await;
     let targets = urls("cdn.example.com", 250);
     for _ in 0..3 {
@@ -83,8 +83,8 @@ async fn duplicates_ride_one_request_and_every_job_records_its_request_id() {
 
 #[tokio::test]
 async fn invalid_hosts_fail_alone_and_the_rest_succeed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let mut config = emulator_config();
     config.qiniu.domains = vec!["cdn.example.com".to_owned()];
     let emu = emulator(config).await;
@@ -114,8 +114,8 @@ async fn invalid_hosts_fail_alone_and_the_rest_succeed() {
 
 #[tokio::test]
 async fn a_quota_that_runs_out_pauses_the_lane_without_spending_attempts_then_drains() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let mut config = emulator_config();
     config.qiniu.quotas.url_refresh = 100;
     let emu = emulator(config).await;
@@ -171,8 +171,8 @@ async fn a_quota_that_runs_out_pauses_the_lane_without_spending_attempts_then_dr
 
 #[tokio::test]
 async fn a_provider_that_fails_twice_then_succeeds_leaves_attempts_three() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let emu = emulator(emulator_config()).await;
     emu.set_faults(FaultPlan {
         fail_next: Some(ScriptedFaults {
@@ -199,8 +199,8 @@ async fn a_provider_that_fails_twice_then_succeeds_leaves_attempts_three() {
 
 #[tokio::test]
 async fn a_provider_that_always_fails_leaves_jobs_failed_with_the_last_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let emu = emulator(emulator_config()).await;
     emu.set_faults(FaultPlan {
         random: Some(RandomFaults {
@@ -236,8 +236,8 @@ async fn a_provider_that_always_fails_leaves_jobs_failed_with_the_last_error() {
 
 #[tokio::test]
 async fn rate_limits_pause_the_lane_then_drain_without_spending_attempts() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let emu = emulator(emulator_config()).await;
     emu.set_faults(FaultPlan {
         fail_next: Some(ScriptedFaults {
@@ -257,8 +257,8 @@ async fn rate_limits_pause_the_lane_then_drain_without_spending_attempts() {
 
 #[tokio::test]
 async fn refused_credentials_pause_the_lane_and_keep_jobs_queued() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let mut config = emulator_config();
     config.qiniu.secret_key = purgeq::secret::Secret::new("another-secret");
     let emu = emulator(config).await;
@@ -287,8 +287,8 @@ async fn refused_credentials_pause_the_lane_and_keep_jobs_queued() {
 
 #[tokio::test]
 async fn urls_and_dirs_share_one_refresh_request_and_prefetch_has_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let emu = emulator(emulator_config()).await;
     enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 3)).await;
     enqueue(
@@ -315,8 +315,8 @@ async fn urls_and_dirs_share_one_refresh_request_and_prefetch_has_its_own() {
 
 #[tokio::test]
 async fn shutdown_while_waiting_to_send_returns_claimed_jobs_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir.path().join("q.db")).await;
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
     let emu = emulator(emulator_config()).await;
     enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 60)).await;
     let mut config = fast_config();

@@ -14,13 +14,14 @@ mod verb;
 mod worker;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config;
 use crate::logging::LogFormat;
-use crate::store::{Durability, Store};
+use crate::store::{Durability, Location, OpenOptions, Store};
 
 /// Process exit codes. Scripts can rely on these; the README lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +52,16 @@ impl From<ExitCode> for std::process::ExitCode {
 #[derive(Debug, Parser)]
 #[command(name = "purgeq", version, max_term_width = 100)]
 pub struct Cli {
-    /// The queue database: a file path (created with its directory if missing). Default:
-    /// $STATE_DIRECTORY/purgeq.db, else $XDG_STATE_HOME/purgeq/purgeq.db, else
-    /// ~/.local/state/purgeq/purgeq.db.
-    #[arg(long, global = true, env = "PURGEQ_DB", value_name = "PATH")]
+    /// The queue database: a SQLite file path (created with its directory if missing), or a
+    /// postgres:// URL. Default: $STATE_DIRECTORY/purgeq.db, else
+    /// $XDG_STATE_HOME/purgeq/purgeq.db, else ~/.local/state/purgeq/purgeq.db.
+    #[arg(long, global = true, env = "PURGEQ_DB", value_name = "PATH|URL")]
     db: Option<PathBuf>,
+
+    /// How long to wait for another process's lock on a SQLite database before giving up.
+    #[arg(long, global = true, env = "PURGEQ_BUSY_TIMEOUT", value_name = "DUR", default_value = "10s",
+          value_parser = duration_arg, hide_env_values = true)]
+    busy_timeout: Duration,
 
     /// Log line format (logs go to stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -99,33 +105,47 @@ impl Cli {
     }
 }
 
-/// What every subcommand may need: where the database is.
+/// What every subcommand may need: where the database is and how to open it.
 #[derive(Debug, Clone)]
 pub struct Context {
     db: Option<PathBuf>,
+    busy_timeout: Duration,
 }
 
 impl Context {
-    /// The database path: `--db`/`PURGEQ_DB`, or the default location.
-    pub fn db_path(&self) -> anyhow::Result<PathBuf> {
+    /// The database: `--db`/`PURGEQ_DB` (a path, `sqlite://` or `postgres://` URL), or the
+    /// default SQLite file.
+    pub fn location(&self) -> anyhow::Result<Location> {
         match &self.db {
-            Some(p) => Ok(p.clone()),
-            None => Ok(config::default_db_path()?),
+            Some(p) => {
+                let text = p
+                    .to_str()
+                    .with_context(|| format!("--db {} is not valid UTF-8", p.display()))?;
+                Ok(Location::parse(text))
+            }
+            None => Ok(Location::Sqlite(config::default_db_path()?)),
         }
     }
 
     /// Opens the store with the given durability.
     pub async fn open(&self, durability: Durability) -> anyhow::Result<Store> {
-        let path = self.db_path()?;
-        Store::open(&path, durability)
+        let location = self.location()?;
+        let options = OpenOptions {
+            busy_timeout: self.busy_timeout,
+            ..OpenOptions::new(durability)
+        };
+        Store::connect(&location, &options)
             .await
-            .with_context(|| format!("opening the queue database {}", path.display()))
+            .with_context(|| format!("opening the queue database {}", location.display()))
     }
 }
 
 /// Runs the command line and returns the process exit code. Errors are printed here, once.
 pub async fn run(cli: Cli) -> ExitCode {
-    let ctx = Context { db: cli.db };
+    let ctx = Context {
+        db: cli.db,
+        busy_timeout: cli.busy_timeout,
+    };
     let result = match cli.command {
         Command::Enqueue(args) => args.run(&ctx).await,
         Command::Status(args) => args.run(&ctx).await,

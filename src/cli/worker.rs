@@ -250,7 +250,7 @@ impl Args {
             None => None,
         };
         config.notifier.ready();
-        info!(worker = %config.id, db = %ctx.db_path()?.display(), once = config.once, "worker started");
+        info!(worker = %config.id, db = %ctx.location()?.display(), once = config.once, "worker started");
         worker::run(store, providers, config, shutdown).await?;
         if let Some(server) = metrics_server {
             metrics_stop.cancel();

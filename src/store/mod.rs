@@ -10,11 +10,17 @@
 //! - Write transactions are short and never span a provider call.
 //! - The claim takes every ready duplicate of each chosen target, so one request serves them all.
 
+mod postgres;
+mod rows;
 mod sqlite;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 
-pub use sqlite::{Durability, Store};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 use crate::model::{Action, JobState, Lane, Provider};
 
@@ -50,11 +56,17 @@ pub enum StoreError {
     },
     /// Another process held the write lock for longer than the busy timeout.
     #[error(
-        "the database is locked by another process (waited {waited_secs}s); nothing was changed, try again"
+        "the database is locked by another process for longer than the busy timeout; nothing was changed, try again (PURGEQ_BUSY_TIMEOUT sets the wait)"
     )]
-    Busy {
-        /// How long we waited.
-        waited_secs: u64,
+    Busy,
+    /// The PostgreSQL server could not be reached or refused the login.
+    #[error("cannot connect to the PostgreSQL database {url}")]
+    Connect {
+        /// The URL, password removed.
+        url: String,
+        /// Why.
+        #[source]
+        source: sqlx::Error,
     },
     /// The database file or its directory is read-only for this user.
     #[error(
@@ -70,6 +82,217 @@ pub enum StoreError {
     /// A stored value has an unknown name (a newer purgeq wrote it?).
     #[error("the database holds an unknown value: {0}")]
     Corrupt(String),
+}
+
+/// How a process commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A commit is on disk before it returns (SQLite `synchronous=FULL`). For producers and
+    /// operators: an accepted job survives a power cut.
+    Full,
+    /// A commit may be lost on power loss, never corrupted (SQLite `synchronous=NORMAL`). For
+    /// workers, whose leases expire and whose records can be redone.
+    Normal,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// How commits reach the disk.
+    pub durability: Durability,
+    /// How long a SQLite write waits for another process's lock before giving up.
+    pub busy_timeout: Duration,
+    /// Connections in the pool.
+    pub max_connections: u32,
+}
+
+impl OpenOptions {
+    /// The default busy timeout. Enqueue transactions are milliseconds long; this covers bursts
+    /// of many concurrent producers.
+    pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// The defaults, with `durability`.
+    pub fn new(durability: Durability) -> Self {
+        OpenOptions {
+            durability,
+            busy_timeout: Self::BUSY_TIMEOUT,
+            max_connections: 4,
+        }
+    }
+}
+
+/// Where the queue lives: a SQLite file, or a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite database file (a path, or a `sqlite://` URL).
+    Sqlite(PathBuf),
+    /// A `postgres://` or `postgresql://` URL.
+    Postgres(String),
+}
+
+impl Location {
+    /// Reads `--db`/`PURGEQ_DB`: a `postgres://` or `postgresql://` URL, a `sqlite://` URL, or a
+    /// path.
+    pub fn parse(text: &str) -> Location {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Location::Postgres(text.to_owned())
+        } else if let Some(path) = text.strip_prefix("sqlite://") {
+            Location::Sqlite(PathBuf::from(path))
+        } else {
+            Location::Sqlite(PathBuf::from(text))
+        }
+    }
+
+    /// For messages: the path, or the URL without its password.
+    pub fn display(&self) -> String {
+        match self {
+            Location::Sqlite(p) => p.display().to_string(),
+            Location::Postgres(url) => postgres::redact(url),
+        }
+    }
+}
+
+/// The queue's database: SQLite (embedded, the default) or PostgreSQL (for several hosts).
+/// The backend is chosen once, at open; every method means the same on both.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// SQLite.
+    Sqlite(SqliteStore),
+    /// PostgreSQL.
+    Postgres(PgStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($s) => $call,
+            Store::Postgres($s) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the SQLite database at `path` (created with its directory if missing).
+    pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+        let options = OpenOptions::new(durability);
+        Ok(Store::Sqlite(SqliteStore::open(path, &options).await?))
+    }
+
+    /// Opens the database at `location` and applies pending migrations.
+    pub async fn connect(location: &Location, options: &OpenOptions) -> Result<Store, StoreError> {
+        Ok(match location {
+            Location::Sqlite(path) => Store::Sqlite(SqliteStore::open(path, options).await?),
+            Location::Postgres(url) => Store::Postgres(PgStore::connect(url, options).await?),
+        })
+    }
+
+    /// Inserts one job per target, all in one transaction, and returns their ids.
+    pub async fn enqueue(&self, jobs: &NewJobs, now: i64) -> Result<Vec<i64>, StoreError> {
+        dispatch!(self, s => s.enqueue(jobs, now).await)
+    }
+
+    /// Counts per provider and state, every lane gate, and the oldest queued job.
+    pub async fn summary(&self) -> Result<Summary, StoreError> {
+        dispatch!(self, s => s.summary().await)
+    }
+
+    /// Every lane gate row.
+    pub async fn gates(&self) -> Result<Vec<Gate>, StoreError> {
+        dispatch!(self, s => s.gates().await)
+    }
+
+    /// One lane's gate, if it has a row.
+    pub async fn gate(&self, lane: &Lane) -> Result<Option<Gate>, StoreError> {
+        dispatch!(self, s => s.gate(lane).await)
+    }
+
+    /// The newest jobs matching `filter`.
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        dispatch!(self, s => s.list_jobs(filter).await)
+    }
+
+    /// One job, if it exists.
+    pub async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        dispatch!(self, s => s.job(id).await)
+    }
+
+    /// Every call that carried job `id`, oldest first.
+    pub async fn job_calls(&self, id: i64) -> Result<Vec<Call>, StoreError> {
+        dispatch!(self, s => s.job_calls(id).await)
+    }
+
+    /// Puts failed or cancelled jobs back in the queue with their attempts reset: every
+    /// selected job, or none if a listed one can't be.
+    pub async fn retry(&self, selection: &Selection, now: i64) -> Result<VerbResult, StoreError> {
+        dispatch!(self, s => s.retry(selection, now).await)
+    }
+
+    /// Cancels queued jobs: every selected job, or none if a listed one can't be.
+    pub async fn cancel(&self, selection: &Selection, now: i64) -> Result<VerbResult, StoreError> {
+        dispatch!(self, s => s.cancel(selection, now).await)
+    }
+
+    /// Deletes jobs that ended before `before` (ms), and calls no remaining job refers to.
+    pub async fn prune(&self, before: i64) -> Result<Pruned, StoreError> {
+        dispatch!(self, s => s.prune(before).await)
+    }
+
+    /// Puts every job whose lease expired before `now` back in the queue.
+    pub async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.requeue_expired(now).await)
+    }
+
+    /// Claims, for each requested action, every ready job whose target is among the next
+    /// distinct targets of the lane, in one transaction.
+    pub async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError> {
+        dispatch!(self, s => s.claim(req).await)
+    }
+
+    /// Returns claimed jobs that were never sent to the queue, untouched.
+    pub async fn release(&self, owner: &str, ids: &[i64], now: i64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.release(owner, ids, now).await)
+    }
+
+    /// Writes the audit row of a call about to be made, linked to its jobs.
+    pub async fn begin_call(&self, call: &NewCall) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.begin_call(call).await)
+    }
+
+    /// Completes a call's audit row, applies the jobs' new states (fenced by lease owner) and
+    /// the lane changes, in one transaction. Returns how many jobs changed: fewer than given
+    /// means another worker took some over after their lease expired.
+    pub async fn record(&self, rec: &Record) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.record(rec).await)
+    }
+
+    /// When the next queued job of `lane` becomes ready (ms), if it has any.
+    pub async fn next_due(&self, lane: &Lane) -> Result<Option<i64>, StoreError> {
+        dispatch!(self, s => s.next_due(lane).await)
+    }
+
+    /// The cached access token of a provider account, if any.
+    pub async fn token(
+        &self,
+        provider: Provider,
+        account: &str,
+    ) -> Result<Option<CachedToken>, StoreError> {
+        dispatch!(self, s => s.token(provider, account).await)
+    }
+
+    /// Caches a provider account's access token, replacing the previous one.
+    pub async fn save_token(
+        &self,
+        provider: Provider,
+        account: &str,
+        token: &CachedToken,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.save_token(provider, account, token).await)
+    }
+
+    /// Whether any job of `provider` is queued or running.
+    pub async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.has_pending(provider).await)
+    }
 }
 
 /// How `enqueue` and bulk operations refer to jobs of one kind.

@@ -9,42 +9,28 @@
 //! trip to a worker thread.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::rows::{self, Columns as _};
 use super::{
-    CachedToken, Call, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter, JobUpdate,
-    NewCall, NewJobs, Pruned, Record, Refusal, Selection, StateCount, StoreError, Summary,
-    VerbResult,
+    CachedToken, Call, ClaimRequest, ClaimedJob, Durability, Gate, GateChange, Job, JobFilter,
+    JobUpdate, NewCall, NewJobs, OpenOptions, Pruned, Record, Selection, StateCount, StoreError,
+    Summary, VerbResult,
 };
 use crate::model::{Action, JobState, Lane, Provider};
 use crate::planner::DistinctTargets;
 
-/// How long a statement waits for another process's write lock before giving up. Enqueue
-/// transactions are milliseconds long; this covers bursts of many concurrent producers.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Rows read per page while looking for the next distinct targets of a lane.
 const CLAIM_PAGE: i64 = 512;
 
-/// How a process commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// `synchronous=FULL`: a commit is on disk before it returns. For producers and operators.
-    Full,
-    /// `synchronous=NORMAL`: a commit may be lost on power loss, never corrupted. For workers.
-    Normal,
-}
-
 /// The queue's SQLite database.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct SqliteStore {
     pool: SqlitePool,
 }
 
@@ -56,11 +42,7 @@ fn sql_err(e: sqlx::Error) -> StoreError {
             .and_then(|c| c.parse::<i32>().ok())
             .map(|c| c & 0xff);
         match primary {
-            Some(5 | 6) => {
-                return StoreError::Busy {
-                    waited_secs: BUSY_TIMEOUT.as_secs(),
-                };
-            }
+            Some(5 | 6) => return StoreError::Busy,
             Some(8) => return StoreError::ReadOnly,
             Some(13) => return StoreError::DiskFull,
             _ => {}
@@ -69,105 +51,28 @@ fn sql_err(e: sqlx::Error) -> StoreError {
     StoreError::Sql(e)
 }
 
-fn parse<T: FromStr>(row: &SqliteRow, col: &str) -> Result<T, StoreError>
-where
-    T::Err: std::fmt::Display,
-{
-    let text: String = row.try_get(col).map_err(sql_err)?;
-    text.parse::<T>()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
-    let get = |e| sql_err(e);
-    Ok(Job {
-        id: row.try_get("id").map_err(get)?,
-        provider: parse(row, "provider")?,
-        account: row.try_get("account").map_err(get)?,
-        action: parse(row, "action")?,
-        target: row.try_get("target").map_err(get)?,
-        tag: row.try_get("tag").map_err(get)?,
-        state: parse(row, "state")?,
-        attempts: row.try_get("attempts").map_err(get)?,
-        next_at: row.try_get("next_at").map_err(get)?,
-        lease_owner: row.try_get("lease_owner").map_err(get)?,
-        lease_expires_at: row.try_get("lease_expires_at").map_err(get)?,
-        request_id: row.try_get("request_id").map_err(get)?,
-        provider_code: row.try_get("provider_code").map_err(get)?,
-        last_error: row.try_get("last_error").map_err(get)?,
-        created_at: row.try_get("created_at").map_err(get)?,
-        updated_at: row.try_get("updated_at").map_err(get)?,
-        finished_at: row.try_get("finished_at").map_err(get)?,
-    })
-}
-
-fn call_from_row(row: &SqliteRow) -> Result<Call, StoreError> {
-    let get = |e| sql_err(e);
-    Ok(Call {
-        id: row.try_get("id").map_err(get)?,
-        provider: parse(row, "provider")?,
-        account: row.try_get("account").map_err(get)?,
-        operation: row.try_get("operation").map_err(get)?,
-        worker: row.try_get("worker").map_err(get)?,
-        target_count: row.try_get("target_count").map_err(get)?,
-        started_at: row.try_get("started_at").map_err(get)?,
-        finished_at: row.try_get("finished_at").map_err(get)?,
-        http_status: row.try_get("http_status").map_err(get)?,
-        provider_code: row.try_get("provider_code").map_err(get)?,
-        request_id: row.try_get("request_id").map_err(get)?,
-        trace_id: row.try_get("trace_id").map_err(get)?,
-        outcome: row.try_get("outcome").map_err(get)?,
-        message: row.try_get("message").map_err(get)?,
-    })
-}
-
-fn gate_from_row(row: &SqliteRow) -> Result<Gate, StoreError> {
-    let get = |e| sql_err(e);
-    Ok(Gate {
-        lane: Lane {
-            provider: parse(row, "provider")?,
-            account: row.try_get("account").map_err(get)?,
-            action: parse(row, "action")?,
-        },
-        paused_until: row.try_get("paused_until").map_err(get)?,
-        strikes: row.try_get("strikes").map_err(get)?,
-        reason: row.try_get("reason").map_err(get)?,
-        quota_day: row.try_get("quota_day").map_err(get)?,
-        surplus_day: row.try_get("surplus_day").map_err(get)?,
-        quota_at: row.try_get("quota_at").map_err(get)?,
-    })
-}
-
 fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     // Serializing plain strings, integers and derived structs cannot fail.
     serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
 }
 
-/// The columns [`job_from_row`] reads, for `concat!` into static queries.
-macro_rules! job_columns {
-    () => {
-        "id, provider, account, action, target, tag, state, attempts, next_at, lease_owner, \
-         lease_expires_at, request_id, provider_code, last_error, created_at, updated_at, finished_at"
-    };
-}
-
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     /// The parent directory is created when missing.
-    pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
+    pub async fn open(path: &Path, options: &OpenOptions) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
         prepare_files(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match durability {
+            .synchronous(match options.durability {
                 Durability::Full => SqliteSynchronous::Full,
                 Durability::Normal => SqliteSynchronous::Normal,
             })
-            .busy_timeout(BUSY_TIMEOUT)
+            .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -180,7 +85,7 @@ impl Store {
                 },
                 other => other,
             })?;
-        let store = Store { pool };
+        let store = SqliteStore { pool };
         store.migrate(&shown).await?;
         Ok(store)
     }
@@ -254,9 +159,9 @@ impl Store {
         let mut counts = Vec::with_capacity(rows.len());
         for row in &rows {
             counts.push(StateCount {
-                provider: parse(row, "provider")?,
-                state: parse(row, "state")?,
-                count: row.try_get("n").map_err(sql_err)?,
+                provider: row.name("provider")?,
+                state: row.name("state")?,
+                count: row.int("n")?,
             });
         }
         let mut oldest: Option<i64> = None;
@@ -286,7 +191,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(sql_err)?;
-        rows.iter().map(gate_from_row).collect()
+        rows.iter().map(rows::gate).collect()
     }
 
     /// One lane's gate, if it has a row.
@@ -299,14 +204,14 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(sql_err)?;
-        row.as_ref().map(gate_from_row).transpose()
+        row.as_ref().map(rows::gate).transpose()
     }
 
     /// The newest jobs matching `filter`.
     pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
-            job_columns!(),
+            rows::job_columns!(),
             " FROM jobs
              WHERE (?1 IS NULL OR state = ?1)
                AND (?2 IS NULL OR provider = ?2)
@@ -325,21 +230,21 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(sql_err)?;
-        rows.iter().map(job_from_row).collect()
+        rows.iter().map(rows::job).collect()
     }
 
     /// One job, if it exists.
     pub async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
-            job_columns!(),
+            rows::job_columns!(),
             " FROM jobs WHERE id = ?1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await
         .map_err(sql_err)?;
-        row.as_ref().map(job_from_row).transpose()
+        row.as_ref().map(rows::job).transpose()
     }
 
     /// Every call that carried job `id`, oldest first.
@@ -352,7 +257,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(sql_err)?;
-        rows.iter().map(call_from_row).collect()
+        rows.iter().map(rows::call).collect()
     }
 
     /// Applies an operator verb: every selected job in one of `from` states moves to `to`, or,
@@ -381,28 +286,9 @@ impl Store {
             .fetch_all(&mut *tx)
             .await
             .map_err(sql_err)?;
-            let found: Vec<Job> = rows.iter().map(job_from_row).collect::<Result<_, _>>()?;
-            let mut refusals: Vec<Refusal> = found
-                .iter()
-                .filter_map(|job| {
-                    refuse(job).map(|reason| Refusal {
-                        id: job.id,
-                        state: Some(job.state),
-                        reason,
-                    })
-                })
-                .collect();
-            for id in &selection.ids {
-                if !found.iter().any(|j| j.id == *id) {
-                    refusals.push(Refusal {
-                        id: *id,
-                        state: None,
-                        reason: "no such job".to_owned(),
-                    });
-                }
-            }
+            let found: Vec<Job> = rows.iter().map(rows::job).collect::<Result<_, _>>()?;
+            let refusals = rows::refusals(&selection.ids, &found, refuse);
             if !refusals.is_empty() {
-                refusals.sort_by_key(|r| r.id);
                 return Ok(VerbResult::Refused(refusals));
             }
             found.iter().map(|j| j.id).collect()
@@ -422,12 +308,7 @@ impl Store {
         self.apply_verb(
             selection,
             now,
-            |job| match job.state {
-                JobState::Failed | JobState::Cancelled => None,
-                JobState::Succeeded => Some("it succeeded; there is nothing to retry (enqueue the target again to purge it again)".to_owned()),
-                JobState::Queued => Some("it is already queued".to_owned()),
-                JobState::Running => Some("it is running; a worker holds it".to_owned()),
-            },
+            rows::retry_refusal,
             "UPDATE jobs SET state = 'queued', attempts = 0, next_at = ?2, updated_at = ?2, \
                     finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL
              WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('failed', 'cancelled')",
@@ -442,14 +323,7 @@ impl Store {
         self.apply_verb(
             selection,
             now,
-            |job| match job.state {
-                JobState::Queued => None,
-                JobState::Running => Some(
-                    "it is running: a worker has sent or is about to send it; wait for its outcome"
-                        .to_owned(),
-                ),
-                state => Some(format!("it already ended ({state})")),
-            },
+            rows::cancel_refusal,
             "UPDATE jobs SET state = 'cancelled', updated_at = ?2, finished_at = ?2, \
                     last_error = 'cancelled by operator'
              WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'",
@@ -526,9 +400,11 @@ impl Store {
                     if targets.is_empty() {
                         continue;
                     }
+                    // N.B. `+next_at` keeps the planner off `jobs_ready` (a scan of the whole ready
+                    // queue); the chosen targets are looked up in `jobs_queued_target` instead.
                     sqlx::query(
                         "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3
-                         WHERE state = 'queued' AND provider = ?4 AND account = ?5 AND action = ?6 AND next_at <= ?3
+                         WHERE state = 'queued' AND provider = ?4 AND account = ?5 AND action = ?6 AND +next_at <= ?3
                            AND target IN (SELECT value FROM json_each(?7))
                          RETURNING id, action, target, attempts",
                     )
@@ -547,7 +423,7 @@ impl Store {
             for row in &rows {
                 claimed.push(ClaimedJob {
                     id: row.try_get("id").map_err(sql_err)?,
-                    action: parse(row, "action")?,
+                    action: row.name("action")?,
                     target: row.try_get("target").map_err(sql_err)?,
                     attempts: row.try_get("attempts").map_err(sql_err)?,
                 });
@@ -810,8 +686,15 @@ async fn update_jobs(
     now: i64,
     jobs: &[JobUpdate],
 ) -> Result<u64, StoreError> {
+    // N.B. The MATERIALIZED CTE makes the planner loop over the updates and find each job by
+    // rowid; otherwise it loops over every running job and re-parses the JSON for each.
     let done = sqlx::query(
-        "UPDATE jobs SET
+        "WITH u AS MATERIALIZED (
+             SELECT value ->> 'id' AS id, value ->> 'state' AS state, value ->> 'attempts' AS attempts,
+                    value ->> 'next_at' AS next_at, value ->> 'request_id' AS request_id,
+                    value ->> 'provider_code' AS provider_code, value ->> 'last_error' AS last_error
+             FROM json_each(?1))
+         UPDATE jobs SET
              state = u.state,
              attempts = u.attempts,
              next_at = u.next_at,
@@ -822,10 +705,7 @@ async fn update_jobs(
              lease_expires_at = NULL,
              updated_at = ?2,
              finished_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN ?2 END
-         FROM (SELECT value ->> 'id' AS id, value ->> 'state' AS state, value ->> 'attempts' AS attempts,
-                      value ->> 'next_at' AS next_at, value ->> 'request_id' AS request_id,
-                      value ->> 'provider_code' AS provider_code, value ->> 'last_error' AS last_error
-               FROM json_each(?1)) AS u
+         FROM u
          WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.lease_owner = ?3",
     )
     .bind(json(jobs))

@@ -7,23 +7,85 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
+use purgeq::store::{Durability, Location, OpenOptions, Store};
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// A scratch directory holding one queue database.
+/// The admin URL of the PostgreSQL server the suite runs on, when `PURGEQ_TEST_BACKEND=postgres`
+/// (`scripts/test.sh` sets it up); `None` runs the suite on SQLite.
+pub fn postgres_admin() -> Option<String> {
+    (std::env::var("PURGEQ_TEST_BACKEND").as_deref() == Ok("postgres")).then(|| {
+        std::env::var("PURGEQ_TEST_PG").expect("PURGEQ_TEST_BACKEND=postgres needs PURGEQ_TEST_PG")
+    })
+}
+
+/// Says so and returns true when a SQLite-only test runs on PostgreSQL.
+pub fn skip_on_postgres(why: &str) -> bool {
+    let skip = postgres_admin().is_some();
+    if skip {
+        eprintln!("skipped on PostgreSQL: {why}");
+    }
+    skip
+}
+
+fn psql(admin: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([admin, "-qtAc", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A scratch directory and one queue database: a SQLite file in the directory, or a fresh
+/// PostgreSQL database dropped when the scratch is.
 pub struct Scratch {
     pub dir: TempDir,
+    pg: Option<(String, String)>,
 }
 
 impl Scratch {
     pub fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let pg = postgres_admin().map(|admin| {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("purgeq_t{}_{n}_{}", std::process::id(), fastrand::u32(..));
+            psql(&admin, &format!("CREATE DATABASE {name}"));
+            let mut url = url::Url::parse(&admin).expect("admin URL");
+            url.set_path(&name);
+            (admin, url.to_string())
+        });
         Scratch {
             dir: tempfile::tempdir().expect("temp dir"),
+            pg,
         }
     }
 
+    /// The SQLite file (meaningful on SQLite only).
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("queue.db")
+    }
+
+    /// What `--db` gets: the SQLite path or the PostgreSQL URL.
+    pub fn db_arg(&self) -> std::ffi::OsString {
+        match &self.pg {
+            Some((_, url)) => url.into(),
+            None => self.db().into_os_string(),
+        }
+    }
+
+    /// The store, opened in-process.
+    pub async fn store(&self) -> Store {
+        let location = match &self.pg {
+            Some((_, url)) => Location::Postgres(url.clone()),
+            None => Location::Sqlite(self.db()),
+        };
+        Store::connect(&location, &OpenOptions::new(Durability::Normal))
+            .await
+            .expect("store opens")
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -33,7 +95,7 @@ impl Scratch {
     /// `purgeq --db <scratch> ARGS...` with a clean environment for credentials.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_purgeq"));
-        cmd.arg("--db").arg(self.db()).args(args);
+        cmd.arg("--db").arg(self.db_arg()).args(args);
         for var in [
             "PURGEQ_DB",
             "QINIU_ACCESS_KEY",
@@ -101,4 +163,19 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write file");
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some((admin, url)) = &self.pg {
+            let name = url.rsplit('/').next().unwrap_or_default();
+            let _ = std::process::Command::new("psql")
+                .args([
+                    admin.as_str(),
+                    "-qtAc",
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ])
+                .output();
+        }
+    }
 }

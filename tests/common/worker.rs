@@ -9,7 +9,7 @@ use purgeq::policy::RetryPolicy;
 use purgeq::provider::pan123::Pan123Client;
 use purgeq::provider::qiniu::{Credentials, QiniuClient};
 use purgeq::secret::Secret;
-use purgeq::store::{Durability, NewJobs, Store};
+use purgeq::store::{NewJobs, Store};
 use purgeq::worker::{Policies, Providers, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -82,12 +82,6 @@ pub fn fast_config() -> WorkerConfig {
         },
         ..WorkerConfig::default()
     }
-}
-
-pub async fn store(path: &std::path::Path) -> Store {
-    Store::open(path, Durability::Normal)
-        .await
-        .expect("store opens")
 }
 
 pub async fn enqueue(store: &Store, action: Action, targets: &[String]) -> Vec<i64> {

@@ -1,0 +1,701 @@
+//! The PostgreSQL backend, for fleets whose producers and workers run on several hosts.
+//!
+//! Same tables, states and guarantees as the SQLite backend (see the module docs of
+//! [`super`]). What differs is how concurrent workers are kept apart: a claim takes a
+//! transaction-scoped advisory lock on its lane, so two workers never pick the same targets,
+//! and locks the chosen rows with `FOR UPDATE SKIP LOCKED`, so a row another transaction holds
+//! (an operator's `cancel`, a worker recording an outcome) is passed over instead of waited
+//! for. The lock lasts the claim's transaction, milliseconds, never a provider call. The token
+//! cache and lane gates live in the database, so the whole fleet shares one token and one pause.
+//! Many rows travel in one statement as bound arrays (`unnest`) or one JSON document
+//! (`jsonb_to_recordset`).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Transaction};
+
+use super::rows::{self, Columns as _};
+use super::{
+    CachedToken, Call, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter, JobUpdate,
+    NewCall, NewJobs, OpenOptions, Pruned, Record, Selection, StateCount, StoreError, Summary,
+    VerbResult,
+};
+use crate::model::{Action, JobState, Lane, Provider};
+use crate::planner::DistinctTargets;
+
+/// Rows read per page while looking for the next distinct targets of a lane.
+const CLAIM_PAGE: i64 = 512;
+
+/// How long an operation waits for a pooled connection, e.g. while the server restarts.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The queue's PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// `url` with its password replaced, for messages.
+pub(super) fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Setting a password only fails for URLs that cannot have one.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(an unparseable postgres URL)".to_owned(),
+    }
+}
+
+/// Maps PostgreSQL's read-only and disk-full conditions to errors an operator can act on.
+fn sql_err(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        match db.code().as_deref() {
+            Some("25006") => return StoreError::ReadOnly,
+            Some("53100") => return StoreError::DiskFull,
+            Some("55P03") => return StoreError::Busy,
+            _ => {}
+        }
+    }
+    StoreError::Sql(e)
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    // Serializing plain strings, integers and derived structs cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn claimed(rows: &[PgRow]) -> Result<Vec<ClaimedJob>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            Ok(ClaimedJob {
+                id: row.int("id")?,
+                action: row.name("action")?,
+                target: row.opt_text("target")?,
+                attempts: row.int("attempts")?,
+            })
+        })
+        .collect()
+}
+
+impl PgStore {
+    /// Connects to the database at `url` and applies pending migrations (under the migrator's
+    /// advisory lock, so several hosts may start at once).
+    pub async fn connect(url: &str, options: &OpenOptions) -> Result<PgStore, StoreError> {
+        let shown = redact(url);
+        let connect = PgConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
+            url: shown.clone(),
+            source,
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(connect)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: shown.clone(),
+                source,
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: shown,
+                source,
+            })?;
+        Ok(PgStore { pool })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.pool.begin().await.map_err(sql_err)
+    }
+
+    pub(super) async fn enqueue(&self, jobs: &NewJobs, now: i64) -> Result<Vec<i64>, StoreError> {
+        if jobs.targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let mut ids: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO jobs (provider, account, action, target, tag, state, attempts, next_at,
+                               created_at, updated_at)
+             SELECT $1, $2, $3, t, $4, 'queued', 0, $5, $6, $6
+             FROM unnest($7::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n
+             RETURNING id",
+        )
+        .bind(jobs.provider.as_str())
+        .bind(&jobs.account)
+        .bind(jobs.action.as_str())
+        .bind(&jobs.tag)
+        .bind(jobs.not_before)
+        .bind(now)
+        .bind(&jobs.targets)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(sql_err)?;
+        tx.commit().await.map_err(sql_err)?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    pub(super) async fn summary(&self) -> Result<Summary, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, state, COUNT(*) AS n FROM jobs GROUP BY state, provider ORDER BY provider, state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        let counts = rows
+            .iter()
+            .map(|row| {
+                Ok(StateCount {
+                    provider: row.name("provider")?,
+                    state: row.name("state")?,
+                    count: row.int("n")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(m) FROM (
+                 SELECT (SELECT MIN(created_at) FROM jobs WHERE state = 'queued' AND provider = p) AS m
+                 FROM unnest($1::text[]) AS p) AS per_provider",
+        )
+        .bind(Provider::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        Ok(Summary {
+            counts,
+            lanes: self.gates().await?,
+            oldest_queued_at: oldest,
+        })
+    }
+
+    pub(super) async fn gates(&self) -> Result<Vec<Gate>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM lanes ORDER BY provider, account, action")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_err)?;
+        rows.iter().map(rows::gate).collect()
+    }
+
+    pub(super) async fn gate(&self, lane: &Lane) -> Result<Option<Gate>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM lanes WHERE provider = $1 AND account = $2 AND action = $3")
+                .bind(lane.provider.as_str())
+                .bind(&lane.account)
+                .bind(lane.action.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(sql_err)?;
+        row.as_ref().map(rows::gate).transpose()
+    }
+
+    pub(super) async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            rows::job_columns!(),
+            " FROM jobs
+             WHERE ($1::text IS NULL OR state = $1)
+               AND ($2::text IS NULL OR provider = $2)
+               AND ($3::text IS NULL OR tag = $3)
+               AND ($4::text IS NULL OR strpos(target, $4) > 0)
+               AND ($5::bigint IS NULL OR updated_at >= $5)
+             ORDER BY id DESC
+             LIMIT $6"
+        ))
+        .bind(filter.state.map(JobState::as_str))
+        .bind(filter.provider.map(Provider::as_str))
+        .bind(&filter.tag)
+        .bind(&filter.url_contains)
+        .bind(filter.updated_since)
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::job).collect()
+    }
+
+    pub(super) async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            rows::job_columns!(),
+            " FROM jobs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        row.as_ref().map(rows::job).transpose()
+    }
+
+    pub(super) async fn job_calls(&self, id: i64) -> Result<Vec<Call>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.* FROM calls c JOIN call_jobs cj ON cj.call_id = c.id
+             WHERE cj.job_id = $1 ORDER BY c.id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::call).collect()
+    }
+
+    /// See the SQLite backend: every selected job changes, or, if a listed one can't, none.
+    async fn apply_verb(
+        &self,
+        selection: &Selection,
+        now: i64,
+        refuse: fn(&Job) -> Option<String>,
+        verb_sql: &'static str,
+        select_sql: &'static str,
+    ) -> Result<VerbResult, StoreError> {
+        let mut tx = self.begin().await?;
+        let ids: Vec<i64> = if selection.ids.is_empty() {
+            sqlx::query_scalar(select_sql)
+                .bind(selection.provider.map(Provider::as_str))
+                .bind(&selection.tag)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(sql_err)?
+        } else {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                rows::job_columns!(),
+                " FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
+            ))
+            .bind(&selection.ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sql_err)?;
+            let found: Vec<Job> = rows.iter().map(rows::job).collect::<Result<_, _>>()?;
+            let refusals = rows::refusals(&selection.ids, &found, refuse);
+            if !refusals.is_empty() {
+                return Ok(VerbResult::Refused(refusals));
+            }
+            found.iter().map(|j| j.id).collect()
+        };
+        sqlx::query(verb_sql)
+            .bind(&ids)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err)?;
+        tx.commit().await.map_err(sql_err)?;
+        Ok(VerbResult::Changed(ids))
+    }
+
+    pub(super) async fn retry(
+        &self,
+        selection: &Selection,
+        now: i64,
+    ) -> Result<VerbResult, StoreError> {
+        self.apply_verb(
+            selection,
+            now,
+            rows::retry_refusal,
+            "UPDATE jobs SET state = 'queued', attempts = 0, next_at = $2, updated_at = $2,
+                    finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = ANY($1::bigint[]) AND state IN ('failed', 'cancelled')",
+            "SELECT id FROM jobs WHERE state IN ('failed', 'cancelled')
+               AND ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR tag = $2)
+             ORDER BY id FOR UPDATE",
+        )
+        .await
+    }
+
+    pub(super) async fn cancel(
+        &self,
+        selection: &Selection,
+        now: i64,
+    ) -> Result<VerbResult, StoreError> {
+        self.apply_verb(
+            selection,
+            now,
+            rows::cancel_refusal,
+            "UPDATE jobs SET state = 'cancelled', updated_at = $2, finished_at = $2,
+                    last_error = 'cancelled by operator'
+             WHERE id = ANY($1::bigint[]) AND state = 'queued'",
+            "SELECT id FROM jobs WHERE state = 'queued'
+               AND ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR tag = $2)
+             ORDER BY id FOR UPDATE",
+        )
+        .await
+    }
+
+    pub(super) async fn prune(&self, before: i64) -> Result<Pruned, StoreError> {
+        let mut tx = self.begin().await?;
+        let jobs = sqlx::query(
+            "DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < $1",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err)?
+        .rows_affected();
+        let calls = sqlx::query(
+            "DELETE FROM calls WHERE started_at < $1
+               AND NOT EXISTS (SELECT 1 FROM call_jobs cj WHERE cj.call_id = calls.id)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql_err)?
+        .rows_affected();
+        tx.commit().await.map_err(sql_err)?;
+        Ok(Pruned { jobs, calls })
+    }
+
+    pub(super) async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+             WHERE state = 'running' AND lease_expires_at < $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut out = Vec::new();
+        for (action, limit) in &req.actions {
+            let lane = format!("purgeq/{}/{}/{action}", req.provider, req.account);
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(&lane)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql_err)?;
+            let rows = match limit {
+                None => sqlx::query(
+                    "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3
+                     WHERE id IN (SELECT id FROM jobs
+                                  WHERE state = 'queued' AND provider = $4 AND account = $5 AND action = $6
+                                    AND next_at <= $3
+                                  FOR UPDATE SKIP LOCKED)
+                     RETURNING id, action, target, attempts",
+                )
+                .bind(&req.owner)
+                .bind(req.lease_until)
+                .bind(req.now)
+                .bind(req.provider.as_str())
+                .bind(&req.account)
+                .bind(action.as_str())
+                .fetch_all(&mut *tx)
+                .await,
+                Some(limit) => {
+                    let targets = next_targets(&mut tx, req, *action, *limit).await?;
+                    if targets.is_empty() {
+                        continue;
+                    }
+                    sqlx::query(
+                        "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3
+                         WHERE id IN (SELECT id FROM jobs
+                                      WHERE state = 'queued' AND provider = $4 AND account = $5 AND action = $6
+                                        AND next_at <= $3 AND target = ANY($7::text[])
+                                      FOR UPDATE SKIP LOCKED)
+                         RETURNING id, action, target, attempts",
+                    )
+                    .bind(&req.owner)
+                    .bind(req.lease_until)
+                    .bind(req.now)
+                    .bind(req.provider.as_str())
+                    .bind(&req.account)
+                    .bind(action.as_str())
+                    .bind(&targets)
+                    .fetch_all(&mut *tx)
+                    .await
+                }
+            }
+            .map_err(sql_err)?;
+            out.extend(claimed(&rows)?);
+        }
+        tx.commit().await.map_err(sql_err)?;
+        out.sort_by_key(|j| j.id);
+        Ok(out)
+    }
+
+    pub(super) async fn release(
+        &self,
+        owner: &str,
+        ids: &[i64],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, updated_at = $3
+             WHERE state = 'running' AND lease_owner = $1 AND id = ANY($2::bigint[])",
+        )
+        .bind(owner)
+        .bind(ids)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn begin_call(&self, call: &NewCall) -> Result<i64, StoreError> {
+        let mut tx = self.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO calls (provider, account, operation, worker, target_count, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(call.provider.as_str())
+        .bind(&call.account)
+        .bind(call.operation)
+        .bind(&call.worker)
+        .bind(call.target_count)
+        .bind(call.started_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(sql_err)?;
+        sqlx::query("INSERT INTO call_jobs (call_id, job_id) SELECT $1, unnest($2::bigint[])")
+            .bind(id)
+            .bind(&call.job_ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err)?;
+        tx.commit().await.map_err(sql_err)?;
+        Ok(id)
+    }
+
+    pub(super) async fn record(&self, rec: &Record) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        if let Some(call) = &rec.call {
+            sqlx::query(
+                "UPDATE calls SET finished_at = $2, http_status = $3, provider_code = $4, request_id = $5,
+                        trace_id = $6, outcome = $7, message = $8
+                 WHERE id = $1",
+            )
+            .bind(call.call_id)
+            .bind(rec.now)
+            .bind(call.http_status.map(i64::from))
+            .bind(call.provider_code)
+            .bind(&call.request_id)
+            .bind(&call.trace_id)
+            .bind(call.outcome)
+            .bind(&call.message)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err)?;
+        }
+        let changed = if rec.jobs.is_empty() {
+            0
+        } else {
+            update_jobs(&mut tx, &rec.owner, rec.now, &rec.jobs).await?
+        };
+        for change in &rec.gates {
+            apply_gate(&mut tx, change, rec.now).await?;
+        }
+        tx.commit().await.map_err(sql_err)?;
+        Ok(changed)
+    }
+
+    pub(super) async fn next_due(&self, lane: &Lane) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT MIN(next_at) FROM jobs WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3",
+        )
+        .bind(lane.provider.as_str())
+        .bind(&lane.account)
+        .bind(lane.action.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql_err)
+    }
+
+    pub(super) async fn token(
+        &self,
+        provider: Provider,
+        account: &str,
+    ) -> Result<Option<CachedToken>, StoreError> {
+        let row = sqlx::query(
+            "SELECT access_token, expires_at, obtained_at FROM tokens WHERE provider = $1 AND account = $2",
+        )
+        .bind(provider.as_str())
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        row.map(|row| {
+            Ok(CachedToken {
+                token: crate::secret::Secret::new(row.text("access_token")?),
+                expires_at: row.int("expires_at")?,
+                obtained_at: row.int("obtained_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(super) async fn save_token(
+        &self,
+        provider: Provider,
+        account: &str,
+        token: &CachedToken,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (provider, account, access_token, expires_at, obtained_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (provider, account) DO UPDATE SET
+                 access_token = excluded.access_token, expires_at = excluded.expires_at,
+                 obtained_at = excluded.obtained_at",
+        )
+        .bind(provider.as_str())
+        .bind(account)
+        .bind(token.token.expose())
+        .bind(token.expires_at)
+        .bind(token.obtained_at)
+        .execute(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        Ok(())
+    }
+
+    pub(super) async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('queued', 'running') AND provider = $1)",
+        )
+        .bind(provider.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql_err)
+    }
+}
+
+/// Pages through the lane's ready jobs in due order until `limit` distinct targets are found.
+async fn next_targets(
+    tx: &mut Transaction<'static, Postgres>,
+    req: &ClaimRequest,
+    action: Action,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut picker = DistinctTargets::new(limit);
+    let mut after: (i64, i64) = (i64::MIN, i64::MIN);
+    loop {
+        let rows = sqlx::query(
+            "SELECT id, next_at, target FROM jobs
+             WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3 AND next_at <= $4
+               AND (next_at, id) > ($5, $6)
+             ORDER BY next_at, id LIMIT $7",
+        )
+        .bind(req.provider.as_str())
+        .bind(&req.account)
+        .bind(action.as_str())
+        .bind(req.now)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(CLAIM_PAGE)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        for row in &rows {
+            if let Some(target) = row.opt_text("target")?
+                && picker.offer(target)
+            {
+                return Ok(picker.into_targets());
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() as i64 == CLAIM_PAGE => {
+                after = (last.int("next_at")?, last.int("id")?);
+            }
+            _ => return Ok(picker.into_targets()),
+        }
+    }
+}
+
+async fn update_jobs(
+    tx: &mut Transaction<'static, Postgres>,
+    owner: &str,
+    now: i64,
+    jobs: &[JobUpdate],
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET
+             state = u.state,
+             attempts = u.attempts,
+             next_at = u.next_at,
+             request_id = coalesce(u.request_id, jobs.request_id),
+             provider_code = coalesce(u.provider_code, jobs.provider_code),
+             last_error = coalesce(u.last_error, jobs.last_error),
+             lease_owner = NULL,
+             lease_expires_at = NULL,
+             updated_at = $2,
+             finished_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN $2 END
+         FROM jsonb_to_recordset($1::jsonb) AS u(id bigint, state text, attempts bigint, next_at bigint,
+                                                 request_id text, provider_code bigint, last_error text)
+         WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.lease_owner = $3",
+    )
+    .bind(json(jobs))
+    .bind(now)
+    .bind(owner)
+    .execute(&mut **tx)
+    .await
+    .map_err(sql_err)?;
+    Ok(done.rows_affected())
+}
+
+async fn apply_gate(
+    tx: &mut Transaction<'static, Postgres>,
+    change: &GateChange,
+    now: i64,
+) -> Result<(), StoreError> {
+    let query = match change {
+        GateChange::Pause {
+            lane,
+            until,
+            strikes,
+            reason,
+        } => sqlx::query(
+            "INSERT INTO lanes (provider, account, action, paused_until, strikes, reason, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (provider, account, action) DO UPDATE SET
+                 paused_until = excluded.paused_until, strikes = excluded.strikes,
+                 reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(lane.provider.as_str())
+        .bind(lane.account.clone())
+        .bind(lane.action.as_str())
+        .bind(*until)
+        .bind(*strikes)
+        .bind(reason.clone())
+        .bind(now),
+        GateChange::Open { lane } => sqlx::query(
+            "INSERT INTO lanes (provider, account, action, paused_until, strikes, reason, updated_at)
+             VALUES ($1, $2, $3, NULL, 0, NULL, $4)
+             ON CONFLICT (provider, account, action) DO UPDATE SET
+                 paused_until = NULL, strikes = 0, reason = NULL, updated_at = excluded.updated_at",
+        )
+        .bind(lane.provider.as_str())
+        .bind(lane.account.clone())
+        .bind(lane.action.as_str())
+        .bind(now),
+        GateChange::Quota {
+            lane,
+            quota_day,
+            surplus_day,
+        } => sqlx::query(
+            "INSERT INTO lanes (provider, account, action, quota_day, surplus_day, quota_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)
+             ON CONFLICT (provider, account, action) DO UPDATE SET
+                 quota_day = excluded.quota_day, surplus_day = excluded.surplus_day,
+                 quota_at = excluded.quota_at, updated_at = excluded.updated_at",
+        )
+        .bind(lane.provider.as_str())
+        .bind(lane.account.clone())
+        .bind(lane.action.as_str())
+        .bind(*quota_day)
+        .bind(*surplus_day)
+        .bind(now),
+    };
+    query.execute(&mut **tx).await.map_err(sql_err)?;
+    Ok(())
+}
