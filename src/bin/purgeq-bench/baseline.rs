@@ -1,0 +1,91 @@
+//! The baselines: what plain SQLite does with the same rows, through rusqlite, with no queue
+//! logic, no async runtime and no process around it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rusqlite::{Connection, params};
+
+/// purgeq's schema, exactly as its migration creates it (tables and indexes).
+const SCHEMA: &str = include_str!("../../../migrations/sqlite/20261123000000_init.sql");
+
+/// The columns purgeq's enqueue writes, one row per target.
+const INSERT: &str = "INSERT INTO jobs (provider, account, action, target, tag, state, attempts, \
+                      next_at, created_at, updated_at) \
+                      VALUES ('qiniu', 'default', 'refresh_url', ?1, NULL, 'queued', 0, ?2, ?2, ?2)";
+
+/// What a worker writes for a job whose call succeeded.
+const SUCCEED: &str = "UPDATE jobs SET state = 'succeeded', lease_owner = NULL, \
+                       lease_expires_at = NULL, request_id = ?2, provider_code = 200, \
+                       updated_at = ?3, finished_at = ?3 WHERE id = ?1";
+
+/// How a connection commits, as in purgeq's `Durability`.
+#[derive(Debug, Clone, Copy)]
+pub enum Sync {
+    /// `synchronous=FULL`, as `purgeq enqueue` uses.
+    Full,
+    /// `synchronous=NORMAL`, as the worker uses.
+    Normal,
+}
+
+/// Creates a database at `path` with purgeq's schema and connection settings.
+pub fn create(path: &Path, sync: Sync) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .context("setting journal_mode=WAL")?;
+    let level = match sync {
+        Sync::Full => "FULL",
+        Sync::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", level)
+        .context("setting synchronous")?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .context("setting foreign_keys=ON")?;
+    conn.execute_batch(SCHEMA)
+        .context("applying purgeq's schema")?;
+    Ok(conn)
+}
+
+/// Inserts one queued job per target with one prepared statement in one transaction, and
+/// returns the time from `BEGIN` to the end of `COMMIT`.
+pub fn insert(conn: &mut Connection, targets: &[String], now: i64) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let tx = conn.transaction().context("beginning the insert")?;
+    {
+        let mut stmt = tx.prepare(INSERT).context("preparing the insert")?;
+        for target in targets {
+            stmt.execute(params![target, now])
+                .context("inserting a job")?;
+        }
+    }
+    tx.commit().context("committing the insert")?;
+    Ok(start.elapsed())
+}
+
+/// Sets jobs `1..=count` to succeeded with one prepared statement in one transaction, and
+/// returns the time from `BEGIN` to the end of `COMMIT`.
+pub fn succeed(conn: &mut Connection, count: usize, now: i64) -> anyhow::Result<Duration> {
+    let last = i64::try_from(count).context("too many rows")?;
+    let start = Instant::now();
+    let tx = conn.transaction().context("beginning the update")?;
+    {
+        let mut stmt = tx.prepare(SUCCEED).context("preparing the update")?;
+        for id in 1..=last {
+            let request_id = format!("req-{id:08x}");
+            stmt.execute(params![id, request_id, now])
+                .context("updating a job")?;
+        }
+    }
+    tx.commit().context("committing the update")?;
+    Ok(start.elapsed())
+}
+
+/// How many jobs the database at `path` holds (to check what a purgeq run wrote).
+pub fn count_jobs(path: &Path) -> anyhow::Result<usize> {
+    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM jobs", [], |row| row.get(0))
+        .context("counting jobs")?;
+    usize::try_from(n).context("a negative count")
+}
