@@ -14,7 +14,7 @@ use crate::metrics;
 use crate::model::Provider;
 use crate::provider::pan123::{self, Pan123Client};
 use crate::provider::qiniu::{self, QiniuClient};
-use crate::store::{Durability, Store};
+use crate::store::{Durability, Store, StoreError};
 use crate::worker::{self, Policies, Providers, WorkerConfig};
 
 /// Drain the queue: claim jobs per lane, collapse duplicates, call the provider within its
@@ -199,6 +199,35 @@ async fn serve_metrics(
     )))
 }
 
+/// Opens the store; while a PostgreSQL server cannot be reached, waits and tries again (a
+/// worker started with its database down comes up when the database does). `None` if shutdown
+/// came first.
+async fn open_waiting(
+    ctx: &Context,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Store>> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match ctx.open(Durability::Normal).await {
+            Ok(store) => return Ok(Some(store)),
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<StoreError>(),
+                    Some(StoreError::Connect { .. })
+                ) =>
+            {
+                warn!(error = %format!("{e:#}"), retry_in = ?delay, "the database is unreachable; waiting for it");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A token cancelled on SIGTERM or SIGINT.
 pub(crate) fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -228,7 +257,10 @@ impl Args {
             self.max_targets_per_sec >= 0.0 && self.max_requests_per_sec >= 0.0,
             "--max-targets-per-sec and --max-requests-per-sec must not be negative"
         );
-        let store = ctx.open(Durability::Normal).await?;
+        let shutdown = shutdown_on_signals()?;
+        let Some(store) = open_waiting(ctx, &shutdown).await? else {
+            return Ok(ExitCode::Success);
+        };
         let providers = providers_from_env(&store, self.request_timeout).await?;
         let config = WorkerConfig {
             lease: self.lease,
@@ -243,7 +275,6 @@ impl Args {
             qiniu_requests_per_sec: self.max_requests_per_sec,
             ..WorkerConfig::default()
         };
-        let shutdown = shutdown_on_signals()?;
         let metrics_stop = shutdown.child_token();
         let metrics_server = match self.metrics_listen {
             Some(addr) => Some(serve_metrics(addr, &store, &config, metrics_stop.clone()).await?),

@@ -486,16 +486,19 @@ impl Shared {
         Ok(())
     }
 
-    /// Records a settlement, retrying a few times: losing it would resend the batch later.
+    /// Records a settlement, retrying while the database is unreachable: a lost record means
+    /// the batch is sent again once its lease expires. Past the lease the jobs may belong to
+    /// another worker, so it gives up then.
     async fn record(&self, record: &Record) -> Result<u64, StoreError> {
-        let mut tries = 0;
+        let give_up = std::time::Instant::now() + self.config.lease;
+        let mut delay = Duration::from_millis(100);
         loop {
             match self.store.record(record).await {
                 Ok(n) => return Ok(n),
-                Err(e) if tries < 5 => {
-                    tries += 1;
-                    warn!(error = %e, tries, "could not record a call's outcome; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                Err(e) if std::time::Instant::now() + delay < give_up => {
+                    warn!(error = %e, retry_in = ?delay, "could not record a call's outcome; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => return Err(e),
             }
