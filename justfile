@@ -4,9 +4,9 @@
 demo:
     cargo run --release -- demo
 
-# Every test: unit, integration, process and crash tests.
+# Every test, on SQLite and then on PostgreSQL.
 test:
-    cargo test
+    bash scripts/test.sh
 
 # What CI runs: formatting, lints, tests.
 ci:
@@ -14,4 +14,4 @@ ci:
 
 # The benchmarks, with their baselines, printed side by side.
 bench:
-    cargo run --release --bin purgeq-bench
+    cargo build --release && cargo run --release --bin purgeq-bench
