@@ -144,7 +144,7 @@ impl PgStore {
 
     pub(super) async fn summary(&self) -> Result<Summary, StoreError> {
         let rows = sqlx::query(
-            "SELECT provider, state, COUNT(*) AS n FROM jobs GROUP BY state, provider ORDER BY provider, state",
+            "SELECT provider, state, n FROM job_counts WHERE n <> 0 ORDER BY provider, state",
         )
         .fetch_all(&self.pool)
         .await
