@@ -113,7 +113,7 @@ impl Args {
         writeln!(stdout, "listening on {}", emulator.url()).context("writing to stdout")?;
         stdout.flush().context("writing to stdout")?;
         drop(stdout);
-        wait_for_signal().await?;
+        super::worker::shutdown_on_signals()?.cancelled().await;
         tracing::info!("stopping the emulator");
         emulator.shutdown().await;
         Ok(ExitCode::Success)
@@ -205,44 +205,12 @@ const PAN123_PAIR: Pair = Pair {
 /// A key pair from the environment, as the worker reads it, or the demo pair when neither
 /// half is set.
 fn credentials(pair: &Pair) -> anyhow::Result<(String, Secret)> {
-    let Pair {
-        id_var,
-        secret_var,
-        demo_id,
-        demo_secret,
-        secret_name,
-    } = pair;
-    let id = config::var_from_env(id_var)?;
-    let secret = config::secret_from_env(secret_var)?;
-    match (id, secret) {
-        (Some(id), Some(secret)) => Ok((id, secret)),
-        (None, None) => {
-            eprintln!(
-                "purgeq emulate: {id_var} and {secret_var} are not set; accepting the demo credentials ({demo_id} and its demo {secret_name})"
-            );
-            Ok(((*demo_id).to_owned(), Secret::new(*demo_secret)))
-        }
-        (Some(_), None) => {
-            anyhow::bail!("{id_var} is set but {secret_var} (nor {secret_var}_FILE) is not")
-        }
-        (None, Some(_)) => anyhow::bail!("{secret_var} is set but {id_var} is not"),
+    if let Some(found) = config::credential_pair(pair.id_var, pair.secret_var)? {
+        return Ok(found);
     }
-}
-
-/// Waits for SIGINT or (on Unix) SIGTERM.
-async fn wait_for_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("listening for SIGINT")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("listening for SIGINT")?;
-    Ok(())
+    eprintln!(
+        "purgeq emulate: {} and {} are not set; accepting the demo credentials ({} and its demo {})",
+        pair.id_var, pair.secret_var, pair.demo_id, pair.secret_name
+    );
+    Ok((pair.demo_id.to_owned(), Secret::new(pair.demo_secret)))
 }

@@ -237,8 +237,8 @@ pub(crate) fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
     let cancel = token.clone();
     tokio::spawn(async move {
         tokio::select! {
-            _ = term.recv() => info!("SIGTERM: finishing the call in flight, then exiting"),
-            _ = int.recv() => info!("SIGINT: finishing the call in flight, then exiting"),
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = int.recv() => info!("SIGINT: shutting down"),
         }
         cancel.cancel();
     });

@@ -227,6 +227,7 @@ pub async fn run(
         let stopper = Arc::clone(&shared);
         tasks.spawn(async move {
             stopper.shutdown.cancelled().await;
+            info!("stopping: no new claims; the call in flight is finished and recorded");
             stopper.config.notifier.stopping();
         });
     }
