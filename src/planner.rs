@@ -93,6 +93,14 @@ impl Batch {
         self.targets.len()
     }
 
+    /// Keeps only the jobs in `held` (sorted), and the targets that still have one.
+    pub fn retain_jobs(&mut self, held: &[i64]) {
+        self.targets.retain(|_, ids| {
+            ids.retain(|id| held.binary_search(id).is_ok());
+            !ids.is_empty()
+        });
+    }
+
     /// Removes and returns the jobs matching `pick`, keyed by their target.
     pub fn take(&mut self, mut pick: impl FnMut(Action, Option<&str>) -> bool) -> Vec<TargetJobs> {
         let keys: Vec<(Action, Option<String>)> = self
@@ -160,6 +168,9 @@ mod tests {
             )]
         );
         assert_eq!(batch.job_ids(), vec![2, 4]);
+        batch.retain_jobs(&[4]);
+        assert_eq!(batch.target_count(), 1);
+        assert_eq!(batch.targets_of(Action::RefreshDir), vec!["http://a/d/"]);
     }
 
     #[test]

@@ -127,6 +127,11 @@ impl Context {
         }
     }
 
+    /// How long a SQLite write waits for another process's lock.
+    pub fn busy_timeout(&self) -> Duration {
+        self.busy_timeout
+    }
+
     /// Opens the store with the given durability.
     pub async fn open(&self, durability: Durability) -> anyhow::Result<Store> {
         let location = self.location()?;

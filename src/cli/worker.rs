@@ -54,6 +54,11 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_attempts: u32,
 
+    /// Multiply every backoff (transient retries, quota, rate-limit and auth pauses) by this:
+    /// 0.01 turns minutes into seconds for a pipeline test against `purgeq emulate`.
+    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    backoff_scale: f64,
+
     /// Timeout of one provider call, connection included.
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration_arg)]
     request_timeout: Duration,
@@ -248,6 +253,13 @@ pub(crate) fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
 impl Args {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(
+            self.lease >= self.request_timeout + ctx.busy_timeout(),
+            "--lease ({:?}) must be at least --request-timeout ({:?}) plus --busy-timeout ({:?}), so a live worker can always record its call before its lease expires",
+            self.lease,
+            self.request_timeout,
+            ctx.busy_timeout()
+        );
+        anyhow::ensure!(
             self.lease >= self.request_timeout * 2,
             "--lease ({:?}) must be at least twice --request-timeout ({:?}), so a live worker always records its call before its lease expires",
             self.lease,
@@ -256,6 +268,10 @@ impl Args {
         anyhow::ensure!(
             self.max_targets_per_sec >= 0.0 && self.max_requests_per_sec >= 0.0,
             "--max-targets-per-sec and --max-requests-per-sec must not be negative"
+        );
+        anyhow::ensure!(
+            self.backoff_scale > 0.0 && self.backoff_scale.is_finite(),
+            "--backoff-scale must be a positive number"
         );
         let shutdown = shutdown_on_signals()?;
         let Some(store) = open_waiting(ctx, &shutdown).await? else {
@@ -270,7 +286,8 @@ impl Args {
             policies: Policies {
                 max_attempts: self.max_attempts,
                 ..Policies::default()
-            },
+            }
+            .scaled(self.backoff_scale),
             qiniu_targets_per_sec: self.max_targets_per_sec,
             qiniu_requests_per_sec: self.max_requests_per_sec,
             ..WorkerConfig::default()

@@ -77,8 +77,8 @@ pub enum StoreError {
     #[error("the disk holding the database is full; nothing was changed")]
     DiskFull,
     /// Any other database error.
-    #[error("database error")]
-    Sql(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Sql(sqlx::Error),
     /// A stored value has an unknown name (a newer purgeq wrote it?).
     #[error("the database holds an unknown value: {0}")]
     Corrupt(String),
@@ -253,8 +253,11 @@ impl Store {
         dispatch!(self, s => s.release(owner, ids, now).await)
     }
 
-    /// Writes the audit row of a call about to be made, linked to its jobs.
-    pub async fn begin_call(&self, call: &NewCall) -> Result<i64, StoreError> {
+    /// Renews the leases of the call's jobs that the worker still holds and writes the audit
+    /// row linked to them, in one transaction, timed after the write lock is taken: a worker
+    /// that waited for the lock sends only what it still owns, with a full lease ahead of it.
+    /// `None` if it holds none of them any more.
+    pub async fn begin_call(&self, call: &NewCall) -> Result<Option<StartedCall>, StoreError> {
         dispatch!(self, s => s.begin_call(call).await)
     }
 
@@ -521,14 +524,23 @@ pub struct NewCall {
     pub account: String,
     /// `refresh`, `prefetch`, `refresh_all`.
     pub operation: &'static str,
-    /// Worker id.
+    /// Worker id, the jobs' lease owner.
     pub worker: String,
-    /// Distinct targets in the request.
-    pub target_count: i64,
-    /// Jobs it carries.
+    /// The call refreshes a whole account: it carries one target whatever its jobs' URLs.
+    pub account_wide: bool,
+    /// Jobs it is meant to carry.
     pub job_ids: Vec<i64>,
-    /// Now (ms).
-    pub started_at: i64,
+    /// The jobs' leases are renewed to this long from the moment the call is written.
+    pub lease: std::time::Duration,
+}
+
+/// A call written to the audit trail, about to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedCall {
+    /// The call's id.
+    pub id: i64,
+    /// The jobs the worker still holds, now under a fresh lease: only these may be sent.
+    pub held: Vec<i64>,
 }
 
 /// The completion of an audit row.

@@ -19,7 +19,8 @@ use sqlx::{Postgres, Transaction};
 use super::rows::{self, Columns as _};
 use super::{
     CachedToken, Call, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter, JobUpdate,
-    NewCall, NewJobs, OpenOptions, Pruned, Record, Selection, StateCount, StoreError, Summary,
+    NewCall, NewJobs, OpenOptions, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
+    Summary,
     VerbResult,
 };
 use crate::model::{Action, JobState, Lane, Provider};
@@ -443,29 +444,54 @@ impl PgStore {
         Ok(done.rows_affected())
     }
 
-    pub(super) async fn begin_call(&self, call: &NewCall) -> Result<i64, StoreError> {
+    pub(super) async fn begin_call(&self, call: &NewCall) -> Result<Option<StartedCall>, StoreError> {
         let mut tx = self.begin().await?;
+        let mut held: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state = 'running' AND lease_owner = $1 AND id = ANY($2::bigint[])
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(&call.worker)
+        .bind(&call.job_ids)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(sql_err)?;
+        if held.is_empty() {
+            return Ok(None);
+        }
+        held.sort_unstable();
+        // Read once the rows are locked: however long that took, the lease runs from now.
+        let now = crate::clock::now_ms();
+        sqlx::query("UPDATE jobs SET lease_expires_at = $1 WHERE id = ANY($2::bigint[])")
+            .bind(crate::clock::add(now, call.lease))
+            .bind(&held)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql_err)?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO calls (provider, account, operation, worker, target_count, started_at)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+             SELECT $1, $2, $3, $4,
+                    CASE WHEN $5 THEN 1 ELSE COUNT(DISTINCT action || ' ' || coalesce(target, '')) END, $6
+             FROM jobs WHERE id = ANY($7::bigint[])
+             RETURNING id",
         )
         .bind(call.provider.as_str())
         .bind(&call.account)
         .bind(call.operation)
         .bind(&call.worker)
-        .bind(call.target_count)
-        .bind(call.started_at)
+        .bind(call.account_wide)
+        .bind(now)
+        .bind(&held)
         .fetch_one(&mut *tx)
         .await
         .map_err(sql_err)?;
         sqlx::query("INSERT INTO call_jobs (call_id, job_id) SELECT $1, unnest($2::bigint[])")
             .bind(id)
-            .bind(&call.job_ids)
+            .bind(&held)
             .execute(&mut *tx)
             .await
             .map_err(sql_err)?;
         tx.commit().await.map_err(sql_err)?;
-        Ok(id)
+        Ok(Some(StartedCall { id, held }))
     }
 
     pub(super) async fn record(&self, rec: &Record) -> Result<u64, StoreError> {

@@ -19,7 +19,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::rows::{self, Columns as _};
 use super::{
     CachedToken, Call, ClaimRequest, ClaimedJob, Durability, Gate, GateChange, Job, JobFilter,
-    JobUpdate, NewCall, NewJobs, OpenOptions, Pruned, Record, Selection, StateCount, StoreError,
+    JobUpdate, NewCall, NewJobs, OpenOptions, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
     Summary, VerbResult,
 };
 use crate::model::{Action, JobState, Lane, Provider};
@@ -456,29 +456,51 @@ impl SqliteStore {
     }
 
     /// Writes the audit row of a call about to be made, linked to its jobs.
-    pub async fn begin_call(&self, call: &NewCall) -> Result<i64, StoreError> {
+    pub async fn begin_call(&self, call: &NewCall) -> Result<Option<StartedCall>, StoreError> {
         let mut tx = self.begin().await?;
+        // Read after BEGIN IMMEDIATE has the write lock: however long that took, the lease
+        // runs from now.
+        let now = crate::clock::now_ms();
+        let mut held: Vec<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET lease_expires_at = ?1
+             WHERE state = 'running' AND lease_owner = ?2 AND id IN (SELECT value FROM json_each(?3))
+             RETURNING id",
+        )
+        .bind(crate::clock::add(now, call.lease))
+        .bind(&call.worker)
+        .bind(json(&call.job_ids))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(sql_err)?;
+        if held.is_empty() {
+            return Ok(None);
+        }
+        held.sort_unstable();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO calls (provider, account, operation, worker, target_count, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+             SELECT ?1, ?2, ?3, ?4,
+                    CASE WHEN ?5 THEN 1 ELSE COUNT(DISTINCT action || ' ' || coalesce(target, '')) END, ?6
+             FROM jobs WHERE id IN (SELECT value FROM json_each(?7))
+             RETURNING id",
         )
         .bind(call.provider.as_str())
         .bind(&call.account)
         .bind(call.operation)
         .bind(&call.worker)
-        .bind(call.target_count)
-        .bind(call.started_at)
+        .bind(call.account_wide)
+        .bind(now)
+        .bind(json(&held))
         .fetch_one(&mut *tx)
         .await
         .map_err(sql_err)?;
         sqlx::query("INSERT INTO call_jobs (call_id, job_id) SELECT ?1, value FROM json_each(?2)")
             .bind(id)
-            .bind(json(&call.job_ids))
+            .bind(json(&held))
             .execute(&mut *tx)
             .await
             .map_err(sql_err)?;
         tx.commit().await.map_err(sql_err)?;
-        Ok(id)
+        Ok(Some(StartedCall { id, held }))
     }
 
     /// Completes a call's audit row, applies the jobs' new states (fenced by lease owner) and

@@ -420,18 +420,30 @@ impl Shared {
                 }
             };
             let job_ids = batch.job_ids();
-            let call_id = self
+            let Some(started) = self
                 .store
                 .begin_call(&NewCall {
                     provider: route.provider(),
                     account: DEFAULT_ACCOUNT.to_owned(),
                     operation: route.operation(),
                     worker: self.config.id.clone(),
-                    target_count: i64::try_from(route.targets_sent(&batch)).unwrap_or(i64::MAX),
+                    account_wide: route == Route::Pan123,
                     job_ids: job_ids.clone(),
-                    started_at: clock::now_ms(),
+                    lease: self.config.lease,
                 })
-                .await?;
+                .await?
+            else {
+                warn!(jobs = job_ids.len(), "another worker took the whole batch over before it was sent");
+                return Ok(());
+            };
+            if started.held.len() < job_ids.len() {
+                warn!(
+                    lost = job_ids.len() - started.held.len(),
+                    "another worker took some jobs over before they were sent; sending the rest"
+                );
+                batch.retain_jobs(&started.held);
+            }
+            let (call_id, job_ids) = (started.id, started.held);
             let started = std::time::Instant::now();
             let report = self.send(route, &batch, token.as_ref()).await;
             self.config.metrics.observe_call(

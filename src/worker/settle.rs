@@ -46,6 +46,20 @@ impl Default for Policies {
     }
 }
 
+impl Policies {
+    /// Every backoff multiplied by `factor` (for tests and demos against the emulator).
+    pub fn scaled(self, factor: f64) -> Policies {
+        let scale = |p: RetryPolicy| p.starting_at(p.initial.mul_f64(factor));
+        Policies {
+            transient: scale(self.transient),
+            quota: scale(self.quota),
+            rate_limit: scale(self.rate_limit),
+            auth: scale(self.auth),
+            ..self
+        }
+    }
+}
+
 /// What the call was, for settling.
 #[derive(Debug)]
 pub struct Settling<'a> {
@@ -594,6 +608,16 @@ mod tests {
             quota_day: 500,
             surplus_day: 440
         }));
+    }
+
+    #[test]
+    fn scaling_shrinks_every_backoff_alike() {
+        let p = Policies::default().scaled(0.01);
+        assert_eq!(p.transient.initial, std::time::Duration::from_millis(50));
+        assert_eq!(p.quota.initial, std::time::Duration::from_millis(600));
+        assert_eq!(p.quota.cap, std::time::Duration::from_secs(36));
+        assert_eq!(p.auth.initial, std::time::Duration::from_millis(300));
+        assert_eq!(p.max_attempts, 8);
     }
 
     #[test]
