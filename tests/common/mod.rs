@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: a scratch database and the real binary.
 #![allow(dead_code)]
 
+pub mod soak;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
