@@ -1,6 +1,13 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // N.B. Rust ignores SIGPIPE, so `purgeq status | head` would panic on a closed pipe. A
+    // command-line tool should end quietly instead, as the shell expects. Sockets are not
+    // affected: Rust sends on them with MSG_NOSIGNAL.
+    // SAFETY: called first thing, before any thread exists; it only resets a disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = purgeq::cli::Cli::parse();
     purgeq::logging::init(cli.log_format(), cli.verbosity());
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -1,7 +1,13 @@
 //! Purge target validation: what `enqueue` accepts, before anything is written.
 //!
-//! A target is an absolute `http`/`https` URL with a host, at most [`MAX_TARGET_LEN`] bytes, with
-//! no whitespace, control characters, credentials or fragment. A directory target ends with `/`.
+//! A target is an absolute `http`/`https` URL written as `scheme://host...`, at most
+//! [`MAX_TARGET_LEN`] bytes, with no whitespace, control characters, backslashes, credentials or
+//! fragment. The host is a DNS name (labels of 1 to 63 letters, digits, `-` and `_`, not starting
+//! or ending with `-`, 253 bytes at most), an IPv4 address written as four decimal numbers, or a
+//! bracketed IPv6 address; the port is not 0. The URL standard's parser is lenient where a typo is
+//! likely (`http:/x`, `http:///x`, `\` for `/`, `http://0x7f.1/`, `http://a..b/`); those spellings
+//! are rejected rather than "repaired" into a URL the producer may not have meant. A directory
+//! target ends with `/`.
 //! Accepted targets are stored in the URL standard's serialization (scheme and host lower-cased,
 //! IDNA hosts in punycode, default ports dropped), so that spellings of one URL dedupe to one
 //! quota unit. The path and query are case-sensitive and kept; a query is part of the CDN's cache
@@ -47,7 +53,7 @@ pub enum TargetError {
         at: usize,
     },
     /// Does not parse as an absolute URL.
-    #[error("not an absolute URL ({0}); write it as http://host/path")]
+    #[error("{}", describe_parse_error(*.0))]
     NotUrl(url::ParseError),
     /// A scheme other than http or https.
     #[error("scheme {0:?} is not http or https")]
@@ -61,6 +67,26 @@ pub enum TargetError {
     /// A `#fragment`.
     #[error("has a #fragment, which is never sent to a server; remove it")]
     Fragment,
+    /// Not written as `http://host` or `https://host` (for example `http:/x` or `http:///x`).
+    #[error("must start with http:// or https:// followed by the host")]
+    NoAuthority,
+    /// A backslash, which the URL standard reads as `/` in some places and keeps in others.
+    #[error("contains a backslash at byte {at}; URLs use '/' (write a literal backslash as %5C)")]
+    Backslash {
+        /// Byte offset.
+        at: usize,
+    },
+    /// A host that is neither a DNS name nor a plainly written IP address.
+    #[error("host {host:?} {why}")]
+    BadHost {
+        /// The host as the URL standard parsed it, cut after 80 characters.
+        host: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Port 0, which no server listens on.
+    #[error("has port 0, which no server listens on")]
+    PortZero,
     /// A directory target that does not end with `/`.
     #[error("a directory must end with '/' and carry no query")]
     DirWithoutSlash,
@@ -81,17 +107,19 @@ pub fn parse_target(raw: &str, action: Action) -> Result<String, TargetError> {
         if c.is_control() {
             return Err(TargetError::Control { at });
         }
+        if c == '\\' {
+            return Err(TargetError::Backslash { at });
+        }
     }
     let url = Url::parse(raw).map_err(TargetError::NotUrl)?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(TargetError::Scheme(url.scheme().to_owned()));
     }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(TargetError::NoHost);
-    }
-    if !url.username().is_empty() || url.password().is_some() {
+    let authority = written_authority(raw).ok_or(TargetError::NoAuthority)?;
+    if !url.username().is_empty() || url.password().is_some() || authority.contains('@') {
         return Err(TargetError::Credentials);
     }
+    check_host(&url, authority)?;
     if url.fragment().is_some() {
         return Err(TargetError::Fragment);
     }
@@ -103,6 +131,90 @@ pub fn parse_target(raw: &str, action: Action) -> Result<String, TargetError> {
         return Err(TargetError::TooLong { len: stored.len() });
     }
     Ok(stored)
+}
+
+/// Why the URL parser refused a target, in words that suggest the fix.
+fn describe_parse_error(e: url::ParseError) -> String {
+    match e {
+        url::ParseError::RelativeUrlWithoutBase => {
+            "not an absolute URL; write it as http://host/path".to_owned()
+        }
+        other => format!("not a valid URL: {other}"),
+    }
+}
+
+/// The authority exactly as written: what follows `scheme://` up to the path, query or fragment.
+/// `None` when the input does not have the `scheme://host` shape.
+fn written_authority(raw: &str) -> Option<&str> {
+    let (_scheme, rest) = raw.split_once(':')?;
+    let rest = rest.strip_prefix("//")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|a| !a.is_empty())
+}
+
+/// Checks the parsed host and port against what a CDN can serve. `authority` is the raw text,
+/// for the IPv4 spelling check.
+fn check_host(url: &Url, authority: &str) -> Result<(), TargetError> {
+    let bad = |why| {
+        // A long host is cut so that the message stays one short line.
+        let host = url.host_str().unwrap_or_default();
+        let host = match host.char_indices().nth(80) {
+            Some((at, _)) => format!("{}...", &host[..at]),
+            None => host.to_owned(),
+        };
+        TargetError::BadHost { host, why }
+    };
+    match url.host() {
+        None => return Err(TargetError::NoHost),
+        Some(url::Host::Domain(name)) => check_dns_name(name).map_err(bad)?,
+        Some(url::Host::Ipv4(ip)) => {
+            // N.B. The URL standard reads `0x7f.1`, `127.1` and `010.0.0.1` (octal) as IPv4
+            // addresses; only the spelling that means the same to every tool is accepted.
+            let written = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+            if written != ip.to_string() {
+                return Err(bad(
+                    "is an IPv4 address written another way; write four decimal numbers",
+                ));
+            }
+        }
+        Some(url::Host::Ipv6(_)) => {}
+    }
+    if url.port() == Some(0) {
+        return Err(TargetError::PortZero);
+    }
+    Ok(())
+}
+
+/// The longest DNS name, in bytes, without its trailing dot (RFC 1035 section 2.3.4).
+const MAX_DNS_NAME: usize = 253;
+/// The longest DNS label, in bytes (RFC 1035 section 2.3.4).
+const MAX_DNS_LABEL: usize = 63;
+
+/// Checks an ASCII (punycoded) host name: LDH labels plus `_`, which some CDN hosts carry.
+fn check_dns_name(name: &str) -> Result<(), &'static str> {
+    // A single trailing dot names the same host, fully qualified.
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.len() > MAX_DNS_NAME {
+        return Err("is longer than 253 bytes");
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err("has an empty label (a leading dot or two dots in a row)");
+        }
+        if label.len() > MAX_DNS_LABEL {
+            return Err("has a label longer than 63 bytes");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("has a label that starts or ends with '-'");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("may hold only letters, digits, '-', '_' and dots");
+        }
+    }
+    Ok(())
 }
 
 /// One rejected input line, for the error report.
@@ -251,6 +363,62 @@ mod tests {
         assert_eq!(url("http://a.com/x#top"), Err(TargetError::Fragment));
         let long = format!("http://a.com/{}", "x".repeat(MAX_TARGET_LEN));
         assert!(matches!(url(&long), Err(TargetError::TooLong { .. })));
+    }
+
+    #[test]
+    fn rejects_spellings_the_url_standard_would_repair() {
+        assert_eq!(url("http:///x"), Err(TargetError::NoAuthority));
+        assert_eq!(url("http:/a.com/x"), Err(TargetError::NoAuthority));
+        assert_eq!(url("http:a.com/x"), Err(TargetError::NoAuthority));
+        assert_eq!(
+            url("http:\\\\a.com\\x"),
+            Err(TargetError::Backslash { at: 5 })
+        );
+        assert_eq!(url("http://@a.com/"), Err(TargetError::Credentials));
+        assert_eq!(url("http://a.com:0/"), Err(TargetError::PortZero));
+        for (host, why) in [
+            ("a..b", "empty label"),
+            (".com", "empty label"),
+            (".", "empty label"),
+            ("-bad-.com", "starts or ends with '-'"),
+            ("a*b.com", "only letters"),
+            ("0x7f.1", "four decimal numbers"),
+            ("127.1", "four decimal numbers"),
+            ("010.0.0.1", "four decimal numbers"),
+            ("xn--", "not a valid URL: invalid international domain name"),
+        ] {
+            let err = url(&format!("http://{host}/")).unwrap_err();
+            assert!(err.to_string().contains(why), "{host}: {err}");
+        }
+        let long_label = format!("http://{}.com/", "a".repeat(64));
+        assert!(
+            url(&long_label)
+                .unwrap_err()
+                .to_string()
+                .contains("63 bytes")
+        );
+        let long_name = format!("http://{}com/", "abcdefghi.".repeat(26));
+        assert!(
+            url(&long_name)
+                .unwrap_err()
+                .to_string()
+                .contains("253 bytes")
+        );
+    }
+
+    #[test]
+    fn accepts_dns_names_ip_addresses_and_idna() {
+        for (raw, stored) in [
+            ("http://a_b.example.com./x", "http://a_b.example.com./x"),
+            ("http://10.0.0.1:8080/x", "http://10.0.0.1:8080/x"),
+            ("http://[::1]/x", "http://[::1]/x"),
+            ("http://xn--80ak6aa92e.com/", "http://xn--80ak6aa92e.com/"),
+            ("http://example\u{3002}com/", "http://example.com/"),
+            (&format!("http://{}.com/", "a".repeat(63)), ""),
+        ] {
+            let got = url(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert!(stored.is_empty() || got == stored, "{raw} -> {got}");
+        }
     }
 
     #[test]

@@ -196,20 +196,24 @@ fn failure(answer: &Answer, body: &Body) -> Outcome {
 }
 
 fn parse(answer: &Answer) -> Result<Body, Box<CallReport>> {
-    serde_json::from_slice::<Body>(&answer.body).map_err(|e| {
-        let outcome = match answer.status {
-            401 => Outcome::Auth,
-            429 => Outcome::RateLimited,
-            _ => Outcome::Transient,
-        };
-        let mut r = transient(
-            Some(answer.status),
-            format!("unparseable body ({e}): {}", excerpt(&answer.body)),
-        );
-        r.outcome = outcome;
-        r.retry_after = answer.retry_after;
-        Box::new(r)
-    })
+    // An object, not any JSON: serde would read an array into `Body` by position.
+    let object = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&answer.body);
+    object
+        .and_then(|map| serde_json::from_value::<Body>(serde_json::Value::Object(map)))
+        .map_err(|e| {
+            let outcome = match answer.status {
+                401 => Outcome::Auth,
+                429 => Outcome::RateLimited,
+                _ => Outcome::Transient,
+            };
+            let mut r = transient(
+                Some(answer.status),
+                format!("unparseable body ({e}): {}", excerpt(&answer.body)),
+            );
+            r.outcome = outcome;
+            r.retry_after = answer.retry_after;
+            Box::new(r)
+        })
 }
 
 fn message_of(body: &Body, answer: &Answer) -> String {

@@ -102,11 +102,28 @@ pub(crate) fn one_line(text: &str) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() {
-            out.extend(c.escape_debug());
+        // Control characters, bidi overrides and line separators are shown escaped, so a
+        // provider's message can neither break a log line nor reorder what `status` shows.
+        let escaped = c.escape_debug();
+        if c.is_control() || (escaped.len() > 1 && !matches!(c, '"' | '\'' | '\\')) {
+            out.extend(escaped);
         } else {
             out.push(c);
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_escapes_what_could_break_or_reorder_a_line() {
+        assert_eq!(
+            one_line("a\u{202e}b\u{2028}c\nd \"q\""),
+            "a\\u{202e}b\\u{2028}c\\nd \"q\""
+        );
+        assert_eq!(one_line("  plain 中文 text "), "plain 中文 text");
+    }
 }

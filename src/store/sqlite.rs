@@ -19,8 +19,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::rows::{self, Columns as _};
 use super::{
     CachedToken, Call, ClaimRequest, ClaimedJob, Durability, Gate, GateChange, Job, JobFilter,
-    JobUpdate, NewCall, NewJobs, OpenOptions, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
-    Summary, VerbResult,
+    JobUpdate, NewCall, NewJobs, OpenOptions, Pruned, Record, Selection, StartedCall, StateCount,
+    StoreError, Summary, VerbResult,
 };
 use crate::model::{Action, JobState, Lane, Provider};
 use crate::planner::DistinctTargets;
@@ -79,10 +79,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| match sql_err(e) {
-                StoreError::Sql(source) => StoreError::Open {
+                StoreError::Sql(source) => diagnose_open(path).unwrap_or(StoreError::Open {
                     path: shown.clone(),
                     source,
-                },
+                }),
                 other => other,
             })?;
         let store = SqliteStore { pool };
@@ -653,6 +653,27 @@ fn prepare_files(path: &Path) -> Result<(), StoreError> {
             path: path.display().to_string(),
             source,
         }),
+    }
+}
+
+/// SQLite reports a read-only file system as "unable to open database file" and a full disk,
+/// while opening, as a "disk I/O error": try writing beside the database to name the cause.
+fn diagnose_open(path: &Path) -> Option<StoreError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let probe = dir.join(format!(".purgeq-probe-{}", std::process::id()));
+    let result = std::fs::write(&probe, b"probe");
+    let _ = std::fs::remove_file(&probe);
+    match result.err()?.kind() {
+        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied => {
+            Some(StoreError::ReadOnly)
+        }
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            Some(StoreError::DiskFull)
+        }
+        _ => None,
     }
 }
 
