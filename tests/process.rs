@@ -15,7 +15,14 @@ fn worker(s: &Scratch, emu: &Emulator, args: &[&str]) -> Child {
         .arg("--db")
         .arg(s.db_arg())
         .arg("worker")
-        .args(["--max-targets-per-sec", "0", "--poll-interval", "100ms", "--busy-timeout", "1s"])
+        .args([
+            "--max-targets-per-sec",
+            "0",
+            "--poll-interval",
+            "100ms",
+            "--busy-timeout",
+            "1s",
+        ])
         .args(if args.contains(&"--max-requests-per-sec") {
             &[][..]
         } else {

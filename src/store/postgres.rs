@@ -20,8 +20,7 @@ use super::rows::{self, Columns as _};
 use super::{
     CachedToken, Call, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter, JobUpdate,
     NewCall, NewJobs, OpenOptions, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
-    Summary,
-    VerbResult,
+    Summary, VerbResult,
 };
 use crate::model::{Action, JobState, Lane, Provider};
 use crate::planner::DistinctTargets;
@@ -444,7 +443,10 @@ impl PgStore {
         Ok(done.rows_affected())
     }
 
-    pub(super) async fn begin_call(&self, call: &NewCall) -> Result<Option<StartedCall>, StoreError> {
+    pub(super) async fn begin_call(
+        &self,
+        call: &NewCall,
+    ) -> Result<Option<StartedCall>, StoreError> {
         let mut tx = self.begin().await?;
         let mut held: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM jobs WHERE state = 'running' AND lease_owner = $1 AND id = ANY($2::bigint[])

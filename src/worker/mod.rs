@@ -433,7 +433,10 @@ impl Shared {
                 })
                 .await?
             else {
-                warn!(jobs = job_ids.len(), "another worker took the whole batch over before it was sent");
+                warn!(
+                    jobs = job_ids.len(),
+                    "another worker took the whole batch over before it was sent"
+                );
                 return Ok(());
             };
             if started.held.len() < job_ids.len() {

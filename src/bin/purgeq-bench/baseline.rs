@@ -5,10 +5,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use purgeq::store::Location;
 use rusqlite::{Connection, params};
 
-/// purgeq's schema, exactly as its migration creates it (tables and indexes).
-const SCHEMA: &str = include_str!("../../../migrations/sqlite/20261123000000_init.sql");
+use crate::backend::open_store;
+use crate::util;
 
 /// The columns purgeq's enqueue writes, one row per target.
 const INSERT: &str = "INSERT INTO jobs (provider, account, action, target, tag, state, attempts, \
@@ -29,9 +30,24 @@ pub enum Sync {
     Normal,
 }
 
-/// Creates a database at `path` with purgeq's schema and connection settings.
+/// Creates a database at `path` with purgeq's tables and indexes (its migrations, applied by
+/// the library) and connection settings, without the triggers that keep its job counts: the
+/// plain cost of storing and indexing the rows.
 pub fn create(path: &Path, sync: Sync) -> anyhow::Result<Connection> {
+    util::runtime()?.block_on(async {
+        let store = open_store(&Location::Sqlite(path.to_owned())).await?;
+        drop(store);
+        anyhow::Ok(())
+    })?;
     let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let triggers: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'jobs'")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for name in triggers {
+        conn.execute_batch(&format!("DROP TRIGGER \"{name}\""))
+            .with_context(|| format!("dropping the trigger {name}"))?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")
         .context("setting journal_mode=WAL")?;
     let level = match sync {
@@ -42,8 +58,6 @@ pub fn create(path: &Path, sync: Sync) -> anyhow::Result<Connection> {
         .context("setting synchronous")?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .context("setting foreign_keys=ON")?;
-    conn.execute_batch(SCHEMA)
-        .context("applying purgeq's schema")?;
     Ok(conn)
 }
 
@@ -79,13 +93,4 @@ pub fn succeed(conn: &mut Connection, count: usize, now: i64) -> anyhow::Result<
     }
     tx.commit().context("committing the update")?;
     Ok(start.elapsed())
-}
-
-/// How many jobs the database at `path` holds (to check what a purgeq run wrote).
-pub fn count_jobs(path: &Path) -> anyhow::Result<usize> {
-    let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM jobs", [], |row| row.get(0))
-        .context("counting jobs")?;
-    usize::try_from(n).context("a negative count")
 }

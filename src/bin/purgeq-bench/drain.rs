@@ -14,57 +14,94 @@ use purgeq::emulator::{self, Emulator, EmulatorConfig};
 use purgeq::model::{Action, DEFAULT_ACCOUNT, JobState, Provider};
 use purgeq::planner::minimum_requests;
 use purgeq::provider::qiniu::MAX_REFRESH_URLS;
-use purgeq::store::{Durability, NewJobs, Store};
+use purgeq::store::{Location, NewJobs};
 
 use crate::Sizes;
+use crate::backend::{Backend, Scratch, open_store};
 use crate::baseline::{self, Sync};
+use crate::pgbase;
 use crate::report::{Report, Row};
 use crate::util::{self, ms, per_sec, thousands};
 
 /// How often the worker's peak RSS is sampled.
 const RSS_POLL: Duration = Duration::from_millis(5);
 
-/// What one worker run did.
+/// What one drain did.
 struct Drained {
+    /// From the first worker's start to the last one's exit.
     took: Duration,
-    peak_rss_kb: u64,
+    /// Each worker's peak RSS (kB).
+    peak_rss_kb: Vec<u64>,
+    /// Requests the emulator received.
+    requests: u64,
+    /// Targets it processed, duplicates included: the quota units spent.
+    targets: u64,
+    /// Targets it processed more than once.
+    sent_twice: u64,
 }
 
-/// Enqueues, drains with `purgeq worker --once`, checks every job, and reports.
-pub fn run(purgeq: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
-    // One runtime thread serves the emulator while this thread waits for the worker.
+/// For each worker count, enqueues, drains with that many `purgeq worker --once` processes at
+/// once, checks every job, and reports.
+pub fn run(
+    purgeq: &Path,
+    backend: &Backend,
+    sizes: &Sizes,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // One runtime thread serves the emulator while this thread waits for the workers.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("starting a Tokio runtime")?;
-    let dir = tempfile::tempdir().context("creating a scratch directory")?;
-    let db = dir.path().join("q.db");
-    rt.block_on(fill(&db, sizes))?;
-    let emu = rt.block_on(start_emulator())?;
-    eprintln!(
-        "drain: {} jobs queued, worker starting",
-        thousands(sizes.drain_jobs as u64)
-    );
-    let drained = drain(purgeq, &db, &emu)?;
-    rt.block_on(check_all_succeeded(&db, sizes.drain_jobs))?;
-    let stats = emu.stats().qiniu;
-    let sent = Sent {
-        requests: stats.requests.values().sum(),
-        minimum: minimum_requests(sizes.drain_distinct, MAX_REFRESH_URLS) as u64,
-        targets: stats.issued.iter().map(|r| r.urls.len()).sum(),
+    let mut runs = Vec::new();
+    for workers in [1, sizes.drain_workers] {
+        let scratch = backend.scratch()?;
+        rt.block_on(fill(scratch.location(), sizes))?;
+        let emu = rt.block_on(start_emulator())?;
+        eprintln!(
+            "{} drain: {} jobs queued, {workers} worker(s) starting",
+            backend.name(),
+            thousands(sizes.drain_jobs as u64)
+        );
+        let (took, peak_rss_kb) = drain(purgeq, &scratch, &emu, workers)?;
+        rt.block_on(check_all_succeeded(scratch.location(), sizes.drain_jobs))?;
+        let stats = emu.stats().qiniu;
+        runs.push((
+            workers,
+            Drained {
+                took,
+                peak_rss_kb,
+                requests: stats.requests.values().sum(),
+                targets: stats.issued.iter().map(|r| r.urls.len() as u64).sum(),
+                sent_twice: stats.purged.values().filter(|&&n| n > 1).count() as u64,
+            },
+        ));
+        rt.block_on(emu.shutdown());
+    }
+    let base = match backend {
+        Backend::Sqlite => drain_baseline(sizes.drain_jobs)?,
+        Backend::Postgres(_) => {
+            let scratch = backend.scratch()?;
+            scratch.create_schema()?;
+            let url = scratch.pg_url().context("a PostgreSQL scratch database")?;
+            let now = purgeq::clock::now_ms();
+            rt.block_on(async {
+                let mut conn = pgbase::connect(url).await?;
+                pgbase::drop_triggers(&mut conn).await?;
+                let lines = pgbase::queued_lines(&util::urls(sizes.drain_jobs), now);
+                pgbase::copy(&mut conn, pgbase::COPY_JOBS, &lines).await?;
+                pgbase::succeed_all(url, now).await
+            })?
+        }
     };
-    let base = drain_baseline(sizes.drain_jobs)?;
-    push_rows(report, sizes, &drained, base, &sent);
-    rt.block_on(emu.shutdown());
+    push_rows(report, backend, sizes, &runs, base);
     Ok(())
 }
 
 /// Enqueues `drain_jobs` jobs over `drain_distinct` targets, duplicates spread far apart.
-async fn fill(db: &Path, sizes: &Sizes) -> anyhow::Result<()> {
-    let store = Store::open(db, Durability::Normal)
-        .await
-        .with_context(|| format!("creating {}", db.display()))?;
+async fn fill(location: &Location, sizes: &Sizes) -> anyhow::Result<()> {
+    let store = open_store(location).await?;
     let distinct = util::urls(sizes.drain_distinct);
     let now = purgeq::clock::now_ms();
     let jobs = NewJobs {
@@ -91,33 +128,54 @@ async fn start_emulator() -> anyhow::Result<Emulator> {
         .context("starting the emulator")
 }
 
-/// Runs `purgeq worker --once`, unpaced, while sampling its peak RSS.
-fn drain(purgeq: &Path, db: &Path, emu: &Emulator) -> anyhow::Result<Drained> {
-    let mut cmd = Command::new(purgeq);
-    cmd.arg("--db")
-        .arg(db)
-        .args(["worker", "--once", "--max-targets-per-sec", "0"])
-        .args(["--max-requests-per-sec", "0"])
-        .env("QINIU_ACCESS_KEY", DEMO_ACCESS_KEY)
-        .env("QINIU_SECRET_KEY", DEMO_SECRET_KEY)
-        .env("QINIU_ENDPOINT", emu.url())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+/// Runs `workers` `purgeq worker --once` processes at once, unpaced, while sampling their peak
+/// RSS; returns the time from the first start to the last exit.
+fn drain(
+    purgeq: &Path,
+    scratch: &Scratch,
+    emu: &Emulator,
+    workers: usize,
+) -> anyhow::Result<(Duration, Vec<u64>)> {
+    let command = || {
+        let mut cmd = Command::new(purgeq);
+        cmd.arg("--db")
+            .arg(scratch.db_arg())
+            .args(["worker", "--once", "--max-targets-per-sec", "0"])
+            .args(["--max-requests-per-sec", "0"])
+            .env("QINIU_ACCESS_KEY", DEMO_ACCESS_KEY)
+            .env("QINIU_SECRET_KEY", DEMO_SECRET_KEY)
+            .env("QINIU_ENDPOINT", emu.url())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    };
     let start = Instant::now();
-    let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let poller = poll_peak_rss(child.id(), Arc::clone(&stop));
-    let out = child.wait_with_output().context("waiting for the worker");
+    let mut running = Vec::new();
+    for _ in 0..workers {
+        let mut cmd = command();
+        let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = poll_peak_rss(child.id(), Arc::clone(&stop));
+        running.push((cmd, child, stop, poller));
+    }
+    let mut outs = Vec::new();
+    for (cmd, child, stop, poller) in running {
+        let out = child.wait_with_output().context("waiting for a worker");
+        stop.store(true, Ordering::Relaxed);
+        let peak = poller
+            .join()
+            .map_err(|_| anyhow::anyhow!("the RSS poller panicked"))?;
+        outs.push((cmd, out, peak));
+    }
     let took = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let peak_rss_kb = poller
-        .join()
-        .map_err(|_| anyhow::anyhow!("the RSS poller panicked"))?;
-    let out = out?;
-    util::check_exit(&cmd, &out)?;
-    Ok(Drained { took, peak_rss_kb })
+    let mut peaks = Vec::new();
+    for (cmd, out, peak) in outs {
+        util::check_exit(&cmd, &out?)?;
+        peaks.push(peak);
+    }
+    Ok((took, peaks))
 }
 
 /// Samples `VmHWM` of `pid` until `stop`, returning the largest value seen (kB). `VmHWM` only
@@ -147,10 +205,8 @@ fn vm_hwm_kb(status: &str) -> Option<u64> {
 }
 
 /// Fails unless all `expected` jobs are `succeeded`.
-async fn check_all_succeeded(db: &Path, expected: usize) -> anyhow::Result<()> {
-    let store = Store::open(db, Durability::Normal)
-        .await
-        .with_context(|| format!("opening {}", db.display()))?;
+async fn check_all_succeeded(location: &Location, expected: usize) -> anyhow::Result<()> {
+    let store = open_store(location).await?;
     let summary = store.summary().await.context("reading the job counts")?;
     let succeeded: i64 = summary
         .counts
@@ -183,70 +239,122 @@ fn drain_baseline(jobs: usize) -> anyhow::Result<Duration> {
     baseline::succeed(&mut conn, jobs, now)
 }
 
-/// What the emulator saw.
-struct Sent {
-    requests: u64,
-    minimum: u64,
-    targets: usize,
-}
-
-/// The drain's rows: throughput, requests, targets and memory.
-fn push_rows(report: &mut Report, sizes: &Sizes, drained: &Drained, base: Duration, sent: &Sent) {
-    report.push(throughput_row(sizes, drained.took, base));
+/// The drain's rows: throughput per worker count, requests, quota units and memory.
+fn push_rows(
+    report: &mut Report,
+    backend: &Backend,
+    sizes: &Sizes,
+    runs: &[(usize, Drained)],
+    base: Duration,
+) {
+    let name = backend.name();
+    let how = match backend {
+        Backend::Sqlite => "rusqlite UPDATE per row, 1 tx",
+        Backend::Postgres(_) => "sqlx UPDATE FROM unnest, 1 tx",
+    };
+    for (workers, drained) in runs {
+        let rate = per_sec(sizes.drain_jobs, drained.took);
+        report.push(Row {
+            backend: name,
+            figure: format!(
+                "drain, {} jobs over {} targets, {workers} worker{}",
+                thousands(sizes.drain_jobs as u64),
+                thousands(sizes.drain_distinct as u64),
+                if *workers == 1 { "" } else { "s at once" }
+            ),
+            purgeq: format!("{} jobs/s ({})", thousands(rate), ms(drained.took)),
+            baseline: format!(
+                "{} rows/s ({}) {how}",
+                thousands(per_sec(sizes.drain_jobs, base)),
+                ms(base)
+            ),
+            comparison: format!(
+                "{:.1}x the baseline's time",
+                drained.took.as_secs_f64() / base.as_secs_f64()
+            ),
+            target: ">= 10,000 jobs/s (aim 50,000)".to_owned(),
+            met: Some(rate >= 10_000),
+        });
+    }
+    let per_run = |f: &dyn Fn(&Drained) -> String| {
+        runs.iter()
+            .map(|(w, d)| format!("{} ({w}w)", f(d)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let minimum = minimum_requests(sizes.drain_distinct, MAX_REFRESH_URLS) as u64;
+    let worst = |f: &dyn Fn(&Drained) -> u64| runs.iter().map(|(_, d)| f(d)).max().unwrap_or(0);
+    let requests = worst(&|d| d.requests);
     report.push(Row {
+        backend: name,
         figure: "drain, requests sent".to_owned(),
-        purgeq: thousands(sent.requests),
+        purgeq: per_run(&|d| thousands(d.requests)),
         baseline: format!(
             "{} minimum: ceil({} / {MAX_REFRESH_URLS})",
-            thousands(sent.minimum),
+            thousands(minimum),
             thousands(sizes.drain_distinct as u64)
         ),
-        comparison: difference(sent.requests, sent.minimum),
+        comparison: difference(requests, minimum),
         target: "== minimum".to_owned(),
-        met: Some(sent.requests == sent.minimum),
+        met: Some(runs.iter().all(|(_, d)| d.requests == minimum)),
     });
     let distinct = sizes.drain_distinct as u64;
+    let sent_twice = worst(&|d| d.sent_twice);
     report.push(Row {
-        figure: "drain, targets sent".to_owned(),
-        purgeq: thousands(sent.targets as u64),
+        backend: name,
+        figure: "drain, targets sent (quota units)".to_owned(),
+        purgeq: per_run(&|d| thousands(d.targets)),
         baseline: format!("{} distinct", thousands(distinct)),
-        comparison: difference(sent.targets as u64, distinct),
-        target: "== distinct".to_owned(),
-        met: Some(sent.targets as u64 == distinct),
+        comparison: format!(
+            "{}; {sent_twice} sent twice",
+            difference(worst(&|d| d.targets), distinct)
+        ),
+        target: "== distinct, none twice".to_owned(),
+        met: Some(
+            runs.iter()
+                .all(|(_, d)| d.targets == distinct && d.sent_twice == 0),
+        ),
+    });
+    let jobs = sizes.drain_jobs as u64;
+    let spent = worst(&|d| d.targets);
+    let saved = jobs.saturating_sub(spent);
+    report.push(Row {
+        backend: name,
+        figure: "quota units saved by dedupe".to_owned(),
+        purgeq: format!(
+            "{} jobs -> {} units: {} saved ({:.1}%)",
+            thousands(jobs),
+            thousands(spent),
+            thousands(saved),
+            saved as f64 * 100.0 / jobs as f64
+        ),
+        baseline: format!("{} units without dedupe (one per job)", thousands(jobs)),
+        comparison: format!("{:.2}x fewer units", jobs as f64 / spent.max(1) as f64),
+        target: format!("== jobs - distinct ({})", thousands(jobs - distinct)),
+        met: Some(saved == jobs - distinct),
     });
     // VmHWM counts KiB; the target is in MB.
-    let rss_mb = drained.peak_rss_kb as f64 * 1024.0 / 1e6;
+    let mb = |kb: u64| kb as f64 * 1024.0 / 1e6;
+    let peaks: Vec<u64> = runs
+        .iter()
+        .flat_map(|(_, d)| d.peak_rss_kb.iter().copied())
+        .collect();
     report.push(Row {
+        backend: name,
         figure: "drain, worker peak RSS (VmHWM)".to_owned(),
-        purgeq: format!("{rss_mb:.1} MB"),
+        purgeq: per_run(&|d| {
+            d.peak_rss_kb
+                .iter()
+                .map(|&kb| format!("{:.1}", mb(kb)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+                + " MB"
+        }),
         baseline: String::new(),
         comparison: String::new(),
         target: "< 30 MB".to_owned(),
-        met: Some(drained.peak_rss_kb > 0 && rss_mb < 30.0),
+        met: Some(peaks.iter().all(|&kb| kb > 0 && mb(kb) < 30.0)),
     });
-}
-
-fn throughput_row(sizes: &Sizes, took: Duration, base: Duration) -> Row {
-    let rate = per_sec(sizes.drain_jobs, took);
-    Row {
-        figure: format!(
-            "drain, {} jobs over {} targets",
-            thousands(sizes.drain_jobs as u64),
-            thousands(sizes.drain_distinct as u64)
-        ),
-        purgeq: format!("{} jobs/s ({})", thousands(rate), ms(took)),
-        baseline: format!(
-            "{} rows/s ({}) rusqlite UPDATE, 1 tx",
-            thousands(per_sec(sizes.drain_jobs, base)),
-            ms(base)
-        ),
-        comparison: format!(
-            "{:.1}x the baseline's time",
-            took.as_secs_f64() / base.as_secs_f64()
-        ),
-        target: ">= 10,000 jobs/s (aim 50,000)".to_owned(),
-        met: Some(rate >= 10_000),
-    }
 }
 
 /// `equal`, or how far `value` is from `reference` (`+3`, `-1`).

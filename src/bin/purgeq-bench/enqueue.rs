@@ -6,24 +6,39 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
-use purgeq::store::{Durability, Store};
 
 use crate::Sizes;
+use crate::backend::{Backend, Scratch, open_store};
 use crate::baseline::{self, Sync};
+use crate::pgbase;
 use crate::report::{Report, Row};
 use crate::util::{self, median, ms, per_sec, percentile, thousands};
 
-/// Bulk enqueue: `purgeq enqueue -` against one rusqlite transaction, runs interleaved.
-pub fn bulk(purgeq: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+/// Bulk enqueue: `purgeq enqueue -` against the database's plain bulk insert, runs interleaved.
+pub fn bulk(
+    purgeq: &Path,
+    backend: &Backend,
+    sizes: &Sizes,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let urls = util::urls(sizes.bulk_urls);
     let mut stdin = urls.join("\n");
     stdin.push('\n');
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for run in 1..=sizes.bulk_runs {
-        let took = bulk_purgeq(purgeq, stdin.as_bytes(), urls.len())?;
-        let base = bulk_baseline(&urls)?;
+        let took = bulk_purgeq(purgeq, backend, stdin.as_bytes(), urls.len())?;
+        let base = match backend {
+            Backend::Sqlite => bulk_baseline(&urls)?,
+            Backend::Postgres(_) => {
+                let scratch = backend.scratch()?;
+                scratch.create_schema()?;
+                let url = scratch.pg_url().context("a PostgreSQL scratch database")?;
+                util::runtime()?.block_on(pgbase::insert(url, &urls, purgeq::clock::now_ms()))?
+            }
+        };
         eprintln!(
-            "enqueue run {run}: purgeq {}, baseline {}",
+            "{} enqueue run {run}: purgeq {}, baseline {}",
+            backend.name(),
             ms(took),
             ms(base)
         );
@@ -32,10 +47,16 @@ pub fn bulk(purgeq: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Result
     }
     let (ours, theirs) = (median(&ours), median(&theirs));
     let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
+    let how = match backend {
+        Backend::Sqlite => "rusqlite INSERT, 1 tx",
+        Backend::Postgres(_) => "sqlx COPY, 1 tx",
+    };
     report.push(Row {
+        backend: backend.name(),
         figure: format!(
-            "bulk enqueue, {} URLs from stdin",
-            thousands(urls.len() as u64)
+            "bulk enqueue, {} URLs from stdin (median of {})",
+            thousands(urls.len() as u64),
+            sizes.bulk_runs
         ),
         purgeq: format!(
             "{} URLs/s ({})",
@@ -43,7 +64,7 @@ pub fn bulk(purgeq: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Result
             ms(ours)
         ),
         baseline: format!(
-            "{} URLs/s ({}) rusqlite, 1 tx",
+            "{} URLs/s ({}) {how}",
             thousands(per_sec(urls.len(), theirs)),
             ms(theirs)
         ),
@@ -55,12 +76,16 @@ pub fn bulk(purgeq: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Result
 }
 
 /// One `purgeq enqueue -` run into a fresh database whose schema already exists.
-fn bulk_purgeq(purgeq: &Path, stdin: &[u8], expected: usize) -> anyhow::Result<Duration> {
-    let dir = tempfile::tempdir().context("creating a scratch directory")?;
-    let db = dir.path().join("q.db");
-    create_store(&db)?;
+fn bulk_purgeq(
+    purgeq: &Path,
+    backend: &Backend,
+    stdin: &[u8],
+    expected: usize,
+) -> anyhow::Result<Duration> {
+    let scratch = backend.scratch()?;
+    scratch.create_schema()?;
     let mut cmd = Command::new(purgeq);
-    cmd.arg("--db").arg(&db).args(["enqueue", "-"]);
+    cmd.arg("--db").arg(scratch.db_arg()).args(["enqueue", "-"]);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -74,7 +99,7 @@ fn bulk_purgeq(purgeq: &Path, stdin: &[u8], expected: usize) -> anyhow::Result<D
     let took = start.elapsed();
     util::check_exit(&cmd, &out)?;
     written.context("writing the URLs to purgeq's stdin")?;
-    let stored = baseline::count_jobs(&db)?;
+    let stored = count_jobs(&scratch)?;
     ensure!(
         stored == expected,
         "purgeq stored {stored} jobs, expected {expected}"
@@ -82,13 +107,13 @@ fn bulk_purgeq(purgeq: &Path, stdin: &[u8], expected: usize) -> anyhow::Result<D
     Ok(took)
 }
 
-/// Creates a purgeq database (schema applied by the library's migrations).
-fn create_store(db: &Path) -> anyhow::Result<()> {
+/// How many jobs the scratch database holds (to check what a purgeq run wrote).
+pub fn count_jobs(scratch: &Scratch) -> anyhow::Result<usize> {
     util::runtime()?.block_on(async {
-        Store::open(db, Durability::Full)
-            .await
-            .with_context(|| format!("creating {}", db.display()))?;
-        anyhow::Ok(())
+        let store = open_store(scratch.location()).await?;
+        let summary = store.summary().await.context("counting jobs")?;
+        let n: i64 = summary.counts.iter().map(|c| c.count).sum();
+        usize::try_from(n).context("a negative count")
     })
 }
 
@@ -100,13 +125,17 @@ fn bulk_baseline(urls: &[String]) -> anyhow::Result<Duration> {
 }
 
 /// Single-URL enqueues, one process each, on an existing database; baseline `/bin/true`.
-pub fn single(purgeq: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir().context("creating a scratch directory")?;
-    let db = dir.path().join("q.db");
+pub fn single(
+    purgeq: &Path,
+    backend: &Backend,
+    sizes: &Sizes,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let scratch = backend.scratch()?;
     let enqueue = |n: usize| {
         let mut cmd = Command::new(purgeq);
         cmd.arg("--db")
-            .arg(&db)
+            .arg(scratch.db_arg())
             .arg("enqueue")
             .arg(format!("https://cdn.example.com/x-{n}"));
         util::time_command(&mut cmd)
@@ -120,6 +149,7 @@ pub fn single(purgeq: &Path, sizes: &Sizes, report: &mut Report) -> anyhow::Resu
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (p50, p90, spawn) = (median(&ours), percentile(&ours, 0.9), median(&spawns));
     report.push(Row {
+        backend: backend.name(),
         figure: format!(
             "single-URL enqueue, process end to end ({} runs)",
             ours.len()

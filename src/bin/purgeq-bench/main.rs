@@ -1,32 +1,41 @@
-//! `purgeq-bench`: the README's performance figures, each beside a baseline measured in the same
-//! run on the same machine (absolute times are noise; ratios are the result).
+//! `purgeq-bench`: purgeq's performance figures, each beside a baseline measured in the same run
+//! on the same machine (absolute times are noise; ratios are the result), on SQLite and, when a
+//! server is given (`--pg URL` or `PURGEQ_BENCH_PG`), on PostgreSQL. BENCHMARKS.md explains
+//! every figure.
 //!
 //! - **enqueue**: `purgeq enqueue -` (the real release binary, a child process) reads N distinct
 //!   URLs from stdin into an existing empty database. Baseline: the same rows, same schema and
-//!   indexes, same pragmas (WAL, `synchronous=FULL`), inserted by rusqlite with one prepared
-//!   statement in one transaction. purgeq's time includes its process start, validation and
-//!   commit; the baseline's is the transaction alone. Median of 3 runs each.
+//!   indexes, inserted in one transaction by a plain client (rusqlite, one prepared statement,
+//!   `synchronous=FULL`; PostgreSQL: one `COPY`). Median of 3 runs each.
 //! - **single**: `purgeq enqueue URL` end to end, run sequentially on an existing database
 //!   (median and p90). Baseline: spawning `/bin/true` the same way (the process spawn cost).
-//! - **drain**: N jobs over N/3 distinct targets enqueued through the library, then `purgeq
-//!   worker --once` (the real binary, unpaced) drains them against the in-process emulator. It
-//!   reports jobs recorded per second, requests sent against the minimum `ceil(distinct / 60)`,
-//!   and the worker's peak RSS (`VmHWM`, polled from `/proc`). Every job must end `succeeded`.
-//!   Baseline: the same number of rows set to `succeeded` by rusqlite, one prepared `UPDATE` per
-//!   row in one transaction.
+//! - **drain**: N jobs over N/3 distinct targets enqueued through the library, then 1, and then 3
+//!   `purgeq worker --once` processes at once (the real binary, unpaced) drain them against the
+//!   in-process emulator: jobs recorded per second, requests sent against the minimum
+//!   `ceil(distinct / 60)`, targets sent (quota units) against the distinct targets, the quota
+//!   units dedupe saved, and each worker's peak RSS (`VmHWM`, polled from `/proc`). Every job
+//!   must end `succeeded`. Baseline: the same number of rows set to `succeeded` in one
+//!   transaction by a plain client.
+//! - **scale**: one database filled to 10k, 100k and 1M rows (92% finished, 6.5% queued); at
+//!   each size, `Store::claim` (as the worker asks, then released) and `status` (library and
+//!   process) p50/p99, beside the minimal queries a plain client needs for the same answers.
 //!
 //! Build the product first (`cargo build --release`), then `cargo run --release --bin
-//! purgeq-bench [-- --quick] [-- --only enqueue|single|drain]`.
+//! purgeq-bench [-- --quick] [-- --only enqueue|single|drain|scale] [-- --pg URL]`.
 
+mod backend;
 mod baseline;
 mod drain;
 mod enqueue;
+mod pgbase;
 mod report;
+mod scale;
 mod util;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 
+use backend::{Backend, PgAdmin};
 use report::Report;
 
 /// Measure purgeq against its baselines and print both side by side.
@@ -40,6 +49,11 @@ struct Args {
     /// Run only this benchmark.
     #[arg(long, value_enum)]
     only: Option<Bench>,
+
+    /// A PostgreSQL URL allowed to create and drop databases; each measurement gets a scratch
+    /// database of its own, dropped afterwards. Without it PostgreSQL is skipped.
+    #[arg(long, env = "PURGEQ_BENCH_PG", value_name = "URL")]
+    pg: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,10 +61,11 @@ enum Bench {
     Enqueue,
     Single,
     Drain,
+    Scale,
 }
 
 /// How big each benchmark is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sizes {
     /// URLs per bulk enqueue.
     pub bulk_urls: usize,
@@ -62,6 +77,16 @@ pub struct Sizes {
     pub drain_jobs: usize,
     /// Distinct targets among them.
     pub drain_distinct: usize,
+    /// Workers draining at once, in the second drain.
+    pub drain_workers: usize,
+    /// Table sizes for the claim and status latencies, smallest first.
+    pub scale_rows: Vec<usize>,
+    /// Timed claims at each size.
+    pub claim_iters: usize,
+    /// Timed in-process status reads at each size.
+    pub status_iters: usize,
+    /// Timed `purgeq status` processes at each size.
+    pub status_spawns: usize,
 }
 
 impl Sizes {
@@ -73,6 +98,11 @@ impl Sizes {
                 single_runs: 10,
                 drain_jobs: 6_000,
                 drain_distinct: 2_000,
+                drain_workers: 3,
+                scale_rows: vec![5_000, 20_000, 50_000],
+                claim_iters: 30,
+                status_iters: 20,
+                status_spawns: 5,
             }
         } else {
             Sizes {
@@ -81,6 +111,11 @@ impl Sizes {
                 single_runs: 50,
                 drain_jobs: 100_000,
                 drain_distinct: 33_334,
+                drain_workers: 3,
+                scale_rows: vec![10_000, 100_000, 1_000_000],
+                claim_iters: 200,
+                status_iters: 100,
+                status_spawns: 20,
             }
         }
     }
@@ -91,21 +126,43 @@ fn main() -> anyhow::Result<()> {
     let sizes = Sizes::new(args.quick);
     let purgeq = util::purgeq_binary()?;
     let wanted = |b: Bench| args.only.is_none_or(|only| only == b);
-    let mut report = Report::new(args.quick);
+    let mut report = Report::new(args.quick, &sizes.scale_rows);
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: this is a debug build; run with `cargo run --release --bin purgeq-bench`"
         );
     }
     eprintln!("purgeq: {}", purgeq.display());
-    if wanted(Bench::Enqueue) {
-        enqueue::bulk(&purgeq, &sizes, &mut report).context("the bulk enqueue benchmark")?;
+    let mut backends = vec![Backend::Sqlite];
+    match args.pg.filter(|url| !url.is_empty()) {
+        Some(url) => {
+            let admin = PgAdmin::new(url);
+            report.note(admin.describe()?);
+            backends.push(Backend::Postgres(admin));
+        }
+        None => {
+            eprintln!("PostgreSQL: skipped (set PURGEQ_BENCH_PG)");
+            report.note("PostgreSQL: skipped (set PURGEQ_BENCH_PG)".to_owned());
+        }
     }
-    if wanted(Bench::Single) {
-        enqueue::single(&purgeq, &sizes, &mut report).context("the single enqueue benchmark")?;
-    }
-    if wanted(Bench::Drain) {
-        drain::run(&purgeq, &sizes, &mut report).context("the drain benchmark")?;
+    for backend in &backends {
+        let name = backend.name();
+        if wanted(Bench::Enqueue) {
+            enqueue::bulk(&purgeq, backend, &sizes, &mut report)
+                .with_context(|| format!("the {name} bulk enqueue benchmark"))?;
+        }
+        if wanted(Bench::Single) {
+            enqueue::single(&purgeq, backend, &sizes, &mut report)
+                .with_context(|| format!("the {name} single enqueue benchmark"))?;
+        }
+        if wanted(Bench::Drain) {
+            drain::run(&purgeq, backend, &sizes, &mut report)
+                .with_context(|| format!("the {name} drain benchmark"))?;
+        }
+        if wanted(Bench::Scale) {
+            scale::run(&purgeq, backend, &sizes, &mut report)
+                .with_context(|| format!("the {name} claim and status latency benchmark"))?;
+        }
     }
     report.print();
     Ok(())

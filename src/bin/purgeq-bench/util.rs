@@ -116,6 +116,32 @@ pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// A short latency: microseconds under a millisecond, else milliseconds.
+pub fn short(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else if us < 100_000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{:.0} ms", us / 1000.0)
+    }
+}
+
+/// `p50 / p99` of `samples`.
+pub fn p50_p99(samples: &[Duration]) -> String {
+    format!(
+        "{} / {}",
+        short(median(samples)),
+        short(percentile(samples, 0.99))
+    )
+}
+
+/// `a / b` as a factor (`3.1x`).
+pub fn factor(a: Duration, b: Duration) -> String {
+    format!("{:.1}x", a.as_secs_f64() / b.as_secs_f64().max(1e-12))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +152,17 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn short_latencies_pick_a_unit() {
+        assert_eq!(short(Duration::from_micros(41)), "41 µs");
+        assert_eq!(short(Duration::from_micros(1_234)), "1.23 ms");
+        assert_eq!(short(Duration::from_millis(250)), "250 ms");
+        assert_eq!(
+            factor(Duration::from_millis(3), Duration::from_millis(2)),
+            "1.5x"
+        );
     }
 
     #[test]
