@@ -1,5 +1,6 @@
 //! The drain benchmark: the real worker process against the in-process emulator.
 
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -147,32 +148,43 @@ fn drain(
             .env("QINIU_ENDPOINT", emu.url())
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::null());
         cmd
     };
     let start = Instant::now();
     let mut running = Vec::new();
     for _ in 0..workers {
         let mut cmd = command();
+        // Each worker's stderr goes to a file of its own: a pipe nobody reads while this thread
+        // waits for another worker would fill up and stall the worker writing to it.
+        let log = tempfile::tempfile().context("creating a file for a worker's stderr")?;
+        cmd.stderr(Stdio::from(
+            log.try_clone().context("sharing the stderr file")?,
+        ));
         let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let poller = poll_peak_rss(child.id(), Arc::clone(&stop));
-        running.push((cmd, child, stop, poller));
+        running.push((cmd, child, log, stop, poller));
     }
-    let mut outs = Vec::new();
-    for (cmd, child, stop, poller) in running {
-        let out = child.wait_with_output().context("waiting for a worker");
+    let mut exits = Vec::new();
+    for (cmd, mut child, log, stop, poller) in running {
+        let status = child.wait().context("waiting for a worker");
         stop.store(true, Ordering::Relaxed);
         let peak = poller
             .join()
             .map_err(|_| anyhow::anyhow!("the RSS poller panicked"))?;
-        outs.push((cmd, out, peak));
+        exits.push((cmd, status, log, peak));
     }
     let took = start.elapsed();
     let mut peaks = Vec::new();
-    for (cmd, out, peak) in outs {
-        util::check_exit(&cmd, &out?)?;
+    for (cmd, status, mut log, peak) in exits {
+        let status = status?;
+        if !status.success() {
+            let mut stderr = String::new();
+            log.seek(SeekFrom::Start(0)).ok();
+            log.read_to_string(&mut stderr).ok();
+            bail!("{cmd:?} failed ({status}):\n{stderr}");
+        }
         peaks.push(peak);
     }
     Ok((took, peaks))
