@@ -292,6 +292,12 @@ impl Store {
         dispatch!(self, s => s.save_token(provider, account, token).await)
     }
 
+    /// Refreshes the query planner's statistics (a worker does it when it starts, so its claims
+    /// use the indexes even on a table that just grew by a bulk enqueue).
+    pub async fn optimize(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.optimize().await)
+    }
+
     /// Whether any job of `provider` is queued or running.
     pub async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
         dispatch!(self, s => s.has_pending(provider).await)

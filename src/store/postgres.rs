@@ -28,6 +28,9 @@ use crate::planner::DistinctTargets;
 /// Rows read per page while looking for the next distinct targets of a lane.
 const CLAIM_PAGE: i64 = 512;
 
+/// An enqueue of at least this many jobs refreshes the planner's statistics.
+const ANALYZE_AFTER: usize = 10_000;
+
 /// How long an operation waits for a pooled connection, e.g. while the server restarts.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -138,6 +141,14 @@ impl PgStore {
         .await
         .map_err(sql_err)?;
         tx.commit().await.map_err(sql_err)?;
+        // A bulk insert into a young table leaves the planner without statistics until
+        // autovacuum comes by; until then claims scan every queued row instead of the indexes.
+        if ids.len() >= ANALYZE_AFTER {
+            sqlx::query("ANALYZE jobs")
+                .execute(&self.pool)
+                .await
+                .map_err(sql_err)?;
+        }
         ids.sort_unstable();
         Ok(ids)
     }
@@ -584,6 +595,14 @@ impl PgStore {
         .execute(&self.pool)
         .await
         .map_err(sql_err)?;
+        Ok(())
+    }
+
+    pub(super) async fn optimize(&self) -> Result<(), StoreError> {
+        sqlx::query("ANALYZE jobs")
+            .execute(&self.pool)
+            .await
+            .map_err(sql_err)?;
         Ok(())
     }
 

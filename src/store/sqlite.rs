@@ -604,6 +604,15 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Lets SQLite refresh its statistics where they are stale.
+    pub async fn optimize(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA optimize")
+            .execute(&self.pool)
+            .await
+            .map_err(sql_err)?;
+        Ok(())
+    }
+
     /// Whether any job of `provider` is queued or running.
     pub async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
         sqlx::query_scalar(

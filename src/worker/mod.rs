@@ -200,6 +200,9 @@ pub async fn run(
         config,
         shutdown,
     });
+    if let Err(e) = shared.store.optimize().await {
+        warn!(error = %e, "could not refresh the planner's statistics");
+    }
     let requeued = shared.store.requeue_expired(clock::now_ms()).await?;
     if requeued > 0 {
         info!(requeued, "requeued jobs whose lease expired");
