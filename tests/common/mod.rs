@@ -41,6 +41,20 @@ fn psql(admin: &str, sql: &str) {
     );
 }
 
+/// Environment variables of the developer's shell that must not reach the processes under test.
+pub const CLEARED: [&str; 10] = [
+    "PURGEQ_DB",
+    "QINIU_ACCESS_KEY",
+    "QINIU_SECRET_KEY",
+    "QINIU_SECRET_KEY_FILE",
+    "QINIU_ENDPOINT",
+    "PAN123_CLIENT_ID",
+    "PAN123_CLIENT_SECRET",
+    "PAN123_CLIENT_SECRET_FILE",
+    "PAN123_ENDPOINT",
+    "RUST_LOG",
+];
+
 /// A scratch directory and one queue database: a SQLite file in the directory, or a fresh
 /// PostgreSQL database dropped when the scratch is.
 pub struct Scratch {
@@ -97,18 +111,7 @@ impl Scratch {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_purgeq"));
         cmd.arg("--db").arg(self.db_arg()).args(args);
-        for var in [
-            "PURGEQ_DB",
-            "QINIU_ACCESS_KEY",
-            "QINIU_SECRET_KEY",
-            "QINIU_SECRET_KEY_FILE",
-            "QINIU_ENDPOINT",
-            "PAN123_CLIENT_ID",
-            "PAN123_CLIENT_SECRET",
-            "PAN123_CLIENT_SECRET_FILE",
-            "PAN123_ENDPOINT",
-            "RUST_LOG",
-        ] {
+        for var in CLEARED {
             cmd.env_remove(var);
         }
         cmd

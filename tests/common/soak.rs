@@ -65,20 +65,6 @@ const FAULT_KINDS: [FaultKind; 9] = [
     FaultKind::Garbage,
     FaultKind::Invalid,
 ];
-/// Environment variables of the developer's shell that must not reach the processes.
-const CLEARED: [&str; 10] = [
-    "PURGEQ_DB",
-    "QINIU_ACCESS_KEY",
-    "QINIU_SECRET_KEY",
-    "QINIU_SECRET_KEY_FILE",
-    "QINIU_ENDPOINT",
-    "PAN123_CLIENT_ID",
-    "PAN123_CLIENT_SECRET",
-    "PAN123_CLIENT_SECRET_FILE",
-    "PAN123_ENDPOINT",
-    "RUST_LOG",
-];
-
 /// How big a run is and what it does.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -289,7 +275,7 @@ impl Ctx {
         cmd.arg("--db")
             .arg(self.scratch.db_arg())
             .stdin(Stdio::null());
-        for var in CLEARED {
+        for var in super::CLEARED {
             cmd.env_remove(var);
         }
         cmd
