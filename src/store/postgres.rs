@@ -695,54 +695,55 @@ async fn apply_gate(
     change: &GateChange,
     now: i64,
 ) -> Result<(), StoreError> {
-    let query = match change {
+    // Opening a lane is pausing it until never, with its strikes cleared.
+    let (lane, until, strikes, reason) = match change {
         GateChange::Pause {
             lane,
             until,
             strikes,
             reason,
-        } => sqlx::query(
-            "INSERT INTO lanes (provider, account, action, paused_until, strikes, reason, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (provider, account, action) DO UPDATE SET
-                 paused_until = excluded.paused_until, strikes = excluded.strikes,
-                 reason = excluded.reason, updated_at = excluded.updated_at",
-        )
-        .bind(lane.provider.as_str())
-        .bind(lane.account.clone())
-        .bind(lane.action.as_str())
-        .bind(*until)
-        .bind(*strikes)
-        .bind(reason.clone())
-        .bind(now),
-        GateChange::Open { lane } => sqlx::query(
-            "INSERT INTO lanes (provider, account, action, paused_until, strikes, reason, updated_at)
-             VALUES ($1, $2, $3, NULL, 0, NULL, $4)
-             ON CONFLICT (provider, account, action) DO UPDATE SET
-                 paused_until = NULL, strikes = 0, reason = NULL, updated_at = excluded.updated_at",
-        )
-        .bind(lane.provider.as_str())
-        .bind(lane.account.clone())
-        .bind(lane.action.as_str())
-        .bind(now),
+        } => (lane, Some(*until), *strikes, Some(reason.as_str())),
+        GateChange::Open { lane } => (lane, None, 0, None),
         GateChange::Quota {
             lane,
             quota_day,
             surplus_day,
-        } => sqlx::query(
-            "INSERT INTO lanes (provider, account, action, quota_day, surplus_day, quota_at, updated_at)
+        } => {
+            sqlx::query(
+                "INSERT INTO lanes (provider, account, action, quota_day, surplus_day, quota_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $6)
              ON CONFLICT (provider, account, action) DO UPDATE SET
                  quota_day = excluded.quota_day, surplus_day = excluded.surplus_day,
                  quota_at = excluded.quota_at, updated_at = excluded.updated_at",
-        )
-        .bind(lane.provider.as_str())
-        .bind(lane.account.clone())
-        .bind(lane.action.as_str())
-        .bind(*quota_day)
-        .bind(*surplus_day)
-        .bind(now),
+            )
+            .bind(lane.provider.as_str())
+            .bind(&lane.account)
+            .bind(lane.action.as_str())
+            .bind(*quota_day)
+            .bind(*surplus_day)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(sql_err)?;
+            return Ok(());
+        }
     };
-    query.execute(&mut **tx).await.map_err(sql_err)?;
+    sqlx::query(
+        "INSERT INTO lanes (provider, account, action, paused_until, strikes, reason, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (provider, account, action) DO UPDATE SET
+                 paused_until = excluded.paused_until, strikes = excluded.strikes,
+                 reason = excluded.reason, updated_at = excluded.updated_at",
+    )
+    .bind(lane.provider.as_str())
+    .bind(&lane.account)
+    .bind(lane.action.as_str())
+    .bind(until)
+    .bind(strikes)
+    .bind(reason)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(sql_err)?;
     Ok(())
 }
