@@ -19,7 +19,7 @@ use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
 use crate::provider::pan123::{self, Pan123Client};
 use crate::provider::qiniu::{self, QiniuClient};
 use crate::secret::Secret;
-use crate::store::{Durability, NewJobs, Store};
+use crate::store::{Durability, Location, NewJobs, OpenOptions, Store};
 use crate::target::{self, Input};
 use crate::worker::{self, Providers, WorkerConfig};
 
@@ -53,7 +53,11 @@ impl Args {
             .keep_db
             .clone()
             .unwrap_or_else(|| scratch.path().join("demo.db"));
-        let store = Store::open(&db, Durability::Full).await?;
+        let store = Store::connect(
+            &Location::Sqlite(db.clone()),
+            &OpenOptions::new(Durability::Full),
+        )
+        .await?;
         let mut config = EmulatorConfig::default();
         config.qiniu.domains = vec![DOMAIN.to_owned()];
         config.qiniu.quotas.url_refresh = DEMO_URL_QUOTA;

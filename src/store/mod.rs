@@ -10,11 +10,14 @@
 //! - Write transactions are short and never span a provider call.
 //! - The claim takes every ready duplicate of each chosen target, so one request serves them all.
 
+mod backend;
 mod postgres;
 mod rows;
 mod sqlite;
 
-use std::path::{Path, PathBuf};
+use backend::Verb;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -79,6 +82,9 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Sql(sqlx::Error),
+    /// Rows could not be encoded for a statement that carries many at once.
+    #[error("cannot encode rows for the database: {0}")]
+    Encode(#[source] serde_json::Error),
     /// A stored value has an unknown name (a newer purgeq wrote it?).
     #[error("the database holds an unknown value: {0}")]
     Corrupt(String),
@@ -172,12 +178,6 @@ macro_rules! dispatch {
 }
 
 impl Store {
-    /// Opens the SQLite database at `path` (created with its directory if missing).
-    pub async fn open(path: &Path, durability: Durability) -> Result<Store, StoreError> {
-        let options = OpenOptions::new(durability);
-        Ok(Store::Sqlite(SqliteStore::open(path, &options).await?))
-    }
-
     /// Opens the database at `location` and applies pending migrations.
     pub async fn connect(location: &Location, options: &OpenOptions) -> Result<Store, StoreError> {
         Ok(match location {
@@ -188,69 +188,69 @@ impl Store {
 
     /// Inserts one job per target, all in one transaction, and returns their ids.
     pub async fn enqueue(&self, jobs: &NewJobs, now: i64) -> Result<Vec<i64>, StoreError> {
-        dispatch!(self, s => s.enqueue(jobs, now).await)
+        dispatch!(self, s => backend::enqueue(s, jobs, now).await)
     }
 
     /// Counts per provider and state, every lane gate, and the oldest queued job.
     pub async fn summary(&self) -> Result<Summary, StoreError> {
-        dispatch!(self, s => s.summary().await)
+        dispatch!(self, s => backend::summary(s).await)
     }
 
     /// Every lane gate row.
     pub async fn gates(&self) -> Result<Vec<Gate>, StoreError> {
-        dispatch!(self, s => s.gates().await)
+        dispatch!(self, s => backend::Backend::gates(s).await)
     }
 
     /// One lane's gate, if it has a row.
     pub async fn gate(&self, lane: &Lane) -> Result<Option<Gate>, StoreError> {
-        dispatch!(self, s => s.gate(lane).await)
+        dispatch!(self, s => backend::Backend::gate(s, lane).await)
     }
 
     /// The newest jobs matching `filter`.
     pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
-        dispatch!(self, s => s.list_jobs(filter).await)
+        dispatch!(self, s => backend::Backend::list_jobs(s, filter).await)
     }
 
     /// One job, if it exists.
     pub async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
-        dispatch!(self, s => s.job(id).await)
+        dispatch!(self, s => backend::Backend::job(s, id).await)
     }
 
     /// Every call that carried job `id`, oldest first.
     pub async fn job_calls(&self, id: i64) -> Result<Vec<Call>, StoreError> {
-        dispatch!(self, s => s.job_calls(id).await)
+        dispatch!(self, s => backend::Backend::job_calls(s, id).await)
     }
 
     /// Puts failed or cancelled jobs back in the queue with their attempts reset: every
     /// selected job, or none if a listed one can't be.
     pub async fn retry(&self, selection: &Selection, now: i64) -> Result<VerbResult, StoreError> {
-        dispatch!(self, s => s.retry(selection, now).await)
+        dispatch!(self, s => backend::verb(s, Verb::Retry, selection, now).await)
     }
 
     /// Cancels queued jobs: every selected job, or none if a listed one can't be.
     pub async fn cancel(&self, selection: &Selection, now: i64) -> Result<VerbResult, StoreError> {
-        dispatch!(self, s => s.cancel(selection, now).await)
+        dispatch!(self, s => backend::verb(s, Verb::Cancel, selection, now).await)
     }
 
     /// Deletes jobs that ended before `before` (ms), and calls no remaining job refers to.
     pub async fn prune(&self, before: i64) -> Result<Pruned, StoreError> {
-        dispatch!(self, s => s.prune(before).await)
+        dispatch!(self, s => backend::prune(s, before).await)
     }
 
     /// Puts every job whose lease expired before `now` back in the queue.
     pub async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.requeue_expired(now).await)
+        dispatch!(self, s => backend::Backend::requeue_expired(s, now).await)
     }
 
     /// Claims, for each requested action, every ready job whose target is among the next
     /// distinct targets of the lane, in one transaction.
     pub async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError> {
-        dispatch!(self, s => s.claim(req).await)
+        dispatch!(self, s => backend::claim(s, req).await)
     }
 
     /// Returns claimed jobs that were never sent to the queue, untouched.
     pub async fn release(&self, owner: &str, ids: &[i64], now: i64) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.release(owner, ids, now).await)
+        dispatch!(self, s => backend::Backend::release(s, owner, ids, now).await)
     }
 
     /// Renews the leases of the call's jobs that the worker still holds and writes the audit
@@ -258,19 +258,19 @@ impl Store {
     /// that waited for the lock sends only what it still owns, with a full lease ahead of it.
     /// `None` if it holds none of them any more.
     pub async fn begin_call(&self, call: &NewCall) -> Result<Option<StartedCall>, StoreError> {
-        dispatch!(self, s => s.begin_call(call).await)
+        dispatch!(self, s => backend::begin_call(s, call).await)
     }
 
     /// Completes a call's audit row, applies the jobs' new states (fenced by lease owner) and
     /// the lane changes, in one transaction. Returns how many jobs changed: fewer than given
     /// means another worker took some over after their lease expired.
     pub async fn record(&self, rec: &Record) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.record(rec).await)
+        dispatch!(self, s => backend::record(s, rec).await)
     }
 
     /// When the next queued job of `lane` becomes ready (ms), if it has any.
     pub async fn next_due(&self, lane: &Lane) -> Result<Option<i64>, StoreError> {
-        dispatch!(self, s => s.next_due(lane).await)
+        dispatch!(self, s => backend::Backend::next_due(s, lane).await)
     }
 
     /// The cached access token of a provider account, if any.
@@ -279,7 +279,7 @@ impl Store {
         provider: Provider,
         account: &str,
     ) -> Result<Option<CachedToken>, StoreError> {
-        dispatch!(self, s => s.token(provider, account).await)
+        dispatch!(self, s => backend::Backend::token(s, provider, account).await)
     }
 
     /// Caches a provider account's access token, replacing the previous one.
@@ -289,20 +289,29 @@ impl Store {
         account: &str,
         token: &CachedToken,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.save_token(provider, account, token).await)
+        dispatch!(self, s => backend::Backend::save_token(s, provider, account, token).await)
     }
 
     /// Refreshes the query planner's statistics (a worker does it when it starts, so its claims
     /// use the indexes even on a table that just grew by a bulk enqueue).
     pub async fn optimize(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.optimize().await)
+        dispatch!(self, s => backend::Backend::optimize(s).await)
     }
 
     /// Whether any job of `provider` is queued or running.
     pub async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.has_pending(provider).await)
+        dispatch!(self, s => backend::Backend::has_pending(s, provider).await)
     }
 }
+
+/// The job states that are final, for SQL: a job in one of them never changes on its own
+/// (see [`JobState::is_final`]; a unit test keeps the two lists equal).
+macro_rules! final_states {
+    () => {
+        "('succeeded', 'failed', 'cancelled')"
+    };
+}
+pub(crate) use final_states;
 
 /// How `enqueue` and bulk operations refer to jobs of one kind.
 #[derive(Debug, Clone)]

@@ -13,20 +13,16 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Transaction};
+use sqlx::Postgres;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::rows::{self, Columns as _};
+use super::backend::{Backend, CLAIM_PAGE, Pause, ReadyRow, Tx, UpdateRow, Verb, update_row};
+use super::rows;
 use super::{
-    CachedToken, Call, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter, JobUpdate,
-    NewCall, NewJobs, OpenOptions, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
-    Summary, VerbResult,
+    CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, Job, JobFilter, JobUpdate, NewCall,
+    NewJobs, OpenOptions, Pruned, Selection, StateCount, StoreError,
 };
 use crate::model::{Action, JobState, Lane, Provider};
-use crate::planner::DistinctTargets;
-
-/// Rows read per page while looking for the next distinct targets of a lane.
-const CLAIM_PAGE: i64 = 512;
 
 /// An enqueue of at least this many jobs refreshes the planner's statistics.
 const ANALYZE_AFTER: usize = 10_000;
@@ -68,24 +64,6 @@ fn sql_err(e: sqlx::Error) -> StoreError {
     StoreError::Sql(e)
 }
 
-fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    // Serializing plain strings, integers and derived structs cannot fail.
-    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
-}
-
-fn claimed(rows: &[PgRow]) -> Result<Vec<ClaimedJob>, StoreError> {
-    rows.iter()
-        .map(|row| {
-            Ok(ClaimedJob {
-                id: row.int("id")?,
-                action: row.name("action")?,
-                target: row.opt_text("target")?,
-                attempts: row.int("attempts")?,
-            })
-        })
-        .collect()
-}
-
 impl PgStore {
     /// Connects to the database at `url` and applies pending migrations (under the migrator's
     /// advisory lock, so several hosts may start at once).
@@ -113,16 +91,25 @@ impl PgStore {
             })?;
         Ok(PgStore { pool })
     }
+}
 
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+impl Backend for PgStore {
+    type Db = Postgres;
+
+    fn sql_err(e: sqlx::Error) -> StoreError {
+        sql_err(e)
+    }
+
+    async fn begin(&self) -> Result<Tx<Self>, StoreError> {
         self.pool.begin().await.map_err(sql_err)
     }
 
-    pub(super) async fn enqueue(&self, jobs: &NewJobs, now: i64) -> Result<Vec<i64>, StoreError> {
-        if jobs.targets.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.begin().await?;
+    async fn insert_jobs(
+        &self,
+        tx: &mut Tx<Self>,
+        jobs: &NewJobs,
+        now: i64,
+    ) -> Result<Vec<i64>, StoreError> {
         let mut ids: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO jobs (provider, account, action, target, tag, state, attempts, next_at,
                                created_at, updated_at)
@@ -137,40 +124,34 @@ impl PgStore {
         .bind(jobs.not_before)
         .bind(now)
         .bind(&jobs.targets)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await
         .map_err(sql_err)?;
-        tx.commit().await.map_err(sql_err)?;
-        // A bulk insert into a young table leaves the planner without statistics until
-        // autovacuum comes by; until then claims scan every queued row instead of the indexes.
-        if ids.len() >= ANALYZE_AFTER {
-            sqlx::query("ANALYZE jobs")
-                .execute(&self.pool)
-                .await
-                .map_err(sql_err)?;
-        }
         ids.sort_unstable();
         Ok(ids)
     }
 
-    pub(super) async fn summary(&self) -> Result<Summary, StoreError> {
+    async fn after_bulk_insert(&self, rows: usize) -> Result<(), StoreError> {
+        // A bulk insert into a young table leaves the planner without statistics until
+        // autovacuum comes by; until then claims scan every queued row instead of the indexes.
+        if rows >= ANALYZE_AFTER {
+            self.optimize().await?;
+        }
+        Ok(())
+    }
+
+    async fn counts(&self) -> Result<Vec<StateCount>, StoreError> {
         let rows = sqlx::query(
             "SELECT provider, state, n FROM job_counts WHERE n <> 0 ORDER BY provider, state",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(sql_err)?;
-        let counts = rows
-            .iter()
-            .map(|row| {
-                Ok(StateCount {
-                    provider: row.name("provider")?,
-                    state: row.name("state")?,
-                    count: row.int("n")?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let oldest: Option<i64> = sqlx::query_scalar(
+        rows.iter().map(rows::state_count).collect()
+    }
+
+    async fn oldest_queued(&self) -> Result<Option<i64>, StoreError> {
+        sqlx::query_scalar(
             "SELECT MIN(m) FROM (
                  SELECT (SELECT MIN(created_at) FROM jobs WHERE state = 'queued' AND provider = p) AS m
                  FROM unnest($1::text[]) AS p) AS per_provider",
@@ -178,15 +159,10 @@ impl PgStore {
         .bind(Provider::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>())
         .fetch_one(&self.pool)
         .await
-        .map_err(sql_err)?;
-        Ok(Summary {
-            counts,
-            lanes: self.gates().await?,
-            oldest_queued_at: oldest,
-        })
+        .map_err(sql_err)
     }
 
-    pub(super) async fn gates(&self) -> Result<Vec<Gate>, StoreError> {
+    async fn gates(&self) -> Result<Vec<Gate>, StoreError> {
         let rows = sqlx::query("SELECT * FROM lanes ORDER BY provider, account, action")
             .fetch_all(&self.pool)
             .await
@@ -194,7 +170,7 @@ impl PgStore {
         rows.iter().map(rows::gate).collect()
     }
 
-    pub(super) async fn gate(&self, lane: &Lane) -> Result<Option<Gate>, StoreError> {
+    async fn gate(&self, lane: &Lane) -> Result<Option<Gate>, StoreError> {
         let row =
             sqlx::query("SELECT * FROM lanes WHERE provider = $1 AND account = $2 AND action = $3")
                 .bind(lane.provider.as_str())
@@ -206,7 +182,7 @@ impl PgStore {
         row.as_ref().map(rows::gate).transpose()
     }
 
-    pub(super) async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             rows::job_columns!(),
@@ -231,7 +207,7 @@ impl PgStore {
         rows.iter().map(rows::job).collect()
     }
 
-    pub(super) async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+    async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             rows::job_columns!(),
@@ -244,7 +220,7 @@ impl PgStore {
         row.as_ref().map(rows::job).transpose()
     }
 
-    pub(super) async fn job_calls(&self, id: i64) -> Result<Vec<Call>, StoreError> {
+    async fn job_calls(&self, id: i64) -> Result<Vec<Call>, StoreError> {
         let rows = sqlx::query(
             "SELECT c.* FROM calls c JOIN call_jobs cj ON cj.call_id = c.id
              WHERE cj.job_id = $1 ORDER BY c.id",
@@ -256,95 +232,81 @@ impl PgStore {
         rows.iter().map(rows::call).collect()
     }
 
-    /// See the SQLite backend: every selected job changes, or, if a listed one can't, none.
+    async fn verb_candidates(
+        &self,
+        tx: &mut Tx<Self>,
+        verb: Verb,
+        selection: &Selection,
+    ) -> Result<Vec<i64>, StoreError> {
+        let sql = match verb {
+            Verb::Retry => {
+                "SELECT id FROM jobs WHERE state IN ('failed', 'cancelled')
+                   AND ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR tag = $2)
+                 ORDER BY id FOR UPDATE"
+            }
+            Verb::Cancel => {
+                "SELECT id FROM jobs WHERE state = 'queued'
+                   AND ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR tag = $2)
+                 ORDER BY id FOR UPDATE"
+            }
+        };
+        sqlx::query_scalar(sql)
+            .bind(selection.provider.map(Provider::as_str))
+            .bind(&selection.tag)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(sql_err)
+    }
+
+    async fn lock_jobs(&self, tx: &mut Tx<Self>, ids: &[i64]) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            rows::job_columns!(),
+            " FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
+        ))
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::job).collect()
+    }
+
     async fn apply_verb(
         &self,
-        selection: &Selection,
+        tx: &mut Tx<Self>,
+        verb: Verb,
+        ids: &[i64],
         now: i64,
-        refuse: fn(&Job) -> Option<String>,
-        verb_sql: &'static str,
-        select_sql: &'static str,
-    ) -> Result<VerbResult, StoreError> {
-        let mut tx = self.begin().await?;
-        let ids: Vec<i64> = if selection.ids.is_empty() {
-            sqlx::query_scalar(select_sql)
-                .bind(selection.provider.map(Provider::as_str))
-                .bind(&selection.tag)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(sql_err)?
-        } else {
-            let rows = sqlx::query(concat!(
-                "SELECT ",
-                rows::job_columns!(),
-                " FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
-            ))
-            .bind(&selection.ids)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(sql_err)?;
-            let found: Vec<Job> = rows.iter().map(rows::job).collect::<Result<_, _>>()?;
-            let refusals = rows::refusals(&selection.ids, &found, refuse);
-            if !refusals.is_empty() {
-                return Ok(VerbResult::Refused(refusals));
+    ) -> Result<(), StoreError> {
+        let sql = match verb {
+            Verb::Retry => {
+                "UPDATE jobs SET state = 'queued', attempts = 0, next_at = $2, updated_at = $2,
+                        finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = ANY($1::bigint[]) AND state IN ('failed', 'cancelled')"
             }
-            found.iter().map(|j| j.id).collect()
+            Verb::Cancel => {
+                "UPDATE jobs SET state = 'cancelled', updated_at = $2, finished_at = $2,
+                        last_error = 'cancelled by operator'
+                 WHERE id = ANY($1::bigint[]) AND state = 'queued'"
+            }
         };
-        sqlx::query(verb_sql)
-            .bind(&ids)
+        sqlx::query(sql)
+            .bind(ids)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(sql_err)?;
-        tx.commit().await.map_err(sql_err)?;
-        Ok(VerbResult::Changed(ids))
+        Ok(())
     }
 
-    pub(super) async fn retry(
-        &self,
-        selection: &Selection,
-        now: i64,
-    ) -> Result<VerbResult, StoreError> {
-        self.apply_verb(
-            selection,
-            now,
-            rows::retry_refusal,
-            "UPDATE jobs SET state = 'queued', attempts = 0, next_at = $2, updated_at = $2,
-                    finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = ANY($1::bigint[]) AND state IN ('failed', 'cancelled')",
-            "SELECT id FROM jobs WHERE state IN ('failed', 'cancelled')
-               AND ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR tag = $2)
-             ORDER BY id FOR UPDATE",
-        )
-        .await
-    }
-
-    pub(super) async fn cancel(
-        &self,
-        selection: &Selection,
-        now: i64,
-    ) -> Result<VerbResult, StoreError> {
-        self.apply_verb(
-            selection,
-            now,
-            rows::cancel_refusal,
-            "UPDATE jobs SET state = 'cancelled', updated_at = $2, finished_at = $2,
-                    last_error = 'cancelled by operator'
-             WHERE id = ANY($1::bigint[]) AND state = 'queued'",
-            "SELECT id FROM jobs WHERE state = 'queued'
-               AND ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR tag = $2)
-             ORDER BY id FOR UPDATE",
-        )
-        .await
-    }
-
-    pub(super) async fn prune(&self, before: i64) -> Result<Pruned, StoreError> {
-        let mut tx = self.begin().await?;
-        let jobs = sqlx::query(
-            "DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < $1",
-        )
+    async fn delete_before(&self, tx: &mut Tx<Self>, before: i64) -> Result<Pruned, StoreError> {
+        let jobs = sqlx::query(concat!(
+            "DELETE FROM jobs WHERE state IN ",
+            super::final_states!(),
+            " AND finished_at < $1"
+        ))
         .bind(before)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(sql_err)?
         .rows_affected();
@@ -353,15 +315,14 @@ impl PgStore {
                AND NOT EXISTS (SELECT 1 FROM call_jobs cj WHERE cj.call_id = calls.id)",
         )
         .bind(before)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(sql_err)?
         .rows_affected();
-        tx.commit().await.map_err(sql_err)?;
         Ok(Pruned { jobs, calls })
     }
 
-    pub(super) async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError> {
+    async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
              WHERE state = 'running' AND lease_expires_at < $1",
@@ -373,71 +334,102 @@ impl PgStore {
         Ok(done.rows_affected())
     }
 
-    pub(super) async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError> {
-        let mut tx = self.begin().await?;
-        let mut out = Vec::new();
-        for (action, limit) in &req.actions {
-            let lane = format!("purgeq/{}/{}/{action}", req.provider, req.account);
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(&lane)
-                .execute(&mut *tx)
-                .await
-                .map_err(sql_err)?;
-            let rows = match limit {
-                None => sqlx::query(
-                    "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3
-                     WHERE id IN (SELECT id FROM jobs
-                                  WHERE state = 'queued' AND provider = $4 AND account = $5 AND action = $6
-                                    AND next_at <= $3
-                                  FOR UPDATE SKIP LOCKED)
-                     RETURNING id, action, target, attempts",
-                )
-                .bind(&req.owner)
-                .bind(req.lease_until)
-                .bind(req.now)
-                .bind(req.provider.as_str())
-                .bind(&req.account)
-                .bind(action.as_str())
-                .fetch_all(&mut *tx)
-                .await,
-                Some(limit) => {
-                    let targets = next_targets(&mut tx, req, *action, *limit).await?;
-                    if targets.is_empty() {
-                        continue;
-                    }
-                    sqlx::query(
-                        "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3
-                         WHERE id IN (SELECT id FROM jobs
-                                      WHERE state = 'queued' AND provider = $4 AND account = $5 AND action = $6
-                                        AND next_at <= $3 AND target = ANY($7::text[])
-                                      FOR UPDATE SKIP LOCKED)
-                         RETURNING id, action, target, attempts",
-                    )
-                    .bind(&req.owner)
-                    .bind(req.lease_until)
-                    .bind(req.now)
-                    .bind(req.provider.as_str())
-                    .bind(&req.account)
-                    .bind(action.as_str())
-                    .bind(&targets)
-                    .fetch_all(&mut *tx)
-                    .await
-                }
-            }
+    async fn lock_lane(
+        &self,
+        tx: &mut Tx<Self>,
+        req: &ClaimRequest,
+        action: Action,
+    ) -> Result<(), StoreError> {
+        let lane = format!("purgeq/{}/{}/{action}", req.provider, req.account);
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&lane)
+            .execute(&mut **tx)
+            .await
             .map_err(sql_err)?;
-            out.extend(claimed(&rows)?);
-        }
-        tx.commit().await.map_err(sql_err)?;
-        out.sort_by_key(|j| j.id);
-        Ok(out)
+        Ok(())
     }
 
-    pub(super) async fn release(
+    async fn claim_every(
         &self,
-        owner: &str,
-        ids: &[i64],
-        now: i64,
-    ) -> Result<u64, StoreError> {
+        tx: &mut Tx<Self>,
+        req: &ClaimRequest,
+        action: Action,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3
+             WHERE id IN (SELECT id FROM jobs
+                          WHERE state = 'queued' AND provider = $4 AND account = $5 AND action = $6
+                            AND next_at <= $3
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING id, action, target, attempts",
+        )
+        .bind(&req.owner)
+        .bind(req.lease_until)
+        .bind(req.now)
+        .bind(req.provider.as_str())
+        .bind(&req.account)
+        .bind(action.as_str())
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::claimed).collect()
+    }
+
+    async fn ready_page(
+        &self,
+        tx: &mut Tx<Self>,
+        req: &ClaimRequest,
+        action: Action,
+        after: (i64, i64),
+    ) -> Result<Vec<ReadyRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, next_at, target FROM jobs
+             WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3 AND next_at <= $4
+               AND (next_at, id) > ($5, $6)
+             ORDER BY next_at, id LIMIT $7",
+        )
+        .bind(req.provider.as_str())
+        .bind(&req.account)
+        .bind(action.as_str())
+        .bind(req.now)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(CLAIM_PAGE)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::ready).collect()
+    }
+
+    async fn claim_targets(
+        &self,
+        tx: &mut Tx<Self>,
+        req: &ClaimRequest,
+        action: Action,
+        targets: &[String],
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3
+             WHERE id IN (SELECT id FROM jobs
+                          WHERE state = 'queued' AND provider = $4 AND account = $5 AND action = $6
+                            AND next_at <= $3 AND target = ANY($7::text[])
+                          FOR UPDATE SKIP LOCKED)
+             RETURNING id, action, target, attempts",
+        )
+        .bind(&req.owner)
+        .bind(req.lease_until)
+        .bind(req.now)
+        .bind(req.provider.as_str())
+        .bind(&req.account)
+        .bind(action.as_str())
+        .bind(targets)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::claimed).collect()
+    }
+
+    async fn release(&self, owner: &str, ids: &[i64], now: i64) -> Result<u64, StoreError> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -454,32 +446,41 @@ impl PgStore {
         Ok(done.rows_affected())
     }
 
-    pub(super) async fn begin_call(
+    async fn renew_leases(
         &self,
+        tx: &mut Tx<Self>,
         call: &NewCall,
-    ) -> Result<Option<StartedCall>, StoreError> {
-        let mut tx = self.begin().await?;
+    ) -> Result<(Vec<i64>, i64), StoreError> {
         let mut held: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM jobs WHERE state = 'running' AND lease_owner = $1 AND id = ANY($2::bigint[])
              ORDER BY id FOR UPDATE",
         )
         .bind(&call.worker)
         .bind(&call.job_ids)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await
         .map_err(sql_err)?;
-        if held.is_empty() {
-            return Ok(None);
-        }
         held.sort_unstable();
         // Read once the rows are locked: however long that took, the lease runs from now.
         let now = crate::clock::now_ms();
-        sqlx::query("UPDATE jobs SET lease_expires_at = $1 WHERE id = ANY($2::bigint[])")
-            .bind(crate::clock::add(now, call.lease))
-            .bind(&held)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql_err)?;
+        if !held.is_empty() {
+            sqlx::query("UPDATE jobs SET lease_expires_at = $1 WHERE id = ANY($2::bigint[])")
+                .bind(crate::clock::add(now, call.lease))
+                .bind(&held)
+                .execute(&mut **tx)
+                .await
+                .map_err(sql_err)?;
+        }
+        Ok((held, now))
+    }
+
+    async fn insert_call(
+        &self,
+        tx: &mut Tx<Self>,
+        call: &NewCall,
+        held: &[i64],
+        now: i64,
+    ) -> Result<i64, StoreError> {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO calls (provider, account, operation, worker, target_count, started_at)
              SELECT $1, $2, $3, $4,
@@ -493,53 +494,144 @@ impl PgStore {
         .bind(&call.worker)
         .bind(call.account_wide)
         .bind(now)
-        .bind(&held)
-        .fetch_one(&mut *tx)
+        .bind(held)
+        .fetch_one(&mut **tx)
         .await
         .map_err(sql_err)?;
         sqlx::query("INSERT INTO call_jobs (call_id, job_id) SELECT $1, unnest($2::bigint[])")
             .bind(id)
-            .bind(&held)
-            .execute(&mut *tx)
+            .bind(held)
+            .execute(&mut **tx)
             .await
             .map_err(sql_err)?;
-        tx.commit().await.map_err(sql_err)?;
-        Ok(Some(StartedCall { id, held }))
+        Ok(id)
     }
 
-    pub(super) async fn record(&self, rec: &Record) -> Result<u64, StoreError> {
-        let mut tx = self.begin().await?;
-        if let Some(call) = &rec.call {
-            sqlx::query(
-                "UPDATE calls SET finished_at = $2, http_status = $3, provider_code = $4, request_id = $5,
-                        trace_id = $6, outcome = $7, message = $8
-                 WHERE id = $1",
-            )
-            .bind(call.call_id)
-            .bind(rec.now)
-            .bind(call.http_status.map(i64::from))
-            .bind(call.provider_code)
-            .bind(&call.request_id)
-            .bind(&call.trace_id)
-            .bind(call.outcome)
-            .bind(&call.message)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql_err)?;
-        }
-        let changed = if rec.jobs.is_empty() {
-            0
-        } else {
-            update_jobs(&mut tx, &rec.owner, rec.now, &rec.jobs).await?
-        };
-        for change in &rec.gates {
-            apply_gate(&mut tx, change, rec.now).await?;
-        }
-        tx.commit().await.map_err(sql_err)?;
-        Ok(changed)
+    async fn finish_call(
+        &self,
+        tx: &mut Tx<Self>,
+        call: &CallEnd,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE calls SET finished_at = $2, http_status = $3, provider_code = $4, request_id = $5,
+                    trace_id = $6, outcome = $7, message = $8
+             WHERE id = $1",
+        )
+        .bind(call.call_id)
+        .bind(now)
+        .bind(call.http_status.map(i64::from))
+        .bind(call.provider_code)
+        .bind(&call.request_id)
+        .bind(&call.trace_id)
+        .bind(call.outcome)
+        .bind(&call.message)
+        .execute(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        Ok(())
     }
 
-    pub(super) async fn next_due(&self, lane: &Lane) -> Result<Option<i64>, StoreError> {
+    async fn update_jobs(
+        &self,
+        tx: &mut Tx<Self>,
+        owner: &str,
+        now: i64,
+        jobs: &[JobUpdate],
+    ) -> Result<u64, StoreError> {
+        // One bound array per column of `UPDATE_COLUMNS`, zipped back into rows by unnest.
+        let mut cols = UpdateColumns::default();
+        for job in jobs {
+            cols.push(update_row(job));
+        }
+        let done = sqlx::query(concat!(
+            "UPDATE jobs SET
+                 state = u.state,
+                 attempts = u.attempts,
+                 next_at = u.next_at,
+                 request_id = coalesce(u.request_id, jobs.request_id),
+                 provider_code = coalesce(u.provider_code, jobs.provider_code),
+                 last_error = coalesce(u.last_error, jobs.last_error),
+                 lease_owner = NULL,
+                 lease_expires_at = NULL,
+                 updated_at = $8,
+                 finished_at = CASE WHEN u.state IN ",
+            super::final_states!(),
+            " THEN $8 END
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
+                         $6::bigint[], $7::text[])
+                  AS u(id, state, attempts, next_at, request_id, provider_code, last_error)
+             WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.lease_owner = $9"
+        ))
+        .bind(cols.id)
+        .bind(cols.state)
+        .bind(cols.attempts)
+        .bind(cols.next_at)
+        .bind(cols.request_id)
+        .bind(cols.provider_code)
+        .bind(cols.last_error)
+        .bind(now)
+        .bind(owner)
+        .execute(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn upsert_pause(
+        &self,
+        tx: &mut Tx<Self>,
+        pause: &Pause<'_>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO lanes (provider, account, action, paused_until, strikes, reason, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (provider, account, action) DO UPDATE SET
+                 paused_until = excluded.paused_until, strikes = excluded.strikes,
+                 reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(pause.lane.provider.as_str())
+        .bind(&pause.lane.account)
+        .bind(pause.lane.action.as_str())
+        .bind(pause.until)
+        .bind(pause.strikes)
+        .bind(pause.reason)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        Ok(())
+    }
+
+    async fn upsert_quota(
+        &self,
+        tx: &mut Tx<Self>,
+        lane: &Lane,
+        quota_day: i64,
+        surplus_day: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO lanes (provider, account, action, quota_day, surplus_day, quota_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)
+             ON CONFLICT (provider, account, action) DO UPDATE SET
+                 quota_day = excluded.quota_day, surplus_day = excluded.surplus_day,
+                 quota_at = excluded.quota_at, updated_at = excluded.updated_at",
+        )
+        .bind(lane.provider.as_str())
+        .bind(&lane.account)
+        .bind(lane.action.as_str())
+        .bind(quota_day)
+        .bind(surplus_day)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        Ok(())
+    }
+
+    async fn next_due(&self, lane: &Lane) -> Result<Option<i64>, StoreError> {
         sqlx::query_scalar(
             "SELECT MIN(next_at) FROM jobs WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3",
         )
@@ -551,7 +643,7 @@ impl PgStore {
         .map_err(sql_err)
     }
 
-    pub(super) async fn token(
+    async fn token(
         &self,
         provider: Provider,
         account: &str,
@@ -564,17 +656,10 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(sql_err)?;
-        row.map(|row| {
-            Ok(CachedToken {
-                token: crate::secret::Secret::new(row.text("access_token")?),
-                expires_at: row.int("expires_at")?,
-                obtained_at: row.int("obtained_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(rows::token).transpose()
     }
 
-    pub(super) async fn save_token(
+    async fn save_token(
         &self,
         provider: Provider,
         account: &str,
@@ -598,7 +683,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn optimize(&self) -> Result<(), StoreError> {
+    async fn optimize(&self) -> Result<(), StoreError> {
         sqlx::query("ANALYZE jobs")
             .execute(&self.pool)
             .await
@@ -606,7 +691,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
+    async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('queued', 'running') AND provider = $1)",
         )
@@ -617,133 +702,27 @@ impl PgStore {
     }
 }
 
-/// Pages through the lane's ready jobs in due order until `limit` distinct targets are found.
-async fn next_targets(
-    tx: &mut Transaction<'static, Postgres>,
-    req: &ClaimRequest,
-    action: Action,
-    limit: usize,
-) -> Result<Vec<String>, StoreError> {
-    let mut picker = DistinctTargets::new(limit);
-    let mut after: (i64, i64) = (i64::MIN, i64::MIN);
-    loop {
-        let rows = sqlx::query(
-            "SELECT id, next_at, target FROM jobs
-             WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3 AND next_at <= $4
-               AND (next_at, id) > ($5, $6)
-             ORDER BY next_at, id LIMIT $7",
-        )
-        .bind(req.provider.as_str())
-        .bind(&req.account)
-        .bind(action.as_str())
-        .bind(req.now)
-        .bind(after.0)
-        .bind(after.1)
-        .bind(CLAIM_PAGE)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(sql_err)?;
-        for row in &rows {
-            if let Some(target) = row.opt_text("target")?
-                && picker.offer(target)
-            {
-                return Ok(picker.into_targets());
-            }
-        }
-        match rows.last() {
-            Some(last) if rows.len() as i64 == CLAIM_PAGE => {
-                after = (last.int("next_at")?, last.int("id")?);
-            }
-            _ => return Ok(picker.into_targets()),
-        }
+/// Job updates as one array per column, in `UpdateRow` order.
+#[derive(Default)]
+struct UpdateColumns<'a> {
+    id: Vec<i64>,
+    state: Vec<&'static str>,
+    attempts: Vec<i64>,
+    next_at: Vec<i64>,
+    request_id: Vec<Option<&'a str>>,
+    provider_code: Vec<Option<i64>>,
+    last_error: Vec<Option<&'a str>>,
+}
+
+impl<'a> UpdateColumns<'a> {
+    fn push(&mut self, row: UpdateRow<'a>) {
+        let (id, state, attempts, next_at, request_id, provider_code, last_error) = row;
+        self.id.push(id);
+        self.state.push(state);
+        self.attempts.push(attempts);
+        self.next_at.push(next_at);
+        self.request_id.push(request_id);
+        self.provider_code.push(provider_code);
+        self.last_error.push(last_error);
     }
-}
-
-async fn update_jobs(
-    tx: &mut Transaction<'static, Postgres>,
-    owner: &str,
-    now: i64,
-    jobs: &[JobUpdate],
-) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "UPDATE jobs SET
-             state = u.state,
-             attempts = u.attempts,
-             next_at = u.next_at,
-             request_id = coalesce(u.request_id, jobs.request_id),
-             provider_code = coalesce(u.provider_code, jobs.provider_code),
-             last_error = coalesce(u.last_error, jobs.last_error),
-             lease_owner = NULL,
-             lease_expires_at = NULL,
-             updated_at = $2,
-             finished_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN $2 END
-         FROM jsonb_to_recordset($1::jsonb) AS u(id bigint, state text, attempts bigint, next_at bigint,
-                                                 request_id text, provider_code bigint, last_error text)
-         WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.lease_owner = $3",
-    )
-    .bind(json(jobs))
-    .bind(now)
-    .bind(owner)
-    .execute(&mut **tx)
-    .await
-    .map_err(sql_err)?;
-    Ok(done.rows_affected())
-}
-
-async fn apply_gate(
-    tx: &mut Transaction<'static, Postgres>,
-    change: &GateChange,
-    now: i64,
-) -> Result<(), StoreError> {
-    // Opening a lane is pausing it until never, with its strikes cleared.
-    let (lane, until, strikes, reason) = match change {
-        GateChange::Pause {
-            lane,
-            until,
-            strikes,
-            reason,
-        } => (lane, Some(*until), *strikes, Some(reason.as_str())),
-        GateChange::Open { lane } => (lane, None, 0, None),
-        GateChange::Quota {
-            lane,
-            quota_day,
-            surplus_day,
-        } => {
-            sqlx::query(
-                "INSERT INTO lanes (provider, account, action, quota_day, surplus_day, quota_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $6)
-             ON CONFLICT (provider, account, action) DO UPDATE SET
-                 quota_day = excluded.quota_day, surplus_day = excluded.surplus_day,
-                 quota_at = excluded.quota_at, updated_at = excluded.updated_at",
-            )
-            .bind(lane.provider.as_str())
-            .bind(&lane.account)
-            .bind(lane.action.as_str())
-            .bind(*quota_day)
-            .bind(*surplus_day)
-            .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(sql_err)?;
-            return Ok(());
-        }
-    };
-    sqlx::query(
-        "INSERT INTO lanes (provider, account, action, paused_until, strikes, reason, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (provider, account, action) DO UPDATE SET
-                 paused_until = excluded.paused_until, strikes = excluded.strikes,
-                 reason = excluded.reason, updated_at = excluded.updated_at",
-    )
-    .bind(lane.provider.as_str())
-    .bind(&lane.account)
-    .bind(lane.action.as_str())
-    .bind(until)
-    .bind(strikes)
-    .bind(reason)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(sql_err)?;
-    Ok(())
 }

@@ -6,7 +6,8 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
-use super::{Call, Gate, Job, StoreError};
+use super::backend::ReadyRow;
+use super::{CachedToken, Call, ClaimedJob, Gate, Job, StateCount, StoreError};
 use crate::model::Lane;
 
 /// The column reads the mapping needs, implemented for each backend's row type.
@@ -115,6 +116,39 @@ pub(super) fn gate(row: &impl Columns) -> Result<Gate, StoreError> {
     })
 }
 
+pub(super) fn claimed(row: &impl Columns) -> Result<ClaimedJob, StoreError> {
+    Ok(ClaimedJob {
+        id: row.int("id")?,
+        action: row.name("action")?,
+        target: row.opt_text("target")?,
+        attempts: row.int("attempts")?,
+    })
+}
+
+pub(super) fn ready(row: &impl Columns) -> Result<ReadyRow, StoreError> {
+    Ok(ReadyRow {
+        next_at: row.int("next_at")?,
+        id: row.int("id")?,
+        target: row.opt_text("target")?,
+    })
+}
+
+pub(super) fn state_count(row: &impl Columns) -> Result<StateCount, StoreError> {
+    Ok(StateCount {
+        provider: row.name("provider")?,
+        state: row.name("state")?,
+        count: row.int("n")?,
+    })
+}
+
+pub(super) fn token(row: &impl Columns) -> Result<CachedToken, StoreError> {
+    Ok(CachedToken {
+        token: crate::secret::Secret::new(row.text("access_token")?),
+        expires_at: row.int("expires_at")?,
+        obtained_at: row.int("obtained_at")?,
+    })
+}
+
 /// The refusal reason of an operator verb for a job in its current state, or `None` if the
 /// verb applies. Shared so both backends refuse alike.
 pub(super) fn retry_refusal(job: &Job) -> Option<String> {
@@ -147,7 +181,7 @@ pub(super) fn cancel_refusal(job: &Job) -> Option<String> {
 pub(super) fn refusals(
     ids: &[i64],
     found: &[Job],
-    refuse: fn(&Job) -> Option<String>,
+    refuse: impl Fn(&Job) -> Option<String>,
 ) -> Vec<super::Refusal> {
     let mut out: Vec<super::Refusal> = found
         .iter()

@@ -1,6 +1,6 @@
 //! The embedded SQLite backend.
 //!
-//! Connection settings live in one place ([`Store::open`]): WAL, a busy timeout and foreign keys,
+//! Connection settings live in one place ([`SqliteStore::open`]): WAL, a busy timeout and foreign keys,
 //! with `synchronous=FULL` for producers (an accepted job survives a power cut) and `NORMAL` for
 //! the worker (it can redo a lost record; its leases expire). Every write transaction starts with
 //! `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes fails at once with
@@ -11,22 +11,18 @@
 use std::path::Path;
 use std::time::Duration;
 
+use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
 
-use super::rows::{self, Columns as _};
+use super::backend::{Backend, CLAIM_PAGE, Pause, ReadyRow, Tx, Verb, encode, update_row};
+use super::rows;
 use super::{
-    CachedToken, Call, ClaimRequest, ClaimedJob, Durability, Gate, GateChange, Job, JobFilter,
-    JobUpdate, NewCall, NewJobs, OpenOptions, Pruned, Record, Selection, StartedCall, StateCount,
-    StoreError, Summary, VerbResult,
+    CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Durability, Gate, Job, JobFilter,
+    JobUpdate, NewCall, NewJobs, OpenOptions, Pruned, Selection, StateCount, StoreError,
 };
 use crate::model::{Action, JobState, Lane, Provider};
-use crate::planner::DistinctTargets;
-
-/// Rows read per page while looking for the next distinct targets of a lane.
-const CLAIM_PAGE: i64 = 512;
 
 /// The queue's SQLite database.
 #[derive(Debug, Clone)]
@@ -51,11 +47,6 @@ fn sql_err(e: sqlx::Error) -> StoreError {
     StoreError::Sql(e)
 }
 
-fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
-    // Serializing plain strings, integers and derived structs cannot fail.
-    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
-}
-
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 impl SqliteStore {
@@ -64,7 +55,7 @@ impl SqliteStore {
     pub async fn open(path: &Path, options: &OpenOptions) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
         prepare_files(path)?;
-        let options = SqliteConnectOptions::new()
+        let connect = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -75,8 +66,8 @@ impl SqliteStore {
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect)
             .await
             .map_err(|e| match sql_err(e) {
                 StoreError::Sql(source) => diagnose_open(path).unwrap_or(StoreError::Open {
@@ -111,20 +102,28 @@ impl SqliteStore {
             }
         }
     }
+}
 
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+impl Backend for SqliteStore {
+    type Db = Sqlite;
+
+    fn sql_err(e: sqlx::Error) -> StoreError {
+        sql_err(e)
+    }
+
+    async fn begin(&self) -> Result<Tx<Self>, StoreError> {
         self.pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sql_err)
     }
 
-    /// Inserts one job per target, all in one transaction, and returns their ids.
-    pub async fn enqueue(&self, jobs: &NewJobs, now: i64) -> Result<Vec<i64>, StoreError> {
-        if jobs.targets.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.begin().await?;
+    async fn insert_jobs(
+        &self,
+        tx: &mut Tx<Self>,
+        jobs: &NewJobs,
+        now: i64,
+    ) -> Result<Vec<i64>, StoreError> {
         let done = sqlx::query(
             "INSERT INTO jobs (provider, account, action, target, tag, state, attempts, next_at, \
                                created_at, updated_at)
@@ -136,11 +135,10 @@ impl SqliteStore {
         .bind(&jobs.tag)
         .bind(jobs.not_before)
         .bind(now)
-        .bind(json(&jobs.targets))
-        .execute(&mut *tx)
+        .bind(encode(&jobs.targets)?)
+        .execute(&mut **tx)
         .await
         .map_err(sql_err)?;
-        tx.commit().await.map_err(sql_err)?;
         // N.B. One INSERT under the write lock into a rowid table gives consecutive rowids
         // (max(rowid)+1 each), so the ids are the range ending at the last one.
         let last = done.last_insert_rowid();
@@ -148,45 +146,37 @@ impl SqliteStore {
         Ok((last - n + 1..=last).collect())
     }
 
-    /// Counts per provider and state, every lane gate, and the oldest queued job.
-    pub async fn summary(&self) -> Result<Summary, StoreError> {
+    async fn after_bulk_insert(&self, _rows: usize) -> Result<(), StoreError> {
+        // SQLite's statistics are refreshed by `PRAGMA optimize` when a worker starts.
+        Ok(())
+    }
+
+    async fn counts(&self) -> Result<Vec<StateCount>, StoreError> {
         let rows = sqlx::query(
             "SELECT provider, state, n FROM job_counts WHERE n <> 0 ORDER BY provider, state",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(sql_err)?;
-        let mut counts = Vec::with_capacity(rows.len());
-        for row in &rows {
-            counts.push(StateCount {
-                provider: row.name("provider")?,
-                state: row.name("state")?,
-                count: row.int("n")?,
-            });
-        }
-        let mut oldest: Option<i64> = None;
-        for provider in Provider::ALL {
-            let at: Option<i64> = sqlx::query_scalar(
-                "SELECT MIN(created_at) FROM jobs WHERE state = 'queued' AND provider = ?1",
-            )
-            .bind(provider.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(sql_err)?;
-            oldest = match (oldest, at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        Ok(Summary {
-            counts,
-            lanes: self.gates().await?,
-            oldest_queued_at: oldest,
-        })
+        rows.iter().map(rows::state_count).collect()
     }
 
-    /// Every lane gate row.
-    pub async fn gates(&self) -> Result<Vec<Gate>, StoreError> {
+    async fn oldest_queued(&self) -> Result<Option<i64>, StoreError> {
+        // N.B. One MIN per provider, each answered from the `jobs_ready` index's first row.
+        sqlx::query_scalar(
+            "SELECT MIN(m) FROM (SELECT (SELECT MIN(created_at) FROM jobs
+                                          WHERE state = 'queued' AND provider = p.value) AS m
+                                 FROM json_each(?1) p)",
+        )
+        .bind(encode(
+            &Provider::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        )?)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql_err)
+    }
+
+    async fn gates(&self) -> Result<Vec<Gate>, StoreError> {
         let rows = sqlx::query("SELECT * FROM lanes ORDER BY provider, account, action")
             .fetch_all(&self.pool)
             .await
@@ -194,8 +184,7 @@ impl SqliteStore {
         rows.iter().map(rows::gate).collect()
     }
 
-    /// One lane's gate, if it has a row.
-    pub async fn gate(&self, lane: &Lane) -> Result<Option<Gate>, StoreError> {
+    async fn gate(&self, lane: &Lane) -> Result<Option<Gate>, StoreError> {
         let row =
             sqlx::query("SELECT * FROM lanes WHERE provider = ?1 AND account = ?2 AND action = ?3")
                 .bind(lane.provider.as_str())
@@ -207,8 +196,7 @@ impl SqliteStore {
         row.as_ref().map(rows::gate).transpose()
     }
 
-    /// The newest jobs matching `filter`.
-    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             rows::job_columns!(),
@@ -233,8 +221,7 @@ impl SqliteStore {
         rows.iter().map(rows::job).collect()
     }
 
-    /// One job, if it exists.
-    pub async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
+    async fn job(&self, id: i64) -> Result<Option<Job>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             rows::job_columns!(),
@@ -247,8 +234,7 @@ impl SqliteStore {
         row.as_ref().map(rows::job).transpose()
     }
 
-    /// Every call that carried job `id`, oldest first.
-    pub async fn job_calls(&self, id: i64) -> Result<Vec<Call>, StoreError> {
+    async fn job_calls(&self, id: i64) -> Result<Vec<Call>, StoreError> {
         let rows = sqlx::query(
             "SELECT c.* FROM calls c JOIN call_jobs cj ON cj.call_id = c.id
              WHERE cj.job_id = ?1 ORDER BY c.id",
@@ -260,87 +246,80 @@ impl SqliteStore {
         rows.iter().map(rows::call).collect()
     }
 
-    /// Applies an operator verb: every selected job in one of `from` states moves to `to`, or,
-    /// if any explicitly listed job can't, nothing changes and every refusal is returned.
+    async fn verb_candidates(
+        &self,
+        tx: &mut Tx<Self>,
+        verb: Verb,
+        selection: &Selection,
+    ) -> Result<Vec<i64>, StoreError> {
+        let sql = match verb {
+            Verb::Retry => {
+                "SELECT id FROM jobs WHERE state IN ('failed', 'cancelled')
+                   AND (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR tag = ?2) ORDER BY id"
+            }
+            Verb::Cancel => {
+                "SELECT id FROM jobs WHERE state = 'queued'
+                   AND (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR tag = ?2) ORDER BY id"
+            }
+        };
+        sqlx::query_scalar(sql)
+            .bind(selection.provider.map(Provider::as_str))
+            .bind(&selection.tag)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(sql_err)
+    }
+
+    async fn lock_jobs(&self, tx: &mut Tx<Self>, ids: &[i64]) -> Result<Vec<Job>, StoreError> {
+        // The transaction's write lock already keeps every row still.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            rows::job_columns!(),
+            " FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id"
+        ))
+        .bind(encode(ids)?)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::job).collect()
+    }
+
     async fn apply_verb(
         &self,
-        selection: &Selection,
+        tx: &mut Tx<Self>,
+        verb: Verb,
+        ids: &[i64],
         now: i64,
-        refuse: fn(&Job) -> Option<String>,
-        verb_sql: &'static str,
-        select_sql: &'static str,
-    ) -> Result<VerbResult, StoreError> {
-        let mut tx = self.begin().await?;
-        let ids: Vec<i64> = if selection.ids.is_empty() {
-            sqlx::query_scalar(select_sql)
-                .bind(selection.provider.map(Provider::as_str))
-                .bind(&selection.tag)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(sql_err)?
-        } else {
-            let rows = sqlx::query(
-                "SELECT j.* FROM jobs j JOIN json_each(?1) ids ON j.id = ids.value ORDER BY j.id",
-            )
-            .bind(json(&selection.ids))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(sql_err)?;
-            let found: Vec<Job> = rows.iter().map(rows::job).collect::<Result<_, _>>()?;
-            let refusals = rows::refusals(&selection.ids, &found, refuse);
-            if !refusals.is_empty() {
-                return Ok(VerbResult::Refused(refusals));
+    ) -> Result<(), StoreError> {
+        let sql = match verb {
+            Verb::Retry => {
+                "UPDATE jobs SET state = 'queued', attempts = 0, next_at = ?2, updated_at = ?2, \
+                        finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('failed', 'cancelled')"
             }
-            found.iter().map(|j| j.id).collect()
+            Verb::Cancel => {
+                "UPDATE jobs SET state = 'cancelled', updated_at = ?2, finished_at = ?2, \
+                        last_error = 'cancelled by operator'
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'"
+            }
         };
-        sqlx::query(verb_sql)
-            .bind(json(&ids))
+        sqlx::query(sql)
+            .bind(encode(ids)?)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(sql_err)?;
-        tx.commit().await.map_err(sql_err)?;
-        Ok(VerbResult::Changed(ids))
+        Ok(())
     }
 
-    /// Puts failed or cancelled jobs back in the queue with their attempts reset.
-    pub async fn retry(&self, selection: &Selection, now: i64) -> Result<VerbResult, StoreError> {
-        self.apply_verb(
-            selection,
-            now,
-            rows::retry_refusal,
-            "UPDATE jobs SET state = 'queued', attempts = 0, next_at = ?2, updated_at = ?2, \
-                    finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL
-             WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('failed', 'cancelled')",
-            "SELECT id FROM jobs WHERE state IN ('failed', 'cancelled')
-               AND (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR tag = ?2) ORDER BY id",
-        )
-        .await
-    }
-
-    /// Cancels queued jobs.
-    pub async fn cancel(&self, selection: &Selection, now: i64) -> Result<VerbResult, StoreError> {
-        self.apply_verb(
-            selection,
-            now,
-            rows::cancel_refusal,
-            "UPDATE jobs SET state = 'cancelled', updated_at = ?2, finished_at = ?2, \
-                    last_error = 'cancelled by operator'
-             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'",
-            "SELECT id FROM jobs WHERE state = 'queued'
-               AND (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR tag = ?2) ORDER BY id",
-        )
-        .await
-    }
-
-    /// Deletes jobs that ended before `before` (ms), and calls no remaining job refers to.
-    pub async fn prune(&self, before: i64) -> Result<Pruned, StoreError> {
-        let mut tx = self.begin().await?;
-        let jobs = sqlx::query(
-            "DELETE FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < ?1",
-        )
+    async fn delete_before(&self, tx: &mut Tx<Self>, before: i64) -> Result<Pruned, StoreError> {
+        let jobs = sqlx::query(concat!(
+            "DELETE FROM jobs WHERE state IN ",
+            super::final_states!(),
+            " AND finished_at < ?1"
+        ))
         .bind(before)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(sql_err)?
         .rows_affected();
@@ -349,16 +328,14 @@ impl SqliteStore {
                AND NOT EXISTS (SELECT 1 FROM call_jobs cj WHERE cj.call_id = calls.id)",
         )
         .bind(before)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(sql_err)?
         .rows_affected();
-        tx.commit().await.map_err(sql_err)?;
         Ok(Pruned { jobs, calls })
     }
 
-    /// Puts every job whose lease expired before `now` back in the queue.
-    pub async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError> {
+    async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
         let n = sqlx::query(
             "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, updated_at = ?1
@@ -373,69 +350,94 @@ impl SqliteStore {
         Ok(n)
     }
 
-    /// Claims, for each requested action, every ready job whose target is among the next
-    /// distinct targets of the lane, in one transaction.
-    pub async fn claim(&self, req: &ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError> {
-        let mut tx = self.begin().await?;
-        let mut claimed = Vec::new();
-        for (action, limit) in &req.actions {
-            let rows = match limit {
-                None => {
-                    sqlx::query(
-                        "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3
-                         WHERE state = 'queued' AND provider = ?4 AND account = ?5 AND action = ?6 AND next_at <= ?3
-                         RETURNING id, action, target, attempts",
-                    )
-                    .bind(&req.owner)
-                    .bind(req.lease_until)
-                    .bind(req.now)
-                    .bind(req.provider.as_str())
-                    .bind(&req.account)
-                    .bind(action.as_str())
-                    .fetch_all(&mut *tx)
-                    .await
-                }
-                Some(limit) => {
-                    let targets = next_targets(&mut tx, req, *action, *limit).await?;
-                    if targets.is_empty() {
-                        continue;
-                    }
-                    // N.B. `+next_at` keeps the planner off `jobs_ready` (a scan of the whole ready
-                    // queue); the chosen targets are looked up in `jobs_queued_target` instead.
-                    sqlx::query(
-                        "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3
-                         WHERE state = 'queued' AND provider = ?4 AND account = ?5 AND action = ?6 AND +next_at <= ?3
-                           AND target IN (SELECT value FROM json_each(?7))
-                         RETURNING id, action, target, attempts",
-                    )
-                    .bind(&req.owner)
-                    .bind(req.lease_until)
-                    .bind(req.now)
-                    .bind(req.provider.as_str())
-                    .bind(&req.account)
-                    .bind(action.as_str())
-                    .bind(json(&targets))
-                    .fetch_all(&mut *tx)
-                    .await
-                }
-            }
-            .map_err(sql_err)?;
-            for row in &rows {
-                claimed.push(ClaimedJob {
-                    id: row.try_get("id").map_err(sql_err)?,
-                    action: row.name("action")?,
-                    target: row.try_get("target").map_err(sql_err)?,
-                    attempts: row.try_get("attempts").map_err(sql_err)?,
-                });
-            }
-        }
-        tx.commit().await.map_err(sql_err)?;
-        claimed.sort_by_key(|j| j.id);
-        Ok(claimed)
+    async fn lock_lane(
+        &self,
+        _tx: &mut Tx<Self>,
+        _req: &ClaimRequest,
+        _action: Action,
+    ) -> Result<(), StoreError> {
+        // BEGIN IMMEDIATE holds the database's one write lock: no other claim runs meanwhile.
+        Ok(())
     }
 
-    /// Returns claimed jobs that were never sent to the queue, untouched.
-    pub async fn release(&self, owner: &str, ids: &[i64], now: i64) -> Result<u64, StoreError> {
+    async fn claim_every(
+        &self,
+        tx: &mut Tx<Self>,
+        req: &ClaimRequest,
+        action: Action,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3
+             WHERE state = 'queued' AND provider = ?4 AND account = ?5 AND action = ?6 AND next_at <= ?3
+             RETURNING id, action, target, attempts",
+        )
+        .bind(&req.owner)
+        .bind(req.lease_until)
+        .bind(req.now)
+        .bind(req.provider.as_str())
+        .bind(&req.account)
+        .bind(action.as_str())
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::claimed).collect()
+    }
+
+    async fn ready_page(
+        &self,
+        tx: &mut Tx<Self>,
+        req: &ClaimRequest,
+        action: Action,
+        after: (i64, i64),
+    ) -> Result<Vec<ReadyRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, next_at, target FROM jobs
+             WHERE state = 'queued' AND provider = ?1 AND account = ?2 AND action = ?3 AND next_at <= ?4
+               AND (next_at, id) > (?5, ?6)
+             ORDER BY next_at, id LIMIT ?7",
+        )
+        .bind(req.provider.as_str())
+        .bind(&req.account)
+        .bind(action.as_str())
+        .bind(req.now)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(CLAIM_PAGE)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::ready).collect()
+    }
+
+    async fn claim_targets(
+        &self,
+        tx: &mut Tx<Self>,
+        req: &ClaimRequest,
+        action: Action,
+        targets: &[String],
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        // N.B. `+next_at` keeps the planner off `jobs_ready` (a scan of the whole ready queue);
+        // the chosen targets are looked up in `jobs_queued_target` instead.
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3
+             WHERE state = 'queued' AND provider = ?4 AND account = ?5 AND action = ?6 AND +next_at <= ?3
+               AND target IN (SELECT value FROM json_each(?7))
+             RETURNING id, action, target, attempts",
+        )
+        .bind(&req.owner)
+        .bind(req.lease_until)
+        .bind(req.now)
+        .bind(req.provider.as_str())
+        .bind(&req.account)
+        .bind(action.as_str())
+        .bind(encode(targets)?)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::claimed).collect()
+    }
+
+    async fn release(&self, owner: &str, ids: &[i64], now: i64) -> Result<u64, StoreError> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -445,7 +447,7 @@ impl SqliteStore {
              WHERE state = 'running' AND lease_owner = ?1 AND id IN (SELECT value FROM json_each(?2))",
         )
         .bind(owner)
-        .bind(json(ids))
+        .bind(encode(ids)?)
         .bind(now)
         .execute(&mut *tx)
         .await
@@ -455,9 +457,11 @@ impl SqliteStore {
         Ok(n)
     }
 
-    /// Writes the audit row of a call about to be made, linked to its jobs.
-    pub async fn begin_call(&self, call: &NewCall) -> Result<Option<StartedCall>, StoreError> {
-        let mut tx = self.begin().await?;
+    async fn renew_leases(
+        &self,
+        tx: &mut Tx<Self>,
+        call: &NewCall,
+    ) -> Result<(Vec<i64>, i64), StoreError> {
         // Read after BEGIN IMMEDIATE has the write lock: however long that took, the lease
         // runs from now.
         let now = crate::clock::now_ms();
@@ -468,14 +472,22 @@ impl SqliteStore {
         )
         .bind(crate::clock::add(now, call.lease))
         .bind(&call.worker)
-        .bind(json(&call.job_ids))
-        .fetch_all(&mut *tx)
+        .bind(encode(&call.job_ids)?)
+        .fetch_all(&mut **tx)
         .await
         .map_err(sql_err)?;
-        if held.is_empty() {
-            return Ok(None);
-        }
         held.sort_unstable();
+        Ok((held, now))
+    }
+
+    async fn insert_call(
+        &self,
+        tx: &mut Tx<Self>,
+        call: &NewCall,
+        held: &[i64],
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let ids = encode(held)?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO calls (provider, account, operation, worker, target_count, started_at)
              SELECT ?1, ?2, ?3, ?4,
@@ -489,57 +501,140 @@ impl SqliteStore {
         .bind(&call.worker)
         .bind(call.account_wide)
         .bind(now)
-        .bind(json(&held))
-        .fetch_one(&mut *tx)
+        .bind(&ids)
+        .fetch_one(&mut **tx)
         .await
         .map_err(sql_err)?;
         sqlx::query("INSERT INTO call_jobs (call_id, job_id) SELECT ?1, value FROM json_each(?2)")
             .bind(id)
-            .bind(json(&held))
-            .execute(&mut *tx)
+            .bind(&ids)
+            .execute(&mut **tx)
             .await
             .map_err(sql_err)?;
-        tx.commit().await.map_err(sql_err)?;
-        Ok(Some(StartedCall { id, held }))
+        Ok(id)
     }
 
-    /// Completes a call's audit row, applies the jobs' new states (fenced by lease owner) and
-    /// the lane changes, in one transaction. Returns how many jobs changed: fewer than given
-    /// means another worker took some over after their lease expired.
-    pub async fn record(&self, rec: &Record) -> Result<u64, StoreError> {
-        let mut tx = self.begin().await?;
-        if let Some(call) = &rec.call {
-            sqlx::query(
-                "UPDATE calls SET finished_at = ?2, http_status = ?3, provider_code = ?4, request_id = ?5,
-                        trace_id = ?6, outcome = ?7, message = ?8
-                 WHERE id = ?1",
-            )
-            .bind(call.call_id)
-            .bind(rec.now)
-            .bind(call.http_status.map(i64::from))
-            .bind(call.provider_code)
-            .bind(&call.request_id)
-            .bind(&call.trace_id)
-            .bind(call.outcome)
-            .bind(&call.message)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql_err)?;
-        }
-        let changed = if rec.jobs.is_empty() {
-            0
-        } else {
-            update_jobs(&mut tx, &rec.owner, rec.now, &rec.jobs).await?
-        };
-        for change in &rec.gates {
-            apply_gate(&mut tx, change, rec.now).await?;
-        }
-        tx.commit().await.map_err(sql_err)?;
-        Ok(changed)
+    async fn finish_call(
+        &self,
+        tx: &mut Tx<Self>,
+        call: &CallEnd,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE calls SET finished_at = ?2, http_status = ?3, provider_code = ?4, request_id = ?5,
+                    trace_id = ?6, outcome = ?7, message = ?8
+             WHERE id = ?1",
+        )
+        .bind(call.call_id)
+        .bind(now)
+        .bind(call.http_status.map(i64::from))
+        .bind(call.provider_code)
+        .bind(&call.request_id)
+        .bind(&call.trace_id)
+        .bind(call.outcome)
+        .bind(&call.message)
+        .execute(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        Ok(())
     }
 
-    /// When the next queued job of `lane` becomes ready (ms), if it has any.
-    pub async fn next_due(&self, lane: &Lane) -> Result<Option<i64>, StoreError> {
+    async fn update_jobs(
+        &self,
+        tx: &mut Tx<Self>,
+        owner: &str,
+        now: i64,
+        jobs: &[JobUpdate],
+    ) -> Result<u64, StoreError> {
+        let rows: Vec<_> = jobs.iter().map(update_row).collect();
+        // N.B. Each row is a JSON array in `UpdateRow` order. The MATERIALIZED CTE makes
+        // the planner loop over the updates and find each job by rowid; otherwise it loops
+        // over every running job and re-parses the JSON for each.
+        let done = sqlx::query(concat!(
+            "WITH u AS MATERIALIZED (
+                 SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS attempts,
+                        value ->> 3 AS next_at, value ->> 4 AS request_id,
+                        value ->> 5 AS provider_code, value ->> 6 AS last_error
+                 FROM json_each(?1))
+             UPDATE jobs SET
+                 state = u.state,
+                 attempts = u.attempts,
+                 next_at = u.next_at,
+                 request_id = coalesce(u.request_id, jobs.request_id),
+                 provider_code = coalesce(u.provider_code, jobs.provider_code),
+                 last_error = coalesce(u.last_error, jobs.last_error),
+                 lease_owner = NULL,
+                 lease_expires_at = NULL,
+                 updated_at = ?2,
+                 finished_at = CASE WHEN u.state IN ",
+            super::final_states!(),
+            " THEN ?2 END
+             FROM u
+             WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.lease_owner = ?3"
+        ))
+        .bind(encode(&rows)?)
+        .bind(now)
+        .bind(owner)
+        .execute(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn upsert_pause(
+        &self,
+        tx: &mut Tx<Self>,
+        pause: &Pause<'_>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO lanes (provider, account, action, paused_until, strikes, reason, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (provider, account, action) DO UPDATE SET
+                 paused_until = excluded.paused_until, strikes = excluded.strikes,
+                 reason = excluded.reason, updated_at = excluded.updated_at",
+        )
+        .bind(pause.lane.provider.as_str())
+        .bind(&pause.lane.account)
+        .bind(pause.lane.action.as_str())
+        .bind(pause.until)
+        .bind(pause.strikes)
+        .bind(pause.reason)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        Ok(())
+    }
+
+    async fn upsert_quota(
+        &self,
+        tx: &mut Tx<Self>,
+        lane: &Lane,
+        quota_day: i64,
+        surplus_day: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO lanes (provider, account, action, quota_day, surplus_day, quota_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+             ON CONFLICT (provider, account, action) DO UPDATE SET
+                 quota_day = excluded.quota_day, surplus_day = excluded.surplus_day,
+                 quota_at = excluded.quota_at, updated_at = excluded.updated_at",
+        )
+        .bind(lane.provider.as_str())
+        .bind(&lane.account)
+        .bind(lane.action.as_str())
+        .bind(quota_day)
+        .bind(surplus_day)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(sql_err)?;
+        Ok(())
+    }
+
+    async fn next_due(&self, lane: &Lane) -> Result<Option<i64>, StoreError> {
         sqlx::query_scalar(
             "SELECT MIN(next_at) FROM jobs WHERE state = 'queued' AND provider = ?1 AND account = ?2 AND action = ?3",
         )
@@ -551,8 +646,7 @@ impl SqliteStore {
         .map_err(sql_err)
     }
 
-    /// The cached access token of a provider account, if any.
-    pub async fn token(
+    async fn token(
         &self,
         provider: Provider,
         account: &str,
@@ -565,20 +659,10 @@ impl SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(sql_err)?;
-        row.map(|row| {
-            Ok(CachedToken {
-                token: crate::secret::Secret::new(
-                    row.try_get::<String, _>("access_token").map_err(sql_err)?,
-                ),
-                expires_at: row.try_get("expires_at").map_err(sql_err)?,
-                obtained_at: row.try_get("obtained_at").map_err(sql_err)?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(rows::token).transpose()
     }
 
-    /// Caches a provider account's access token, replacing the previous one.
-    pub async fn save_token(
+    async fn save_token(
         &self,
         provider: Provider,
         account: &str,
@@ -604,8 +688,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Lets SQLite refresh its statistics where they are stale.
-    pub async fn optimize(&self) -> Result<(), StoreError> {
+    async fn optimize(&self) -> Result<(), StoreError> {
         sqlx::query("PRAGMA optimize")
             .execute(&self.pool)
             .await
@@ -613,8 +696,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Whether any job of `provider` is queued or running.
-    pub async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
+    async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('queued', 'running') AND provider = ?1)",
         )
@@ -684,145 +766,4 @@ fn diagnose_open(path: &Path) -> Option<StoreError> {
         }
         _ => None,
     }
-}
-
-/// Pages through the lane's ready jobs in due order until `limit` distinct targets are found.
-async fn next_targets(
-    tx: &mut Transaction<'static, Sqlite>,
-    req: &ClaimRequest,
-    action: Action,
-    limit: usize,
-) -> Result<Vec<String>, StoreError> {
-    let mut picker = DistinctTargets::new(limit);
-    let mut after: (i64, i64) = (i64::MIN, i64::MIN);
-    loop {
-        let rows = sqlx::query(
-            "SELECT id, next_at, target FROM jobs
-             WHERE state = 'queued' AND provider = ?1 AND account = ?2 AND action = ?3 AND next_at <= ?4
-               AND (next_at, id) > (?5, ?6)
-             ORDER BY next_at, id LIMIT ?7",
-        )
-        .bind(req.provider.as_str())
-        .bind(&req.account)
-        .bind(action.as_str())
-        .bind(req.now)
-        .bind(after.0)
-        .bind(after.1)
-        .bind(CLAIM_PAGE)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(sql_err)?;
-        for row in &rows {
-            let target: Option<String> = row.try_get("target").map_err(sql_err)?;
-            if let Some(target) = target
-                && picker.offer(target)
-            {
-                return Ok(picker.into_targets());
-            }
-        }
-        match rows.last() {
-            Some(last) if rows.len() as i64 == CLAIM_PAGE => {
-                after = (
-                    last.try_get("next_at").map_err(sql_err)?,
-                    last.try_get("id").map_err(sql_err)?,
-                );
-            }
-            _ => return Ok(picker.into_targets()),
-        }
-    }
-}
-
-async fn update_jobs(
-    tx: &mut Transaction<'static, Sqlite>,
-    owner: &str,
-    now: i64,
-    jobs: &[JobUpdate],
-) -> Result<u64, StoreError> {
-    // N.B. The MATERIALIZED CTE makes the planner loop over the updates and find each job by
-    // rowid; otherwise it loops over every running job and re-parses the JSON for each.
-    let done = sqlx::query(
-        "WITH u AS MATERIALIZED (
-             SELECT value ->> 'id' AS id, value ->> 'state' AS state, value ->> 'attempts' AS attempts,
-                    value ->> 'next_at' AS next_at, value ->> 'request_id' AS request_id,
-                    value ->> 'provider_code' AS provider_code, value ->> 'last_error' AS last_error
-             FROM json_each(?1))
-         UPDATE jobs SET
-             state = u.state,
-             attempts = u.attempts,
-             next_at = u.next_at,
-             request_id = coalesce(u.request_id, jobs.request_id),
-             provider_code = coalesce(u.provider_code, jobs.provider_code),
-             last_error = coalesce(u.last_error, jobs.last_error),
-             lease_owner = NULL,
-             lease_expires_at = NULL,
-             updated_at = ?2,
-             finished_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled') THEN ?2 END
-         FROM u
-         WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.lease_owner = ?3",
-    )
-    .bind(json(jobs))
-    .bind(now)
-    .bind(owner)
-    .execute(&mut **tx)
-    .await
-    .map_err(sql_err)?;
-    Ok(done.rows_affected())
-}
-
-async fn apply_gate(
-    tx: &mut Transaction<'static, Sqlite>,
-    change: &GateChange,
-    now: i64,
-) -> Result<(), StoreError> {
-    // Opening a lane is pausing it until never, with its strikes cleared.
-    let (lane, until, strikes, reason) = match change {
-        GateChange::Pause {
-            lane,
-            until,
-            strikes,
-            reason,
-        } => (lane, Some(*until), *strikes, Some(reason.as_str())),
-        GateChange::Open { lane } => (lane, None, 0, None),
-        GateChange::Quota {
-            lane,
-            quota_day,
-            surplus_day,
-        } => {
-            sqlx::query(
-                "INSERT INTO lanes (provider, account, action, quota_day, surplus_day, quota_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-             ON CONFLICT (provider, account, action) DO UPDATE SET
-                 quota_day = excluded.quota_day, surplus_day = excluded.surplus_day,
-                 quota_at = excluded.quota_at, updated_at = excluded.updated_at",
-            )
-            .bind(lane.provider.as_str())
-            .bind(&lane.account)
-            .bind(lane.action.as_str())
-            .bind(*quota_day)
-            .bind(*surplus_day)
-            .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(sql_err)?;
-            return Ok(());
-        }
-    };
-    sqlx::query(
-        "INSERT INTO lanes (provider, account, action, paused_until, strikes, reason, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (provider, account, action) DO UPDATE SET
-                 paused_until = excluded.paused_until, strikes = excluded.strikes,
-                 reason = excluded.reason, updated_at = excluded.updated_at",
-    )
-    .bind(lane.provider.as_str())
-    .bind(&lane.account)
-    .bind(lane.action.as_str())
-    .bind(until)
-    .bind(strikes)
-    .bind(reason)
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(sql_err)?;
-    Ok(())
 }

@@ -1,0 +1,513 @@
+//! The seam between the store's control flow and a SQL dialect.
+//!
+//! [`Backend`] is what differs between SQLite and PostgreSQL: statements and their bind syntax.
+//! Everything else (which statements a store operation runs, in which transaction, in which
+//! order, and what it concludes from their results) is written once, in the functions of this
+//! module, generic over the backend. A backend's methods each run one statement (or a fixed
+//! pair), hold no control flow, and decode rows only through [`super::rows`].
+//!
+//! Invariants the control flow keeps for every backend:
+//! - Every write runs in a transaction opened by [`Backend::begin`] (SQLite: `BEGIN IMMEDIATE`),
+//!   and committed or dropped (rolled back) before the function returns.
+//! - An operator verb on explicit ids changes every listed job or none.
+//! - A claim takes every ready duplicate of each chosen target; the distinct targets are found
+//!   by paging the ready queue in due order ([`CLAIM_PAGE`] rows at a time).
+//! - `record` completes the audit row, the fenced job updates and the gate changes in one
+//!   transaction.
+
+use sqlx::Transaction;
+
+use super::rows;
+use super::{
+    CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter,
+    JobUpdate, NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
+    Summary, VerbResult,
+};
+use crate::model::{Action, Lane, Provider};
+use crate::planner::DistinctTargets;
+
+/// Rows read per page while looking for the next distinct targets of a lane.
+pub(super) const CLAIM_PAGE: i64 = 512;
+
+/// A backend's open transaction.
+pub(super) type Tx<B> = Transaction<'static, <B as Backend>::Db>;
+
+/// An operator verb that moves jobs between states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verb {
+    /// `failed` or `cancelled` back to `queued`, attempts reset.
+    Retry,
+    /// `queued` to `cancelled`.
+    Cancel,
+}
+
+impl Verb {
+    /// Why the verb does not apply to `job`, or `None` when it does.
+    fn refusal(self, job: &Job) -> Option<String> {
+        match self {
+            Verb::Retry => rows::retry_refusal(job),
+            Verb::Cancel => rows::cancel_refusal(job),
+        }
+    }
+}
+
+/// A ready job as seen while paging for distinct targets.
+#[derive(Debug, Clone)]
+pub(super) struct ReadyRow {
+    /// Its due time (ms), the first paging key.
+    pub next_at: i64,
+    /// Its id, the second paging key.
+    pub id: i64,
+    /// Its target.
+    pub target: Option<String>,
+}
+
+/// What one SQL dialect provides. Each method runs one statement (or a fixed pair) and decodes
+/// its rows; none decides anything. `tx` methods run inside the caller's transaction.
+pub(super) trait Backend: Sync {
+    /// The sqlx database.
+    type Db: sqlx::Database;
+
+    /// Maps a driver error to the store's, naming the conditions an operator can act on.
+    fn sql_err(e: sqlx::Error) -> StoreError;
+
+    /// Opens a write transaction (SQLite: `BEGIN IMMEDIATE`).
+    async fn begin(&self) -> Result<Tx<Self>, StoreError>;
+
+    /// Inserts one job per target and returns their ids, ascending.
+    async fn insert_jobs(
+        &self,
+        tx: &mut Tx<Self>,
+        jobs: &NewJobs,
+        now: i64,
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// After a large enqueue: refresh statistics if the backend needs it.
+    async fn after_bulk_insert(&self, rows: usize) -> Result<(), StoreError>;
+
+    /// Job counts per provider and state, zero counts left out.
+    async fn counts(&self) -> Result<Vec<StateCount>, StoreError>;
+
+    /// The enqueue time of the oldest queued job (ms).
+    async fn oldest_queued(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Every lane gate row.
+    async fn gates(&self) -> Result<Vec<Gate>, StoreError>;
+
+    /// One lane's gate row.
+    async fn gate(&self, lane: &Lane) -> Result<Option<Gate>, StoreError>;
+
+    /// The newest jobs matching `filter`.
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
+
+    /// One job.
+    async fn job(&self, id: i64) -> Result<Option<Job>, StoreError>;
+
+    /// Every call that carried job `id`, oldest first.
+    async fn job_calls(&self, id: i64) -> Result<Vec<Call>, StoreError>;
+
+    /// The ids of every job `verb` applies to under the selection's filters, locked.
+    async fn verb_candidates(
+        &self,
+        tx: &mut Tx<Self>,
+        verb: Verb,
+        selection: &Selection,
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// The listed jobs that exist, locked, by id.
+    async fn lock_jobs(&self, tx: &mut Tx<Self>, ids: &[i64]) -> Result<Vec<Job>, StoreError>;
+
+    /// Applies `verb` to `ids` (only those still in a state it accepts).
+    async fn apply_verb(
+        &self,
+        tx: &mut Tx<Self>,
+        verb: Verb,
+        ids: &[i64],
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes finished jobs and unreferenced calls older than `before` (ms).
+    async fn delete_before(&self, tx: &mut Tx<Self>, before: i64) -> Result<Pruned, StoreError>;
+
+    /// Puts every job whose lease expired before `now` back in the queue.
+    async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError>;
+
+    /// Keeps other workers off `action`'s lane until the transaction ends (PostgreSQL); a no-op
+    /// where the write lock already does it (SQLite).
+    async fn lock_lane(
+        &self,
+        tx: &mut Tx<Self>,
+        req: &ClaimRequest,
+        action: Action,
+    ) -> Result<(), StoreError>;
+
+    /// Claims every ready job of the lane.
+    async fn claim_every(
+        &self,
+        tx: &mut Tx<Self>,
+        req: &ClaimRequest,
+        action: Action,
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Up to `CLAIM_PAGE` ready jobs of the lane after `after` in `(next_at, id)` order.
+    async fn ready_page(
+        &self,
+        tx: &mut Tx<Self>,
+        req: &ClaimRequest,
+        action: Action,
+        after: (i64, i64),
+    ) -> Result<Vec<ReadyRow>, StoreError>;
+
+    /// Claims every ready job of the lane whose target is in `targets`.
+    async fn claim_targets(
+        &self,
+        tx: &mut Tx<Self>,
+        req: &ClaimRequest,
+        action: Action,
+        targets: &[String],
+    ) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Returns `owner`'s running jobs among `ids` to the queue.
+    async fn release(&self, owner: &str, ids: &[i64], now: i64) -> Result<u64, StoreError>;
+
+    /// Renews the lease of the call's jobs `worker` still holds, timed after the rows (or the
+    /// database) are locked; returns those ids, ascending, and that time (ms).
+    async fn renew_leases(
+        &self,
+        tx: &mut Tx<Self>,
+        call: &NewCall,
+    ) -> Result<(Vec<i64>, i64), StoreError>;
+
+    /// Writes a call's audit row, linked to `held`, and returns its id.
+    async fn insert_call(
+        &self,
+        tx: &mut Tx<Self>,
+        call: &NewCall,
+        held: &[i64],
+        now: i64,
+    ) -> Result<i64, StoreError>;
+
+    /// Completes a call's audit row.
+    async fn finish_call(
+        &self,
+        tx: &mut Tx<Self>,
+        call: &CallEnd,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Applies job updates, fenced by `owner`'s lease; returns how many jobs changed.
+    async fn update_jobs(
+        &self,
+        tx: &mut Tx<Self>,
+        owner: &str,
+        now: i64,
+        jobs: &[JobUpdate],
+    ) -> Result<u64, StoreError>;
+
+    /// Sets a lane's pause (`until: None` opens it), strikes and reason.
+    async fn upsert_pause(
+        &self,
+        tx: &mut Tx<Self>,
+        pause: &Pause<'_>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Keeps a lane's latest quota reading.
+    async fn upsert_quota(
+        &self,
+        tx: &mut Tx<Self>,
+        lane: &Lane,
+        quota_day: i64,
+        surplus_day: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// When the next queued job of `lane` becomes ready (ms).
+    async fn next_due(&self, lane: &Lane) -> Result<Option<i64>, StoreError>;
+
+    /// The cached access token of a provider account.
+    async fn token(
+        &self,
+        provider: Provider,
+        account: &str,
+    ) -> Result<Option<CachedToken>, StoreError>;
+
+    /// Caches a provider account's access token.
+    async fn save_token(
+        &self,
+        provider: Provider,
+        account: &str,
+        token: &CachedToken,
+    ) -> Result<(), StoreError>;
+
+    /// Refreshes the query planner's statistics.
+    async fn optimize(&self) -> Result<(), StoreError>;
+
+    /// Whether any job of `provider` is queued or running.
+    async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError>;
+}
+
+/// A lane gate's new pause state.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pause<'a> {
+    /// The lane.
+    pub lane: &'a Lane,
+    /// Paused until (ms); `None` opens the lane.
+    pub until: Option<i64>,
+    /// Consecutive strikes.
+    pub strikes: i64,
+    /// Why.
+    pub reason: Option<&'a str>,
+}
+
+/// Commits `tx`.
+async fn commit<B: Backend>(tx: Tx<B>) -> Result<(), StoreError> {
+    tx.commit().await.map_err(B::sql_err)
+}
+
+/// Inserts one job per target, all in one transaction, and returns their ids.
+pub(super) async fn enqueue<B: Backend>(
+    b: &B,
+    jobs: &NewJobs,
+    now: i64,
+) -> Result<Vec<i64>, StoreError> {
+    if jobs.targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = b.begin().await?;
+    let ids = b.insert_jobs(&mut tx, jobs, now).await?;
+    commit::<B>(tx).await?;
+    b.after_bulk_insert(ids.len()).await?;
+    Ok(ids)
+}
+
+/// Counts per provider and state, every lane gate, and the oldest queued job.
+pub(super) async fn summary<B: Backend>(b: &B) -> Result<Summary, StoreError> {
+    Ok(Summary {
+        counts: b.counts().await?,
+        lanes: b.gates().await?,
+        oldest_queued_at: b.oldest_queued().await?,
+    })
+}
+
+/// Applies an operator verb: every selected job it accepts changes, or, if any explicitly listed
+/// job can't, nothing changes and every refusal is returned.
+pub(super) async fn verb<B: Backend>(
+    b: &B,
+    verb: Verb,
+    selection: &Selection,
+    now: i64,
+) -> Result<VerbResult, StoreError> {
+    let mut tx = b.begin().await?;
+    let ids = if selection.ids.is_empty() {
+        b.verb_candidates(&mut tx, verb, selection).await?
+    } else {
+        let found = b.lock_jobs(&mut tx, &selection.ids).await?;
+        let refusals = rows::refusals(&selection.ids, &found, |j| verb.refusal(j));
+        if !refusals.is_empty() {
+            return Ok(VerbResult::Refused(refusals));
+        }
+        found.iter().map(|j| j.id).collect()
+    };
+    b.apply_verb(&mut tx, verb, &ids, now).await?;
+    commit::<B>(tx).await?;
+    Ok(VerbResult::Changed(ids))
+}
+
+/// Deletes jobs that ended before `before` (ms), and calls no remaining job refers to.
+pub(super) async fn prune<B: Backend>(b: &B, before: i64) -> Result<Pruned, StoreError> {
+    let mut tx = b.begin().await?;
+    let pruned = b.delete_before(&mut tx, before).await?;
+    commit::<B>(tx).await?;
+    Ok(pruned)
+}
+
+/// Claims, for each requested action, every ready job whose target is among the next distinct
+/// targets of the lane (or every ready job, with no limit), in one transaction.
+pub(super) async fn claim<B: Backend>(
+    b: &B,
+    req: &ClaimRequest,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let mut tx = b.begin().await?;
+    let mut claimed = Vec::new();
+    for (action, limit) in &req.actions {
+        b.lock_lane(&mut tx, req, *action).await?;
+        let jobs = match limit {
+            None => b.claim_every(&mut tx, req, *action).await?,
+            Some(limit) => {
+                let targets = next_targets(b, &mut tx, req, *action, *limit).await?;
+                if targets.is_empty() {
+                    continue;
+                }
+                b.claim_targets(&mut tx, req, *action, &targets).await?
+            }
+        };
+        claimed.extend(jobs);
+    }
+    commit::<B>(tx).await?;
+    claimed.sort_by_key(|j| j.id);
+    Ok(claimed)
+}
+
+/// Pages through the lane's ready jobs in due order until `limit` distinct targets are found.
+async fn next_targets<B: Backend>(
+    b: &B,
+    tx: &mut Tx<B>,
+    req: &ClaimRequest,
+    action: Action,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut picker = DistinctTargets::new(limit);
+    let mut after = (i64::MIN, i64::MIN);
+    loop {
+        let rows = b.ready_page(tx, req, action, after).await?;
+        let full = rows.len() as i64 == CLAIM_PAGE;
+        for row in &rows {
+            if let Some(target) = &row.target
+                && picker.offer(target.clone())
+            {
+                return Ok(picker.into_targets());
+            }
+        }
+        match rows.last() {
+            Some(last) if full => after = (last.next_at, last.id),
+            _ => return Ok(picker.into_targets()),
+        }
+    }
+}
+
+/// Renews the leases of the call's jobs the worker still holds and writes the audit row linked
+/// to them, in one transaction. `None` if it holds none of them any more.
+pub(super) async fn begin_call<B: Backend>(
+    b: &B,
+    call: &NewCall,
+) -> Result<Option<StartedCall>, StoreError> {
+    let mut tx = b.begin().await?;
+    let (held, now) = b.renew_leases(&mut tx, call).await?;
+    if held.is_empty() {
+        return Ok(None);
+    }
+    let id = b.insert_call(&mut tx, call, &held, now).await?;
+    commit::<B>(tx).await?;
+    Ok(Some(StartedCall { id, held }))
+}
+
+/// Completes a call's audit row, applies the jobs' new states (fenced by lease owner) and the
+/// lane changes, in one transaction. Returns how many jobs changed.
+pub(super) async fn record<B: Backend>(b: &B, rec: &Record) -> Result<u64, StoreError> {
+    let mut tx = b.begin().await?;
+    if let Some(call) = &rec.call {
+        b.finish_call(&mut tx, call, rec.now).await?;
+    }
+    let changed = if rec.jobs.is_empty() {
+        0
+    } else {
+        b.update_jobs(&mut tx, &rec.owner, rec.now, &rec.jobs)
+            .await?
+    };
+    for change in &rec.gates {
+        apply_gate(b, &mut tx, change, rec.now).await?;
+    }
+    commit::<B>(tx).await?;
+    Ok(changed)
+}
+
+async fn apply_gate<B: Backend>(
+    b: &B,
+    tx: &mut Tx<B>,
+    change: &GateChange,
+    now: i64,
+) -> Result<(), StoreError> {
+    // Opening a lane is pausing it until never, with its strikes cleared.
+    let pause = match change {
+        GateChange::Pause {
+            lane,
+            until,
+            strikes,
+            reason,
+        } => Pause {
+            lane,
+            until: Some(*until),
+            strikes: *strikes,
+            reason: Some(reason),
+        },
+        GateChange::Open { lane } => Pause {
+            lane,
+            until: None,
+            strikes: 0,
+            reason: None,
+        },
+        GateChange::Quota {
+            lane,
+            quota_day,
+            surplus_day,
+        } => {
+            return b
+                .upsert_quota(tx, lane, *quota_day, *surplus_day, now)
+                .await;
+        }
+    };
+    b.upsert_pause(tx, &pause, now).await
+}
+
+/// A job update as the row both backends read: the explicit column list of the update
+/// statement, in this order: id, state, attempts, next_at, request_id, provider_code,
+/// last_error. A new column is added here, in [`update_row`] and in both statements; nothing
+/// depends on Rust field names.
+pub(super) type UpdateRow<'a> = (
+    i64,
+    &'static str,
+    i64,
+    i64,
+    Option<&'a str>,
+    Option<i64>,
+    Option<&'a str>,
+);
+
+/// `job` as an [`UpdateRow`].
+pub(super) fn update_row(job: &JobUpdate) -> UpdateRow<'_> {
+    (
+        job.id,
+        job.state.as_str(),
+        job.attempts,
+        job.next_at,
+        job.request_id.as_deref(),
+        job.provider_code,
+        job.last_error.as_deref(),
+    )
+}
+
+/// `value` as JSON, for a statement that takes many rows in one bound parameter.
+pub(super) fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(StoreError::Encode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::JobState;
+
+    #[test]
+    fn the_sql_final_states_are_the_models() {
+        let sql = super::super::final_states!();
+        for state in JobState::ALL {
+            let listed = sql.contains(&format!("'{}'", state.as_str()));
+            assert_eq!(listed, state.is_final(), "{state} in {sql}");
+        }
+    }
+
+    #[test]
+    fn an_update_row_is_in_column_order() {
+        let job = JobUpdate {
+            id: 7,
+            state: JobState::Failed,
+            attempts: 2,
+            next_at: 3,
+            request_id: Some("r".into()),
+            provider_code: Some(400_031),
+            last_error: Some("e".into()),
+        };
+        let json = encode(&update_row(&job)).unwrap();
+        assert_eq!(json, r#"[7,"failed",2,3,"r",400031,"e"]"#);
+    }
+}
