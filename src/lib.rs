@@ -2,7 +2,8 @@
 //!
 //! Producers [`store::Store::enqueue`] purge jobs; a worker claims them per lane, collapses
 //! duplicate targets ([`planner`]), calls the provider ([`provider`]), and records each job's
-//! outcome; the `status` command reads the audit trail. See DESIGN.md for the contract.
+//! outcome; the `status` command reads the audit trail. ARCHITECTURE.md maps the modules, the path of
+//! a job through them, and where each invariant is enforced.
 
 pub mod cli;
 pub mod clock;

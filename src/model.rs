@@ -1,5 +1,14 @@
 //! The queue's vocabulary: providers, actions, job states and lanes.
 //!
+//! Each word has one meaning throughout the code:
+//! - **provider**: a CDN API purgeq calls ([`Provider`]).
+//! - **account**: one set of credentials at a provider, with its own quota and rate limit.
+//! - **action**: what a job asks for ([`Action`]); each has its own quota at the provider.
+//! - **lane**: provider × account × action ([`Lane`]). Claims, quotas and pauses are per lane.
+//! - **gate**: a lane's stored pause and quota reading (the `lanes` table, `store::Gate`).
+//! - **route**: one kind of provider request and the lanes it drains (Qiniu's refresh request
+//!   carries two lanes, URLs and directories); the worker runs one loop per route.
+//!
 //! Every enum here is stored in the database by its `as_str` name, so renaming a variant's
 //! string is a schema change and needs a migration.
 
@@ -139,6 +148,22 @@ impl Lane {
             action,
         }
     }
+}
+
+/// A job a worker claimed: what the planner needs to build a request.
+///
+/// It lives here, not in the store, so the planner depends only on the vocabulary and the store
+/// may use the planner without a cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    /// Job id.
+    pub id: i64,
+    /// Action.
+    pub action: Action,
+    /// Target.
+    pub target: Option<String>,
+    /// Attempts spent before this claim.
+    pub attempts: i64,
 }
 
 impl fmt::Display for Lane {

@@ -8,8 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::model::Action;
-use crate::store::ClaimedJob;
+use crate::model::{Action, ClaimedJob};
 
 /// Collects the first `limit` distinct targets offered.
 #[derive(Debug)]

@@ -25,6 +25,7 @@ use serde::Serialize;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+pub use crate::model::ClaimedJob;
 use crate::model::{Action, JobState, Lane, Provider};
 
 /// A store operation failed.
@@ -515,19 +516,6 @@ pub struct ClaimRequest {
     pub lease_until: i64,
     /// Now (ms): jobs with `next_at <= now` are ready.
     pub now: i64,
-}
-
-/// A job claimed by a worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimedJob {
-    /// Job id.
-    pub id: i64,
-    /// Action.
-    pub action: Action,
-    /// Target.
-    pub target: Option<String>,
-    /// Attempts spent before this claim.
-    pub attempts: i64,
 }
 
 /// An audit row for a call about to be made.
