@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -16,12 +17,13 @@ use crate::emulator::pan123::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET};
 use crate::emulator::qiniu::{DEMO_ACCESS_KEY, DEMO_SECRET_KEY};
 use crate::emulator::{self, EmulatorConfig};
 use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
-use crate::provider::pan123::{self, Pan123Client};
-use crate::provider::qiniu::{self, QiniuClient};
+use crate::provider::pan123::{self, Pan123Account, Pan123Client, Pan123Settings};
+use crate::provider::qiniu::{self, QiniuAccount, QiniuClient, QiniuSettings};
+use crate::provider::{self, Account};
 use crate::secret::Secret;
 use crate::store::{Durability, NewJobs, Store};
 use crate::target::{self, Input};
-use crate::worker::{self, Providers, WorkerConfig};
+use crate::worker::{self, DEFAULT_LEASE, Handles, Timeouts, WorkerConfig, worker_id};
 
 /// The domain the demo's emulated account serves.
 const DOMAIN: &str = "cdn.example.com";
@@ -129,30 +131,38 @@ impl Args {
         step(
             "The worker drains the queue: duplicates share one request, invalid hosts fail alone, the Qiniu quota runs out, and one 123pan call refreshes the whole account.",
         );
-        let http = super::worker::http_client(std::time::Duration::from_secs(10))?;
-        let providers = Providers {
-            qiniu: Some(QiniuClient::new(
-                http.clone(),
-                emu.url(),
-                qiniu::Credentials {
-                    access_key: DEMO_ACCESS_KEY.to_owned(),
-                    secret_key: Secret::new(DEMO_SECRET_KEY),
-                },
-            )),
-            pan123: Some(Pan123Client::new(
-                http,
-                emu.url(),
-                pan123::Credentials {
-                    client_id: DEMO_CLIENT_ID.to_owned(),
-                    client_secret: Secret::new(DEMO_CLIENT_SECRET),
-                },
-            )),
-        };
-        let config = WorkerConfig {
-            once: true,
-            ..WorkerConfig::default()
-        };
-        worker::run(store.clone(), providers, config, CancellationToken::new()).await?;
+        let http = provider::http_client(std::time::Duration::from_secs(10))?;
+        let qiniu = QiniuClient::new(
+            http.clone(),
+            emu.url(),
+            qiniu::Credentials {
+                access_key: DEMO_ACCESS_KEY.to_owned(),
+                secret_key: Secret::new(DEMO_SECRET_KEY),
+            },
+        );
+        let pan123 = Pan123Client::new(
+            http,
+            emu.url(),
+            pan123::Credentials {
+                client_id: DEMO_CLIENT_ID.to_owned(),
+                client_secret: Secret::new(DEMO_CLIENT_SECRET),
+            },
+        );
+        let accounts: Vec<Arc<dyn Account>> = vec![
+            Arc::new(QiniuAccount::new(qiniu, QiniuSettings::default())),
+            Arc::new(Pan123Account::new(pan123, Pan123Settings::default())),
+        ];
+        let mut config = WorkerConfig::new(worker_id(), DEFAULT_LEASE, Timeouts::default())?;
+        config.once = true;
+        let handles = Handles::from_env();
+        worker::run(
+            store.clone(),
+            accounts,
+            config,
+            handles,
+            CancellationToken::new(),
+        )
+        .await?;
         let stats = emu.stats();
         println!(
             "    Qiniu: {} requests, {} distinct targets purged; 123pan: {} token request, {} refresh call",

@@ -71,8 +71,8 @@ pub struct Settling<'a> {
     pub attempts: &'a HashMap<i64, i64>,
     /// Current strikes of each lane in the request.
     pub strikes: &'a HashMap<Action, i64>,
-    /// When the provider's daily quotas reset (ms).
-    pub quota_reset_at: i64,
+    /// When the account's daily quotas reset (ms); `None` if it has none.
+    pub quota_reset_at: Option<i64>,
     /// Now (ms).
     pub now: i64,
     /// Policies.
@@ -237,7 +237,7 @@ impl Settling<'_> {
                 out.gates.push(self.pause(
                     *action,
                     self.policies.quota,
-                    Some(self.quota_reset_at),
+                    self.quota_reset_at,
                     report,
                 ));
             }
@@ -366,13 +366,6 @@ fn reason(report: &CallReport) -> String {
     }
 }
 
-/// The next midnight in China (UTC+8) after `now` (ms), when Qiniu's daily quotas reset.
-pub fn next_china_midnight(now: i64) -> i64 {
-    const DAY: i64 = 86_400_000;
-    const OFFSET: i64 = 8 * 3_600_000;
-    ((now + OFFSET).div_euclid(DAY) + 1) * DAY - OFFSET
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,7 +410,7 @@ mod tests {
             account: "default",
             attempts,
             strikes,
-            quota_reset_at: 2_000_000,
+            quota_reset_at: Some(2_000_000),
             now: 1_000_000,
             policies: Policies::default(),
         };
@@ -598,7 +591,7 @@ mod tests {
             account: "default",
             attempts: &HashMap::new(),
             strikes: &HashMap::new(),
-            quota_reset_at: 0,
+            quota_reset_at: Some(0),
             now: 0,
             policies: Policies::default(),
         }
@@ -618,16 +611,5 @@ mod tests {
         assert_eq!(p.quota.cap, std::time::Duration::from_secs(36));
         assert_eq!(p.auth.initial, std::time::Duration::from_millis(300));
         assert_eq!(p.max_attempts, 8);
-    }
-
-    #[test]
-    fn china_midnight() {
-        // 2026-11-23T05:00:00Z is 13:00 in China; the reset is 2026-11-23T16:00:00Z.
-        let now = 1_795_410_000_000;
-        assert_eq!(next_china_midnight(now), 1_795_449_600_000);
-        assert_eq!(
-            next_china_midnight(1_795_449_600_000),
-            1_795_449_600_000 + 86_400_000
-        );
     }
 }
