@@ -16,7 +16,7 @@ use crate::clock;
 use crate::model::{Action, JobState, Lane, Provider};
 use crate::planner::Batch;
 use crate::policy::RetryPolicy;
-use crate::provider::{CallReport, Outcome};
+use crate::provider::{CallReport, Outcome, Rejection};
 use crate::store::{GateChange, JobUpdate};
 
 /// The policies and limits settling applies.
@@ -165,6 +165,65 @@ impl Settling<'_> {
             .collect()
     }
 
+    /// Accepted: every job succeeds but the named ones, which fail; lanes with strikes open.
+    fn accepted(
+        &self,
+        report: &CallReport,
+        rejected: &[Rejection],
+        batch: &mut Batch,
+        actions: &[Action],
+        out: &mut Settlement,
+    ) {
+        for ((_, target), ids) in batch.take(|_, _| true) {
+            let refused = rejected
+                .iter()
+                .find(|r| Some(r.target.as_str()) == target.as_deref());
+            match refused {
+                Some(r) => out.updates.extend(self.done(
+                    &ids,
+                    JobState::Failed,
+                    report,
+                    Some(rejection(r.code, &r.reason)),
+                )),
+                None => out
+                    .updates
+                    .extend(self.done(&ids, JobState::Succeeded, report, None)),
+            }
+        }
+        for action in actions {
+            if self.strikes.get(action).copied().unwrap_or(0) > 0 {
+                out.gates.push(GateChange::Open {
+                    lane: self.lane(*action),
+                });
+            }
+        }
+    }
+
+    /// Invalid targets: the named jobs fail and the rest is sent again; `Err` with the batch
+    /// untouched if the provider named nothing that was sent.
+    fn fail_named(
+        &self,
+        report: &CallReport,
+        rejected: &[Rejection],
+        mut batch: Batch,
+        out: &mut Settlement,
+    ) -> Result<(), Batch> {
+        let named = batch.take(|_, t| rejected.iter().any(|r| Some(r.target.as_str()) == t));
+        if named.is_empty() {
+            return Err(batch);
+        }
+        for ((_, target), ids) in named {
+            let r = rejected
+                .iter()
+                .find(|r| Some(r.target.as_str()) == target.as_deref());
+            let why = r.map_or_else(|| reason(report), |r| rejection(r.code, &r.reason));
+            out.updates
+                .extend(self.done(&ids, JobState::Failed, report, Some(why)));
+        }
+        out.resend = batch;
+        Ok(())
+    }
+
     /// Maps one call's report onto the jobs of `batch`.
     pub fn settle(&self, report: &CallReport, mut batch: Batch) -> Settlement {
         let mut out = Settlement::default();
@@ -175,47 +234,13 @@ impl Settling<'_> {
         };
         match &report.outcome {
             Outcome::Accepted { rejected } => {
-                for ((_, target), ids) in batch.take(|_, _| true) {
-                    let refused = rejected
-                        .iter()
-                        .find(|r| Some(r.target.as_str()) == target.as_deref());
-                    match refused {
-                        Some(r) => out.updates.extend(self.done(
-                            &ids,
-                            JobState::Failed,
-                            report,
-                            Some(rejection(r.code, &r.reason)),
-                        )),
-                        None => {
-                            out.updates
-                                .extend(self.done(&ids, JobState::Succeeded, report, None))
-                        }
-                    }
-                }
-                for action in actions {
-                    if self.strikes.get(&action).copied().unwrap_or(0) > 0 {
-                        out.gates.push(GateChange::Open {
-                            lane: self.lane(action),
-                        });
-                    }
-                }
+                self.accepted(report, rejected, &mut batch, &actions, &mut out);
             }
             Outcome::InvalidTargets { rejected } => {
-                let named =
-                    batch.take(|_, t| rejected.iter().any(|r| Some(r.target.as_str()) == t));
-                if named.is_empty() {
+                if let Err(batch) = self.fail_named(report, rejected, batch, &mut out) {
                     // The provider named nothing we sent: resending would loop forever.
                     return self.transient(report, batch);
                 }
-                for ((_, target), ids) in named {
-                    let r = rejected
-                        .iter()
-                        .find(|r| Some(r.target.as_str()) == target.as_deref());
-                    let why = r.map_or_else(|| reason(report), |r| rejection(r.code, &r.reason));
-                    out.updates
-                        .extend(self.done(&ids, JobState::Failed, report, Some(why)));
-                }
-                out.resend = batch;
             }
             Outcome::ActionRejected { action } => {
                 let refused = batch.take(|a, _| a == *action);
