@@ -18,6 +18,7 @@ pub mod policy;
 pub mod provider;
 pub mod secret;
 pub mod service;
+pub mod shutdown;
 pub mod store;
 pub mod target;
 pub mod worker;

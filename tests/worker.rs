@@ -319,14 +319,17 @@ async fn shutdown_while_waiting_to_send_returns_claimed_jobs_untouched() {
     let store = scratch.store().await;
     let emu = emulator(emulator_config()).await;
     enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 60)).await;
-    let mut config = fast_config();
     // A burst of 20 targets per second: a 60-target request must wait two seconds to go out.
-    config.qiniu_targets_per_sec = 20.0;
+    let qiniu = purgeq::provider::qiniu::QiniuSettings {
+        targets_per_sec: 20.0,
+        ..common::worker::unpaced_qiniu()
+    };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(purgeq::worker::run(
         store.clone(),
-        common::worker::providers(&emu),
-        config,
+        common::worker::providers_with(&emu, qiniu),
+        fast_config(),
+        purgeq::worker::Handles::from_env(),
         shutdown.clone(),
     ));
     while count_state(&store, JobState::Running).await < 60 {

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -16,12 +17,13 @@ use crate::emulator::pan123::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET};
 use crate::emulator::qiniu::{DEMO_ACCESS_KEY, DEMO_SECRET_KEY};
 use crate::emulator::{self, EmulatorConfig};
 use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
-use crate::provider::pan123::{self, Pan123Client};
-use crate::provider::qiniu::{self, QiniuClient};
+use crate::provider::pan123::{self, Pan123Account, Pan123Client, Pan123Settings};
+use crate::provider::qiniu::{self, QiniuAccount, QiniuClient, QiniuSettings};
+use crate::provider::{self, Account};
 use crate::secret::Secret;
 use crate::store::{Durability, Location, NewJobs, OpenOptions, Store};
 use crate::target::{self, Input};
-use crate::worker::{self, Providers, WorkerConfig};
+use crate::worker::{self, DEFAULT_LEASE, Handles, Timeouts, WorkerConfig, worker_id};
 
 /// The domain the demo's emulated account serves.
 const DOMAIN: &str = "cdn.example.com";
@@ -85,78 +87,12 @@ impl Args {
         }
         println!("    nothing was queued (exit code 3)");
 
-        step(
-            "Producers enqueue 150 changed files, each of 40 of them twice, plus 2 URLs on a host the account does not serve, a directory, a prefetch, and a 123pan account refresh.",
-        );
-        let mut urls: Vec<String> = vec![
-            "https://static.other-site.example/logo.png".to_owned(),
-            "https://static.other-site.example/app.css".to_owned(),
-        ];
-        urls.extend((0..150).map(|i| format!("https://{DOMAIN}/build/42/file-{i}.js")));
-        urls.extend((0..40).map(|i| format!("https://{DOMAIN}/build/42/file-{i}.js")));
-        let jobs = [
-            (Provider::Qiniu, Action::RefreshUrl, urls),
-            (
-                Provider::Qiniu,
-                Action::RefreshDir,
-                vec![format!("https://{DOMAIN}/build/41/")],
-            ),
-            (
-                Provider::Qiniu,
-                Action::PrefetchUrl,
-                vec![format!("https://{DOMAIN}/index.html")],
-            ),
-            (
-                Provider::Pan123,
-                Action::RefreshAll,
-                vec!["https://vip.123pan.cn/1815/build-42.zip".to_owned()],
-            ),
-        ];
-        for (provider, action, targets) in jobs {
-            let now = clock::now_ms();
-            let ids = store
-                .enqueue(
-                    &NewJobs {
-                        provider,
-                        account: DEFAULT_ACCOUNT.to_owned(),
-                        action,
-                        tag: Some("build-42".to_owned()),
-                        not_before: now,
-                        targets: targets.into_iter().map(Some).collect(),
-                    },
-                    now,
-                )
-                .await?;
-            println!("    queued {} {provider} {action} jobs", ids.len());
-        }
+        enqueue_jobs(&store).await?;
 
         step(
             "The worker drains the queue: duplicates share one request, invalid hosts fail alone, the Qiniu quota runs out, and one 123pan call refreshes the whole account.",
         );
-        let http = super::worker::http_client(std::time::Duration::from_secs(10))?;
-        let providers = Providers {
-            qiniu: Some(QiniuClient::new(
-                http.clone(),
-                emu.url(),
-                qiniu::Credentials {
-                    access_key: DEMO_ACCESS_KEY.to_owned(),
-                    secret_key: Secret::new(DEMO_SECRET_KEY),
-                },
-            )),
-            pan123: Some(Pan123Client::new(
-                http,
-                emu.url(),
-                pan123::Credentials {
-                    client_id: DEMO_CLIENT_ID.to_owned(),
-                    client_secret: Secret::new(DEMO_CLIENT_SECRET),
-                },
-            )),
-        };
-        let config = WorkerConfig {
-            once: true,
-            ..WorkerConfig::default()
-        };
-        worker::run(store.clone(), providers, config, CancellationToken::new()).await?;
+        drain(&store, &emu.url()).await?;
         let stats = emu.stats();
         println!(
             "    Qiniu: {} requests, {} distinct targets purged; 123pan: {} token request, {} refresh call",
@@ -189,4 +125,90 @@ impl Args {
         emu.shutdown().await;
         Ok(ExitCode::Success)
     }
+}
+
+/// Enqueues the demo's jobs: duplicates, foreign hosts, a directory, a prefetch, a 123pan refresh.
+async fn enqueue_jobs(store: &Store) -> anyhow::Result<()> {
+    step(
+        "Producers enqueue 150 changed files, each of 40 of them twice, plus 2 URLs on a host the account does not serve, a directory, a prefetch, and a 123pan account refresh.",
+    );
+    let mut urls: Vec<String> = vec![
+        "https://static.other-site.example/logo.png".to_owned(),
+        "https://static.other-site.example/app.css".to_owned(),
+    ];
+    urls.extend((0..150).map(|i| format!("https://{DOMAIN}/build/42/file-{i}.js")));
+    urls.extend((0..40).map(|i| format!("https://{DOMAIN}/build/42/file-{i}.js")));
+    let jobs = [
+        (Provider::Qiniu, Action::RefreshUrl, urls),
+        (
+            Provider::Qiniu,
+            Action::RefreshDir,
+            vec![format!("https://{DOMAIN}/build/41/")],
+        ),
+        (
+            Provider::Qiniu,
+            Action::PrefetchUrl,
+            vec![format!("https://{DOMAIN}/index.html")],
+        ),
+        (
+            Provider::Pan123,
+            Action::RefreshAll,
+            vec!["https://vip.123pan.cn/1815/build-42.zip".to_owned()],
+        ),
+    ];
+    for (provider, action, targets) in jobs {
+        let now = clock::now_ms();
+        let ids = store
+            .enqueue(
+                &NewJobs {
+                    provider,
+                    account: DEFAULT_ACCOUNT.to_owned(),
+                    action,
+                    tag: Some("build-42".to_owned()),
+                    not_before: now,
+                    targets: targets.into_iter().map(Some).collect(),
+                },
+                now,
+            )
+            .await?;
+        println!("    queued {} {provider} {action} jobs", ids.len());
+    }
+    Ok(())
+}
+
+/// Runs a worker with `once` against the emulator at `url` with the demo credentials.
+async fn drain(store: &Store, url: &str) -> anyhow::Result<()> {
+    let http = provider::http_client(std::time::Duration::from_secs(10))?;
+    let qiniu = QiniuClient::new(
+        http.clone(),
+        url,
+        qiniu::Credentials {
+            access_key: DEMO_ACCESS_KEY.to_owned(),
+            secret_key: Secret::new(DEMO_SECRET_KEY),
+        },
+    );
+    let pan123 = Pan123Client::new(
+        http,
+        url,
+        pan123::Credentials {
+            client_id: DEMO_CLIENT_ID.to_owned(),
+            client_secret: Secret::new(DEMO_CLIENT_SECRET),
+        },
+    );
+    let accounts: Vec<Arc<dyn Account>> = vec![
+        Arc::new(QiniuAccount::new(qiniu, QiniuSettings::default())),
+        Arc::new(Pan123Account::new(pan123, Pan123Settings::default())),
+    ];
+    let mut config = WorkerConfig::new(worker_id(), DEFAULT_LEASE, Timeouts::default())?;
+    config.once = true;
+    let handles = Handles::from_env();
+    worker::run(
+        store.clone(),
+        accounts,
+        config,
+        handles,
+        CancellationToken::new(),
+    )
+    .await?;
+    Ok(())
 }

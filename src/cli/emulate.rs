@@ -10,13 +10,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::ExitCode;
-use crate::config;
 use crate::emulator::pan123::{
     DEFAULT_REFRESH_PER_SEC, DEFAULT_TOKEN_PER_SEC, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET,
     Pan123Config,
 };
 use crate::emulator::qiniu::{DEMO_ACCESS_KEY, DEMO_SECRET_KEY, DailyQuotas, QiniuConfig};
 use crate::emulator::{self, EmulatorConfig, FaultKind, FaultPlan, RandomFaults, ScriptedFaults};
+use crate::provider::CredentialVars;
 use crate::secret::Secret;
 
 /// Run a local fake of the CDN providers' APIs (Qiniu fusion CDN and the 123pan open
@@ -113,7 +113,10 @@ impl Args {
         writeln!(stdout, "listening on {}", emulator.url()).context("writing to stdout")?;
         stdout.flush().context("writing to stdout")?;
         drop(stdout);
-        super::worker::shutdown_on_signals()?.cancelled().await;
+        crate::shutdown::on_signals()
+            .context("listening for SIGTERM and SIGINT")?
+            .cancelled()
+            .await;
         tracing::info!("stopping the emulator");
         emulator.shutdown().await;
         Ok(ExitCode::Success)
@@ -178,8 +181,7 @@ impl Args {
 
 /// A provider's credential pair: the variables the worker reads, and the demo pair.
 struct Pair {
-    id_var: &'static str,
-    secret_var: &'static str,
+    vars: CredentialVars,
     demo_id: &'static str,
     demo_secret: &'static str,
     /// What the demo secret is called in the notice (the secret itself is never printed).
@@ -187,16 +189,14 @@ struct Pair {
 }
 
 const QINIU_PAIR: Pair = Pair {
-    id_var: "QINIU_ACCESS_KEY",
-    secret_var: "QINIU_SECRET_KEY",
+    vars: CredentialVars::QINIU,
     demo_id: DEMO_ACCESS_KEY,
     demo_secret: DEMO_SECRET_KEY,
     secret_name: "secret key",
 };
 
 const PAN123_PAIR: Pair = Pair {
-    id_var: "PAN123_CLIENT_ID",
-    secret_var: "PAN123_CLIENT_SECRET",
+    vars: CredentialVars::PAN123,
     demo_id: DEMO_CLIENT_ID,
     demo_secret: DEMO_CLIENT_SECRET,
     secret_name: "client secret",
@@ -205,12 +205,12 @@ const PAN123_PAIR: Pair = Pair {
 /// A key pair from the environment, as the worker reads it, or the demo pair when neither
 /// half is set.
 fn credentials(pair: &Pair) -> anyhow::Result<(String, Secret)> {
-    if let Some(found) = config::credential_pair(pair.id_var, pair.secret_var)? {
+    if let Some(found) = pair.vars.read()? {
         return Ok(found);
     }
     eprintln!(
         "purgeq emulate: {} and {} are not set; accepting the demo credentials ({} and its demo {})",
-        pair.id_var, pair.secret_var, pair.demo_id, pair.secret_name
+        pair.vars.id_var, pair.vars.secret_var, pair.demo_id, pair.secret_name
     );
     Ok((pair.demo_id.to_owned(), Secret::new(pair.demo_secret)))
 }

@@ -9,13 +9,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Context, ExitCode, duration_arg};
-use crate::config::{self, ConfigError};
-use crate::metrics;
-use crate::model::Provider;
-use crate::provider::pan123::{self, Pan123Client};
-use crate::provider::qiniu::{self, QiniuClient};
+use crate::metrics::{self, Metrics};
+use crate::provider::pan123::Pan123Settings;
+use crate::provider::qiniu::{self, QiniuSettings};
+use crate::provider::{self, EnvSettings};
 use crate::store::{Durability, Store, StoreError};
-use crate::worker::{self, Policies, Providers, WorkerConfig};
+use crate::worker::{self, Handles, Policies, Timeouts, WorkerConfig};
 
 /// Drain the queue: claim jobs per lane, collapse duplicates, call the provider within its
 /// limits, record every outcome.
@@ -87,108 +86,12 @@ fn batch_size(text: &str) -> Result<usize, String> {
     }
 }
 
-/// The HTTP client every provider call goes through: timeouts set, no redirects followed
-/// (a purge API never redirects; following one could send credentials elsewhere).
-pub(crate) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("purgeq/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building the HTTP client")
-}
-
-/// Builds the provider clients from the environment; a provider with queued jobs and no
-/// credentials is a startup error naming the missing variable.
-pub(crate) async fn providers_from_env(
-    store: &Store,
-    timeout: Duration,
-) -> anyhow::Result<Providers> {
-    let http = http_client(timeout)?;
-    let qiniu = match config::credential_pair("QINIU_ACCESS_KEY", "QINIU_SECRET_KEY")? {
-        Some((access_key, secret_key)) => {
-            let endpoint = endpoint("QINIU_ENDPOINT", qiniu::DEFAULT_ENDPOINT)?;
-            info!(endpoint, access_key = %access_key, "qiniu lanes enabled");
-            Some(QiniuClient::new(
-                http.clone(),
-                endpoint,
-                qiniu::Credentials {
-                    access_key,
-                    secret_key,
-                },
-            ))
-        }
-        None => {
-            missing(
-                store,
-                Provider::Qiniu,
-                "QINIU_ACCESS_KEY",
-                "QINIU_SECRET_KEY",
-            )
-            .await?;
-            None
-        }
-    };
-    let pan123 = match config::credential_pair("PAN123_CLIENT_ID", "PAN123_CLIENT_SECRET")? {
-        Some((client_id, client_secret)) => {
-            let endpoint = endpoint("PAN123_ENDPOINT", pan123::DEFAULT_ENDPOINT)?;
-            info!(endpoint, client_id = %client_id, "123pan lane enabled");
-            Some(Pan123Client::new(
-                http,
-                endpoint,
-                pan123::Credentials {
-                    client_id,
-                    client_secret,
-                },
-            ))
-        }
-        None => {
-            missing(
-                store,
-                Provider::Pan123,
-                "PAN123_CLIENT_ID",
-                "PAN123_CLIENT_SECRET",
-            )
-            .await?;
-            None
-        }
-    };
-    anyhow::ensure!(
-        qiniu.is_some() || pan123.is_some(),
-        "no provider has credentials: set QINIU_ACCESS_KEY and QINIU_SECRET_KEY, or PAN123_CLIENT_ID and PAN123_CLIENT_SECRET (or their *_FILE variants)"
-    );
-    Ok(Providers { qiniu, pan123 })
-}
-
-fn endpoint(var: &str, default: &str) -> anyhow::Result<String> {
-    Ok(config::var_from_env(var)?.unwrap_or_else(|| default.to_owned()))
-}
-
-/// A provider without credentials: fatal if its jobs are waiting, else a warning.
-async fn missing(
-    store: &Store,
-    provider: Provider,
-    id_var: &'static str,
-    secret_var: &'static str,
-) -> anyhow::Result<()> {
-    if store.has_pending(provider).await? {
-        return Err(ConfigError::Missing {
-            var: id_var,
-            why: format!("{provider} jobs are queued and the worker needs {id_var} and {secret_var} to send them"),
-        }
-        .into());
-    }
-    warn!("{id_var} and {secret_var} are not set: {provider} jobs will not be sent");
-    Ok(())
-}
-
 /// Binds the metrics listener (so a taken port is a startup error) and serves it in the
 /// background until `stop`.
 async fn serve_metrics(
     addr: SocketAddr,
     store: &Store,
-    config: &WorkerConfig,
+    metrics: &Arc<Metrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -198,7 +101,7 @@ async fn serve_metrics(
     info!("metrics on http://{bound}/metrics");
     Ok(tokio::spawn(metrics::serve(
         listener,
-        Arc::clone(&config.metrics),
+        Arc::clone(metrics),
         store.clone(),
         stop,
     )))
@@ -233,38 +136,9 @@ async fn open_waiting(
     }
 }
 
-/// A token cancelled on SIGTERM or SIGINT.
-pub(crate) fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let token = CancellationToken::new();
-    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: shutting down"),
-            _ = int.recv() => info!("SIGINT: shutting down"),
-        }
-        cancel.cancel();
-    });
-    Ok(token)
-}
-
 impl Args {
-    pub async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
-        anyhow::ensure!(
-            self.lease >= self.request_timeout + ctx.busy_timeout(),
-            "--lease ({:?}) must be at least --request-timeout ({:?}) plus --busy-timeout ({:?}), so a live worker can always record its call before its lease expires",
-            self.lease,
-            self.request_timeout,
-            ctx.busy_timeout()
-        );
-        anyhow::ensure!(
-            self.lease >= self.request_timeout * 2,
-            "--lease ({:?}) must be at least twice --request-timeout ({:?}), so a live worker always records its call before its lease expires",
-            self.lease,
-            self.request_timeout
-        );
+    /// The worker's settings from the flags; the lease rules are checked here.
+    fn config(&self, ctx: &Context) -> anyhow::Result<WorkerConfig> {
         anyhow::ensure!(
             self.max_targets_per_sec >= 0.0 && self.max_requests_per_sec >= 0.0,
             "--max-targets-per-sec and --max-requests-per-sec must not be negative"
@@ -273,33 +147,53 @@ impl Args {
             self.backoff_scale > 0.0 && self.backoff_scale.is_finite(),
             "--backoff-scale must be a positive number"
         );
-        let shutdown = shutdown_on_signals()?;
+        let timeouts = Timeouts {
+            request: self.request_timeout,
+            busy: ctx.busy_timeout(),
+        };
+        let mut config = WorkerConfig::new(worker::worker_id(), self.lease, timeouts)
+            .context("--lease is too short for --request-timeout and --busy-timeout")?;
+        config.poll_interval = self.poll_interval;
+        config.once = self.once;
+        config.policies = Policies {
+            max_attempts: self.max_attempts,
+            ..Policies::default()
+        }
+        .scaled(self.backoff_scale);
+        Ok(config)
+    }
+
+    fn env_settings(&self) -> EnvSettings {
+        EnvSettings {
+            request_timeout: self.request_timeout,
+            qiniu: QiniuSettings {
+                batch_urls: self.batch_size,
+                targets_per_sec: self.max_targets_per_sec,
+                requests_per_sec: self.max_requests_per_sec,
+                ..QiniuSettings::default()
+            },
+            pan123: Pan123Settings::default(),
+        }
+    }
+
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
+        let config = self.config(ctx)?;
+        let shutdown = crate::shutdown::on_signals().context("listening for SIGTERM and SIGINT")?;
         let Some(store) = open_waiting(ctx, &shutdown).await? else {
             return Ok(ExitCode::Success);
         };
-        let providers = providers_from_env(&store, self.request_timeout).await?;
-        let config = WorkerConfig {
-            lease: self.lease,
-            poll_interval: self.poll_interval,
-            batch_urls: self.batch_size,
-            once: self.once,
-            policies: Policies {
-                max_attempts: self.max_attempts,
-                ..Policies::default()
-            }
-            .scaled(self.backoff_scale),
-            qiniu_targets_per_sec: self.max_targets_per_sec,
-            qiniu_requests_per_sec: self.max_requests_per_sec,
-            ..WorkerConfig::default()
-        };
+        let accounts = provider::accounts_from_env(&store, self.env_settings()).await?;
+        let handles = Handles::from_env();
         let metrics_stop = shutdown.child_token();
         let metrics_server = match self.metrics_listen {
-            Some(addr) => Some(serve_metrics(addr, &store, &config, metrics_stop.clone()).await?),
+            Some(addr) => {
+                Some(serve_metrics(addr, &store, &handles.metrics, metrics_stop.clone()).await?)
+            }
             None => None,
         };
-        config.notifier.ready();
+        handles.notifier.ready();
         info!(worker = %config.id, db = %ctx.location()?.display(), once = config.once, "worker started");
-        worker::run(store, providers, config, shutdown).await?;
+        worker::run(store, accounts, config, handles, shutdown).await?;
         if let Some(server) = metrics_server {
             metrics_stop.cancel();
             let _ = server.await;

@@ -1,18 +1,107 @@
-//! Provider clients and the one place their answers are classified.
+//! Providers: one interface, [`Account`], and one folder per provider behind it.
 //!
-//! A provider call returns a [`CallReport`]: the wire facts for the audit row (HTTP status, body
-//! code, request ids, message, quota readings) and one [`Outcome`]. The worker maps an `Outcome`
-//! to job states and lane gates; nothing else inspects provider codes or error strings.
+//! Invariants:
+//! - Everything that differs per provider lives in its folder and is reached only through
+//!   [`Account`]: the kinds of request it serves and the lanes each drains ([`Route`]), pacing,
+//!   credentials and tokens, sending, classification and the quota reset time. The worker holds
+//!   `Arc<dyn Account>` and never matches on a provider.
+//! - One `Account` value is one provider account: its own name, credentials, pacer and token.
+//!   Several accounts of one provider are several values.
+//! - A provider call returns a [`CallReport`]: the wire facts for the audit row (HTTP status,
+//!   body code, request ids, message, quota readings) and one [`Outcome`]. The worker maps an
+//!   `Outcome` to job states and lane gates; nothing else inspects provider codes or error
+//!   strings.
 
+mod env;
 pub mod pan123;
 pub mod qiniu;
 mod wire;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::model::Action;
+pub use env::{BuildError, CredentialVars, EnvSettings, accounts_from_env, http_client};
+
+use crate::model::{Action, Provider};
+use crate::pacer::Pacer;
+use crate::planner::Batch;
+use crate::secret::Secret;
+use crate::store::Store;
+
+/// A future an [`Account`] returns; boxed so the worker can hold accounts as `dyn Account`.
+pub type CallFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One provider account: what the worker needs to drain its lanes.
+pub trait Account: std::fmt::Debug + Send + Sync {
+    /// The provider this account belongs to.
+    fn provider(&self) -> Provider;
+
+    /// The account's name, as jobs and lanes carry it.
+    fn account(&self) -> &str;
+
+    /// The kinds of request this account serves, each with the lanes it drains.
+    fn routes(&self) -> &[Route];
+
+    /// The client-side pacer shared by every route of this account.
+    fn pacer(&self) -> &Pacer;
+
+    /// What the next call needs besides the account's keys: nothing, or an access token (from
+    /// the store's cache while it is fresh, else, or when `renew`, a new one). A failure to get
+    /// one is reported like a call.
+    fn prepare<'a>(
+        &'a self,
+        store: &'a Store,
+        renew: bool,
+    ) -> CallFuture<'a, Result<Credential, CallReport>>;
+
+    /// Sends one request of `route` carrying `batch`, and classifies the answer.
+    fn send<'a>(
+        &'a self,
+        route: &'a Route,
+        batch: &'a Batch,
+        credential: &'a Credential,
+    ) -> CallFuture<'a, CallReport>;
+
+    /// When this account's daily quotas next reset after `now` (ms); `None` if it has none.
+    fn quota_reset_at(&self, now: i64) -> Option<i64>;
+}
+
+/// A kind of request an account sends, with the lanes whose jobs it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// A name for logs and the watchdog (`qiniu/refresh`).
+    pub name: &'static str,
+    /// The operation recorded in the audit row (`refresh`).
+    pub operation: &'static str,
+    /// The lanes it drains, each with its per-request limit of distinct targets (`None`: every
+    /// ready job).
+    pub lanes: Vec<(Action, Option<usize>)>,
+    /// One call acts on the whole account, whatever the jobs' targets (123pan's refresh).
+    pub account_wide: bool,
+}
+
+impl Route {
+    /// Targets one request carries: one for an account-wide call, else the batch's targets.
+    pub fn targets_sent(&self, batch: &Batch) -> usize {
+        if self.account_wide {
+            1
+        } else {
+            batch.target_count()
+        }
+    }
+}
+
+/// What a call needs besides the account's own keys.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// Nothing: every request is signed with the account's keys (Qiniu).
+    Keys,
+    /// A bearer token (123pan), renewed once when the provider refuses it.
+    Token(Secret),
+}
 
 /// A target the provider refused for good (for example an invalid URL or a host outside the
 /// account's domains). Only the named target fails; the rest of its request is unaffected.

@@ -16,7 +16,7 @@ use crate::clock;
 use crate::model::{Action, JobState, Lane, Provider};
 use crate::planner::Batch;
 use crate::policy::RetryPolicy;
-use crate::provider::{CallReport, Outcome};
+use crate::provider::{CallReport, Outcome, Rejection};
 use crate::store::{GateChange, JobUpdate};
 
 /// The policies and limits settling applies.
@@ -71,8 +71,8 @@ pub struct Settling<'a> {
     pub attempts: &'a HashMap<i64, i64>,
     /// Current strikes of each lane in the request.
     pub strikes: &'a HashMap<Action, i64>,
-    /// When the provider's daily quotas reset (ms).
-    pub quota_reset_at: i64,
+    /// When the account's daily quotas reset (ms); `None` if it has none.
+    pub quota_reset_at: Option<i64>,
     /// Now (ms).
     pub now: i64,
     /// Policies.
@@ -165,6 +165,65 @@ impl Settling<'_> {
             .collect()
     }
 
+    /// Accepted: every job succeeds but the named ones, which fail; lanes with strikes open.
+    fn accepted(
+        &self,
+        report: &CallReport,
+        rejected: &[Rejection],
+        batch: &mut Batch,
+        actions: &[Action],
+        out: &mut Settlement,
+    ) {
+        for ((_, target), ids) in batch.take(|_, _| true) {
+            let refused = rejected
+                .iter()
+                .find(|r| Some(r.target.as_str()) == target.as_deref());
+            match refused {
+                Some(r) => out.updates.extend(self.done(
+                    &ids,
+                    JobState::Failed,
+                    report,
+                    Some(rejection(r.code, &r.reason)),
+                )),
+                None => out
+                    .updates
+                    .extend(self.done(&ids, JobState::Succeeded, report, None)),
+            }
+        }
+        for action in actions {
+            if self.strikes.get(action).copied().unwrap_or(0) > 0 {
+                out.gates.push(GateChange::Open {
+                    lane: self.lane(*action),
+                });
+            }
+        }
+    }
+
+    /// Invalid targets: the named jobs fail and the rest is sent again; `Err` with the batch
+    /// untouched if the provider named nothing that was sent.
+    fn fail_named(
+        &self,
+        report: &CallReport,
+        rejected: &[Rejection],
+        mut batch: Batch,
+        out: &mut Settlement,
+    ) -> Result<(), Batch> {
+        let named = batch.take(|_, t| rejected.iter().any(|r| Some(r.target.as_str()) == t));
+        if named.is_empty() {
+            return Err(batch);
+        }
+        for ((_, target), ids) in named {
+            let r = rejected
+                .iter()
+                .find(|r| Some(r.target.as_str()) == target.as_deref());
+            let why = r.map_or_else(|| reason(report), |r| rejection(r.code, &r.reason));
+            out.updates
+                .extend(self.done(&ids, JobState::Failed, report, Some(why)));
+        }
+        out.resend = batch;
+        Ok(())
+    }
+
     /// Maps one call's report onto the jobs of `batch`.
     pub fn settle(&self, report: &CallReport, mut batch: Batch) -> Settlement {
         let mut out = Settlement::default();
@@ -175,47 +234,13 @@ impl Settling<'_> {
         };
         match &report.outcome {
             Outcome::Accepted { rejected } => {
-                for ((_, target), ids) in batch.take(|_, _| true) {
-                    let refused = rejected
-                        .iter()
-                        .find(|r| Some(r.target.as_str()) == target.as_deref());
-                    match refused {
-                        Some(r) => out.updates.extend(self.done(
-                            &ids,
-                            JobState::Failed,
-                            report,
-                            Some(rejection(r.code, &r.reason)),
-                        )),
-                        None => {
-                            out.updates
-                                .extend(self.done(&ids, JobState::Succeeded, report, None))
-                        }
-                    }
-                }
-                for action in actions {
-                    if self.strikes.get(&action).copied().unwrap_or(0) > 0 {
-                        out.gates.push(GateChange::Open {
-                            lane: self.lane(action),
-                        });
-                    }
-                }
+                self.accepted(report, rejected, &mut batch, &actions, &mut out);
             }
             Outcome::InvalidTargets { rejected } => {
-                let named =
-                    batch.take(|_, t| rejected.iter().any(|r| Some(r.target.as_str()) == t));
-                if named.is_empty() {
+                if let Err(batch) = self.fail_named(report, rejected, batch, &mut out) {
                     // The provider named nothing we sent: resending would loop forever.
                     return self.transient(report, batch);
                 }
-                for ((_, target), ids) in named {
-                    let r = rejected
-                        .iter()
-                        .find(|r| Some(r.target.as_str()) == target.as_deref());
-                    let why = r.map_or_else(|| reason(report), |r| rejection(r.code, &r.reason));
-                    out.updates
-                        .extend(self.done(&ids, JobState::Failed, report, Some(why)));
-                }
-                out.resend = batch;
             }
             Outcome::ActionRejected { action } => {
                 let refused = batch.take(|a, _| a == *action);
@@ -237,7 +262,7 @@ impl Settling<'_> {
                 out.gates.push(self.pause(
                     *action,
                     self.policies.quota,
-                    Some(self.quota_reset_at),
+                    self.quota_reset_at,
                     report,
                 ));
             }
@@ -366,13 +391,6 @@ fn reason(report: &CallReport) -> String {
     }
 }
 
-/// The next midnight in China (UTC+8) after `now` (ms), when Qiniu's daily quotas reset.
-pub fn next_china_midnight(now: i64) -> i64 {
-    const DAY: i64 = 86_400_000;
-    const OFFSET: i64 = 8 * 3_600_000;
-    ((now + OFFSET).div_euclid(DAY) + 1) * DAY - OFFSET
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,7 +435,7 @@ mod tests {
             account: "default",
             attempts,
             strikes,
-            quota_reset_at: 2_000_000,
+            quota_reset_at: Some(2_000_000),
             now: 1_000_000,
             policies: Policies::default(),
         };
@@ -598,7 +616,7 @@ mod tests {
             account: "default",
             attempts: &HashMap::new(),
             strikes: &HashMap::new(),
-            quota_reset_at: 0,
+            quota_reset_at: Some(0),
             now: 0,
             policies: Policies::default(),
         }
@@ -618,16 +636,5 @@ mod tests {
         assert_eq!(p.quota.cap, std::time::Duration::from_secs(36));
         assert_eq!(p.auth.initial, std::time::Duration::from_millis(300));
         assert_eq!(p.max_attempts, 8);
-    }
-
-    #[test]
-    fn china_midnight() {
-        // 2026-11-23T05:00:00Z is 13:00 in China; the reset is 2026-11-23T16:00:00Z.
-        let now = 1_795_410_000_000;
-        assert_eq!(next_china_midnight(now), 1_795_449_600_000);
-        assert_eq!(
-            next_china_midnight(1_795_449_600_000),
-            1_795_449_600_000 + 86_400_000
-        );
     }
 }

@@ -1,16 +1,18 @@
 //! In-process worker runs against the emulator on loopback.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use purgeq::emulator::{self, Emulator, EmulatorConfig};
 use purgeq::model::{Action, DEFAULT_ACCOUNT, Provider};
 use purgeq::policy::RetryPolicy;
-use purgeq::provider::pan123::Pan123Client;
-use purgeq::provider::qiniu::{Credentials, QiniuClient};
+use purgeq::provider::Account;
+use purgeq::provider::pan123::{Pan123Account, Pan123Client, Pan123Settings};
+use purgeq::provider::qiniu::{Credentials, QiniuAccount, QiniuClient, QiniuSettings};
 use purgeq::secret::Secret;
 use purgeq::store::{NewJobs, Store};
-use purgeq::worker::{Policies, Providers, WorkerConfig};
+use purgeq::worker::{DEFAULT_LEASE, Handles, Policies, Timeouts, WorkerConfig, worker_id};
 use tokio_util::sync::CancellationToken;
 
 pub const AK: &str = "test-ak";
@@ -40,48 +42,66 @@ pub async fn emulator(config: EmulatorConfig) -> Emulator {
         .expect("emulator starts")
 }
 
-pub fn providers(emu: &Emulator) -> Providers {
+/// The test accounts at the emulator, without pacing.
+pub fn providers(emu: &Emulator) -> Vec<Arc<dyn Account>> {
+    providers_with(emu, unpaced_qiniu())
+}
+
+/// Qiniu settings with the worker's own pacing off.
+pub fn unpaced_qiniu() -> QiniuSettings {
+    QiniuSettings {
+        targets_per_sec: 0.0,
+        requests_per_sec: 0.0,
+        ..QiniuSettings::default()
+    }
+}
+
+/// The test accounts at the emulator, Qiniu's driven as `qiniu` says.
+pub fn providers_with(emu: &Emulator, qiniu: QiniuSettings) -> Vec<Arc<dyn Account>> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("http client");
-    Providers {
-        qiniu: Some(QiniuClient::new(
-            http.clone(),
-            emu.url(),
-            Credentials {
-                access_key: AK.to_owned(),
-                secret_key: Secret::new(SK),
-            },
-        )),
-        pan123: Some(Pan123Client::new(
-            http,
-            emu.url(),
-            purgeq::provider::pan123::Credentials {
-                client_id: CLIENT_ID.to_owned(),
-                client_secret: Secret::new(CLIENT_SECRET),
-            },
-        )),
-    }
+    let qiniu_client = QiniuClient::new(
+        http.clone(),
+        emu.url(),
+        Credentials {
+            access_key: AK.to_owned(),
+            secret_key: Secret::new(SK),
+        },
+    );
+    let pan123_client = Pan123Client::new(
+        http,
+        emu.url(),
+        purgeq::provider::pan123::Credentials {
+            client_id: CLIENT_ID.to_owned(),
+            client_secret: Secret::new(CLIENT_SECRET),
+        },
+    );
+    let pan123 = Pan123Settings {
+        requests_per_sec: 0.0,
+        ..Pan123Settings::default()
+    };
+    vec![
+        Arc::new(QiniuAccount::new(qiniu_client, qiniu)),
+        Arc::new(Pan123Account::new(pan123_client, pan123)),
+    ]
 }
 
-/// A worker config with no pacing and millisecond backoffs, so tests never wait minutes.
+/// A worker config with millisecond backoffs, so tests never wait minutes.
 pub fn fast_config() -> WorkerConfig {
     let ms = Duration::from_millis;
-    WorkerConfig {
-        poll_interval: ms(50),
-        qiniu_targets_per_sec: 0.0,
-        qiniu_requests_per_sec: 0.0,
-        pan123_requests_per_sec: 0.0,
-        policies: Policies {
-            max_attempts: 8,
-            transient: RetryPolicy::TRANSIENT.starting_at(ms(10)),
-            quota: RetryPolicy::QUOTA.starting_at(ms(100)),
-            rate_limit: RetryPolicy::RATE_LIMIT.starting_at(ms(50)),
-            auth: RetryPolicy::AUTH.starting_at(ms(100)),
-        },
-        ..WorkerConfig::default()
-    }
+    let mut config = WorkerConfig::new(worker_id(), DEFAULT_LEASE, Timeouts::default())
+        .expect("the default lease is valid");
+    config.poll_interval = ms(50);
+    config.policies = Policies {
+        max_attempts: 8,
+        transient: RetryPolicy::TRANSIENT.starting_at(ms(10)),
+        quota: RetryPolicy::QUOTA.starting_at(ms(100)),
+        rate_limit: RetryPolicy::RATE_LIMIT.starting_at(ms(50)),
+        auth: RetryPolicy::AUTH.starting_at(ms(100)),
+    };
+    config
 }
 
 pub async fn enqueue(store: &Store, action: Action, targets: &[String]) -> Vec<i64> {
@@ -114,6 +134,7 @@ pub async fn drain_once(store: &Store, emu: &Emulator, mut config: WorkerConfig)
         store.clone(),
         providers(emu),
         config,
+        Handles::from_env(),
         CancellationToken::new(),
     )
     .await
@@ -132,6 +153,7 @@ where
         store.clone(),
         providers(emu),
         config,
+        Handles::from_env(),
         shutdown.clone(),
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -7,6 +7,8 @@
 //! `Platform: open_platform`. Neither the client secret nor a token ever reaches a log line or a
 //! report message.
 
+mod account;
+
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -14,6 +16,7 @@ use serde::Deserialize;
 use super::wire::{describe_transport_error, excerpt, header_text, one_line, read_body, transient};
 use super::{CallReport, Outcome};
 use crate::secret::Secret;
+pub use account::{Pan123Account, Pan123Settings};
 
 /// The production endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://open-api.123pan.com";

@@ -10,6 +10,8 @@
 //! - The HTTP status is never ignored: a body code of `200` under a 5xx status is not a success,
 //!   and a body that is not JSON is never taken for one.
 
+mod account;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use super::wire::{describe_transport_error, excerpt, header_text, one_line, read
 use super::{CallReport, Outcome, QuotaReading, Rejection};
 use crate::model::Action;
 use crate::secret::Secret;
+pub use account::{QiniuAccount, QiniuSettings, next_china_midnight};
 
 /// URLs per refresh call. Source: developer.qiniu.com/fusion/api/1229/cache-refresh.
 pub const MAX_REFRESH_URLS: usize = 60;

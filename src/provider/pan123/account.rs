@@ -1,0 +1,139 @@
+//! One 123pan account behind [`Account`]: its one account-wide route, its pacer, and its access
+//! token, cached in the store for every process that shares it.
+//!
+//! Invariants:
+//! - A cached token is used while it is fresh ([`needs_renewal`]); a new one is cached before it
+//!   is used, so processes sharing a store do not each ask for one.
+//! - A failure to cache a token is not a failure to send: the token serves this call only.
+
+use tracing::{info, warn};
+
+use super::{Pan123Client, REQUESTS_PER_SEC, needs_renewal};
+use crate::clock;
+use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
+use crate::pacer::Pacer;
+use crate::planner::Batch;
+use crate::provider::{Account, CallFuture, CallReport, Credential, Route};
+use crate::store::{CachedToken, Store};
+
+/// How one 123pan account is driven: its name and pacing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pan123Settings {
+    /// The account's name, as jobs carry it.
+    pub account: String,
+    /// Requests per second (0: unlimited).
+    pub requests_per_sec: f64,
+}
+
+impl Default for Pan123Settings {
+    /// The default account at the documented limit.
+    fn default() -> Self {
+        Pan123Settings {
+            account: DEFAULT_ACCOUNT.to_owned(),
+            requests_per_sec: REQUESTS_PER_SEC,
+        }
+    }
+}
+
+/// A 123pan account: a client, its route and its pacer.
+#[derive(Debug)]
+pub struct Pan123Account {
+    client: Pan123Client,
+    account: String,
+    routes: [Route; 1],
+    pacer: Pacer,
+}
+
+impl Pan123Account {
+    /// An account sending through `client` as `settings` say.
+    pub fn new(client: Pan123Client, settings: Pan123Settings) -> Self {
+        Pan123Account {
+            client,
+            routes: [Route {
+                name: "123pan/refresh_all",
+                operation: "refresh_all",
+                // One call refreshes the whole account: it serves every ready job.
+                lanes: vec![(Action::RefreshAll, None)],
+                account_wide: true,
+            }],
+            pacer: Pacer::new(0.0, settings.requests_per_sec),
+            account: settings.account,
+        }
+    }
+
+    async fn token(&self, store: &Store, renew: bool) -> Result<Credential, CallReport> {
+        let now = clock::now_ms();
+        let cached = match store.token(Provider::Pan123, &self.account).await {
+            Ok(cached) => cached,
+            Err(e) => {
+                warn!(error = %e, "could not read the cached access token");
+                None
+            }
+        };
+        if let Some(cached) = cached
+            && !renew
+            && !needs_renewal(cached.obtained_at, cached.expires_at, now)
+        {
+            return Ok(Credential::Token(cached.token));
+        }
+        let fresh = self.client.access_token().await.map_err(|report| *report)?;
+        info!(expires_at = %clock::rfc3339(fresh.expires_at), "obtained a new 123pan access token");
+        let cached = CachedToken {
+            token: fresh.token,
+            expires_at: fresh.expires_at,
+            obtained_at: now,
+        };
+        if let Err(e) = store
+            .save_token(Provider::Pan123, &self.account, &cached)
+            .await
+        {
+            warn!(error = %e, "could not cache the access token; it is used for this call only");
+        }
+        Ok(Credential::Token(cached.token))
+    }
+}
+
+impl Account for Pan123Account {
+    fn provider(&self) -> Provider {
+        Provider::Pan123
+    }
+
+    fn account(&self) -> &str {
+        &self.account
+    }
+
+    fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    fn pacer(&self) -> &Pacer {
+        &self.pacer
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        store: &'a Store,
+        renew: bool,
+    ) -> CallFuture<'a, Result<Credential, CallReport>> {
+        Box::pin(self.token(store, renew))
+    }
+
+    fn send<'a>(
+        &'a self,
+        _route: &'a Route,
+        _batch: &'a Batch,
+        credential: &'a Credential,
+    ) -> CallFuture<'a, CallReport> {
+        Box::pin(async move {
+            match credential {
+                Credential::Token(token) => self.client.refresh(token).await,
+                Credential::Keys => CallReport::transient("123pan calls need an access token"),
+            }
+        })
+    }
+
+    fn quota_reset_at(&self, _now: i64) -> Option<i64> {
+        // 123pan has no daily quota; its lanes never pause for one.
+        None
+    }
+}
