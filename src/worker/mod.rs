@@ -103,13 +103,9 @@ pub async fn run(
     if let Err(e) = shared.store.optimize().await {
         warn!(error = %e, "could not refresh the planner's statistics");
     }
-    // N.B. A busy database at start is not fatal: the reaper tries again every lease quarter.
-    match shared.store.requeue_expired(clock::now_ms()).await {
-        Ok(0) => {}
-        Ok(requeued) => info!(requeued, "requeued jobs whose lease expired"),
-        Err(e) => {
-            warn!(error = %e, "could not requeue expired leases at start; the reaper retries")
-        }
+    let requeued = shared.store.requeue_expired(clock::now_ms()).await?;
+    if requeued > 0 {
+        info!(requeued, "requeued jobs whose lease expired");
     }
     let routes: Vec<Lanes> = accounts
         .iter()
