@@ -19,4 +19,5 @@ pub mod secret;
 pub mod service;
 pub mod store;
 pub mod target;
+pub mod text;
 pub mod worker;

@@ -274,6 +274,9 @@ impl Args {
             "--backoff-scale must be a positive number"
         );
         let shutdown = shutdown_on_signals()?;
+        // Secret files are checked (bounded reads) now, before anything long-running starts.
+        config::credential_pair("QINIU_ACCESS_KEY", "QINIU_SECRET_KEY")?;
+        config::credential_pair("PAN123_CLIENT_ID", "PAN123_CLIENT_SECRET")?;
         let Some(store) = open_waiting(ctx, &shutdown).await? else {
             return Ok(ExitCode::Success);
         };

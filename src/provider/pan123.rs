@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::wire::{describe_transport_error, excerpt, header_text, one_line, read_body, transient};
+use super::wire::{
+    describe_transport_error, excerpt, header_text, one_line, provider_id, read_body, transient,
+};
 use super::{CallReport, Outcome};
 use crate::secret::Secret;
 
@@ -176,7 +178,7 @@ fn report(answer: &Answer, outcome: Outcome, body: &Body, message: String) -> Ca
         outcome,
         http_status: Some(answer.status),
         code: body.code,
-        request_id: body.trace_id.clone(),
+        request_id: body.trace_id.as_deref().and_then(provider_id),
         trace_id: None,
         message: one_line(&message),
         quotas: Vec::new(),
