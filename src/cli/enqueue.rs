@@ -92,12 +92,14 @@ fn check_count(input: Input) -> Result<Input, String> {
 fn check_tag(tag: &str) -> Result<(), String> {
     let shown = crate::text::display_safe(tag, 80);
     if tag.is_empty() || tag.len() > MAX_TAG_LEN {
-        return Err(format!("--tag {shown:?} must be 1 to {MAX_TAG_LEN} bytes"));
+        return Err(format!(
+            "--tag \"{shown}\" must be 1 to {MAX_TAG_LEN} bytes"
+        ));
     }
     if let Some(c) = tag.chars().find(|c| crate::text::is_unsafe(*c)) {
         return Err(format!(
-            "--tag {shown:?} holds {:?}, a control, bidi or zero-width character; tags must show as they are",
-            c
+            "--tag \"{shown}\" holds {}, a control, bidi or zero-width character; tags must show as they are",
+            c.escape_unicode()
         ));
     }
     Ok(())

@@ -189,11 +189,21 @@ fn bounded_duration(text: &str, min: Duration, max: Duration) -> Result<Duration
     if d < min || d > max {
         return Err(format!(
             "{text:?} is out of range: it must be from {} to {}",
-            crate::clock::human(min),
-            crate::clock::human(max)
+            show(min),
+            show(max)
         ));
     }
     Ok(d)
+}
+
+fn show(d: Duration) -> String {
+    if d.is_zero() {
+        "0s".to_owned()
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        crate::clock::human(d)
+    }
 }
 
 /// The longest `enqueue --delay`: jobs further out than this are surely a typo.
