@@ -425,3 +425,165 @@ fn case3_json_keeps_the_exact_request_id_and_text_escapes_it() {
     assert!(text.contains("\\u{1b}[2J"), "{text}");
     assert!(text.contains("\\u{202e}txt"), "{text}");
 }
+
+fn sha1(path: &std::path::Path) -> Vec<u8> {
+    use sha1::Digest as _;
+    sha1::Sha1::digest(std::fs::read(path).unwrap()).to_vec()
+}
+
+fn raw_db(db: &std::path::Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_purgeq"));
+    cmd.arg("--db").arg(db).args(args);
+    for var in common::CLEARED {
+        cmd.env_remove(var);
+    }
+    cmd.output().unwrap()
+}
+
+// 5. Another application's SQLite file (or any non-SQLite file) is refused untouched.
+#[test]
+fn case5_a_foreign_database_is_refused_and_left_unchanged() {
+    if common::skip_on_postgres("a SQLite file case") {
+        return;
+    }
+    let s = Scratch::new();
+    let foreign = s.path("app.db");
+    s.cmd(&["enqueue", "https://cdn.example.com/a.js"])
+        .assert()
+        .success();
+    // A real SQLite database holding another application's table.
+    let conn = rusqlite::Connection::open(&foreign).unwrap();
+    conn.execute_batch("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users (name) VALUES ('ann');")
+        .unwrap();
+    drop(conn);
+    let text = s.path("notes.txt");
+    std::fs::write(&text, "not a database at all\n".repeat(10)).unwrap();
+    for file in [&foreign, &text] {
+        let before = sha1(file);
+        for args in [
+            &["enqueue", "https://cdn.example.com/a.js"][..],
+            &["status"],
+            &["worker", "--once"],
+        ] {
+            let out = raw_db(file, args);
+            assert_eq!(out.status.code(), Some(1), "{args:?}");
+            let err = stderr(&out);
+            assert!(err.contains("refusing the database"), "{err}");
+            assert!(
+                err.contains("another application") || err.contains("not a SQLite database"),
+                "{err}"
+            );
+        }
+        assert_eq!(sha1(file), before, "{} was changed", file.display());
+        for suffix in ["-journal", "-wal", "-shm"] {
+            let mut side = file.as_os_str().to_owned();
+            side.push(suffix);
+            assert!(
+                !std::path::Path::new(&side).exists(),
+                "{side:?} was created"
+            );
+        }
+    }
+    assert_eq!(total_jobs(&s), 1);
+}
+
+// 10. Special files are refused before SQLite creates anything beside them.
+#[test]
+fn case10_special_files_are_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let existed = std::path::Path::new("/dev/null-journal").exists();
+    for db in [
+        std::path::Path::new("/dev/null"),
+        fifo.as_path(),
+        dir.path(),
+    ] {
+        for args in [
+            &["enqueue", "https://cdn.example.com/a.js"][..],
+            &["status"],
+        ] {
+            let out = raw_db(db, args);
+            assert_eq!(out.status.code(), Some(1), "{db:?} {args:?}");
+            assert!(
+                stderr(&out).contains("not a regular file"),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+    if !existed {
+        assert!(!std::path::Path::new("/dev/null-journal").exists());
+        assert!(!std::path::Path::new("/dev/null-wal").exists());
+    }
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "only the FIFO: {names:?}");
+}
+
+// The read-only auditor: a user who may only read the database files runs `status`.
+#[test]
+fn a_read_only_auditor_can_run_status_and_changes_nothing() {
+    if common::skip_on_postgres("the PostgreSQL read-only open is not built yet") {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: switching to a read-only user needs root");
+        return;
+    }
+    let s = Scratch::new();
+    s.cmd(&["enqueue", "--tag", "audit", "https://cdn.example.com/a.js"])
+        .assert()
+        .success();
+    // The directory and the files are readable by others, writable by root only.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path, m| {
+        if p.exists() {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        }
+    };
+    mode(s.dir.path(), 0o755);
+    let db = s.db();
+    let side = |suffix: &str| {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        std::path::PathBuf::from(p)
+    };
+    for p in [db.clone(), side("-wal"), side("-shm")] {
+        mode(&p, 0o644);
+    }
+    let before: Vec<_> = [db.clone(), side("-wal")]
+        .iter()
+        .filter(|p| p.exists())
+        .map(|p| sha1(p))
+        .collect();
+    for args in [&["status", "--json"][..], &["status"], &["status", "1"]] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_purgeq"))
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("https://cdn.example.com/a.js"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    let after: Vec<_> = [db.clone(), side("-wal")]
+        .iter()
+        .filter(|p| p.exists())
+        .map(|p| sha1(p))
+        .collect();
+    assert_eq!(before, after, "a read-only status changed the database");
+    assert_eq!(total_jobs(&s), 1);
+}

@@ -135,9 +135,19 @@ impl Context {
 
     /// Opens the store with the given durability.
     pub async fn open(&self, durability: Durability) -> anyhow::Result<Store> {
+        self.open_with(durability, false).await
+    }
+
+    /// Opens the store read-only (for audits): nothing is created, migrated or written.
+    pub async fn open_read_only(&self) -> anyhow::Result<Store> {
+        self.open_with(Durability::Normal, true).await
+    }
+
+    async fn open_with(&self, durability: Durability, read_only: bool) -> anyhow::Result<Store> {
         let location = self.location()?;
         let options = OpenOptions {
             busy_timeout: self.busy_timeout,
+            read_only,
             ..OpenOptions::new(durability)
         };
         Store::connect(&location, &options)

@@ -11,7 +11,7 @@ use super::table::Table;
 use super::{Context, ExitCode, duration_arg};
 use crate::clock;
 use crate::model::{JobState, Provider};
-use crate::store::{Call, Durability, Gate, Job, JobFilter, Store, Summary};
+use crate::store::{Call, Gate, Job, JobFilter, Store, Summary};
 use crate::text::display_safe;
 
 /// The longest field value `status JOB_ID` prints, in characters.
@@ -61,7 +61,7 @@ pub struct Args {
 
 impl Args {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
-        let store = ctx.open(Durability::Normal).await?;
+        let store = ctx.open_read_only().await?;
         let now = clock::now_ms();
         if let Some(id) = self.job {
             let Some(job) = store.job(id).await? else {

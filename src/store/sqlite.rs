@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::guard;
 use super::rows::{self, Columns as _};
 use super::{
     CachedToken, Call, ClaimRequest, ClaimedJob, Durability, Gate, GateChange, Job, JobFilter,
@@ -63,6 +64,12 @@ impl SqliteStore {
     /// The parent directory is created when missing.
     pub async fn open(path: &Path, options: &OpenOptions) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
+        guard::refuse_special_file(path)?;
+        guard::refuse_foreign_sqlite(path).await?;
+        if options.read_only {
+            let pool = guard::open_sqlite_read_only(path, options.busy_timeout, &MIGRATOR).await?;
+            return Ok(SqliteStore { pool });
+        }
         prepare_files(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
