@@ -66,7 +66,8 @@ impl SqliteStore {
         let shown = path.display().to_string();
         guard::refuse_special_file(path)?;
         guard::refuse_foreign_sqlite(path).await?;
-        if options.read_only {
+        // A database not created yet is created as before (`status` then shows an empty queue).
+        if options.read_only && std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             let pool = guard::open_sqlite_read_only(path, options.busy_timeout, &MIGRATOR).await?;
             return Ok(SqliteStore { pool });
         }
