@@ -15,6 +15,7 @@ pub mod pacer;
 pub mod planner;
 pub mod policy;
 pub mod provider;
+pub mod seal;
 pub mod secret;
 pub mod service;
 pub mod store;

@@ -85,6 +85,11 @@ pub struct Answer {
 }
 
 impl Pan123Client {
+    /// The client secret, from which the token's sealing key is derived ([`crate::seal`]).
+    pub fn client_secret(&self) -> &Secret {
+        &self.credentials.client_secret
+    }
+
     /// A client sending through `http` (which carries the timeouts) to `endpoint`.
     pub fn new(
         http: reqwest::Client,

@@ -32,6 +32,7 @@ use crate::planner::Batch;
 use crate::provider::pan123::{self, Pan123Client};
 use crate::provider::qiniu::{self, QiniuClient};
 use crate::provider::{CallReport, Outcome};
+use crate::seal;
 use crate::secret::Secret;
 use crate::service::Notifier;
 use crate::store::{
@@ -539,7 +540,13 @@ impl Shared {
         };
         let now = clock::now_ms();
         let cached = match self.store.token(Provider::Pan123, DEFAULT_ACCOUNT).await {
-            Ok(cached) => cached,
+            // Stored sealed; a value that does not open (an old plain token) is renewed.
+            Ok(cached) => cached.and_then(|c| {
+                Some(CachedToken {
+                    token: seal::open(client.client_secret(), &c.token)?,
+                    ..c
+                })
+            }),
             Err(e) => {
                 warn!(error = %e, "could not read the cached access token");
                 None
@@ -558,11 +565,21 @@ impl Shared {
             expires_at: fresh.expires_at,
             obtained_at: now,
         };
-        if let Err(e) = self
-            .store
-            .save_token(Provider::Pan123, DEFAULT_ACCOUNT, &cached)
-            .await
-        {
+        let saved = match seal::seal(client.client_secret(), &cached.token) {
+            Some(token) => {
+                let sealed = CachedToken {
+                    token,
+                    expires_at: cached.expires_at,
+                    obtained_at: cached.obtained_at,
+                };
+                self.store
+                    .save_token(Provider::Pan123, DEFAULT_ACCOUNT, &sealed)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            None => Err("no random nonce to seal it".to_owned()),
+        };
+        if let Err(e) = saved {
             warn!(error = %e, "could not cache the access token; it is used for this call only");
         }
         Ok(Some(cached.token))
