@@ -587,3 +587,56 @@ fn a_read_only_auditor_can_run_status_and_changes_nothing() {
     assert_eq!(before, after, "a read-only status changed the database");
     assert_eq!(total_jobs(&s), 1);
 }
+
+fn run_pan123_worker(s: &Scratch, endpoint: &str) {
+    let out = s
+        .cmd(&["worker", "--once"])
+        .env("PAN123_CLIENT_ID", common::worker::CLIENT_ID)
+        .env("PAN123_CLIENT_SECRET", common::worker::CLIENT_SECRET)
+        .env("PAN123_ENDPOINT", endpoint)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn stored_token(s: &Scratch) -> String {
+    let conn = rusqlite::Connection::open(s.db()).unwrap();
+    conn.query_row("SELECT access_token FROM tokens", [], |r| r.get(0))
+        .unwrap()
+}
+
+// The 123pan token in the shared database is sealed; an old plain one is simply renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_123pan_token_is_sealed_at_rest_and_a_plain_one_is_renewed() {
+    if common::skip_on_postgres("reads the SQLite tokens table directly") {
+        return;
+    }
+    let s = Scratch::new();
+    let emu = common::worker::emulator(common::worker::emulator_config()).await;
+    s.cmd(&["enqueue", "--provider", "123pan"])
+        .assert()
+        .success();
+    run_pan123_worker(&s, &emu.url());
+    let sealed = stored_token(&s);
+    assert!(sealed.starts_with("v1:"), "stored in plain text: {sealed}");
+    assert_eq!(emu.stats().pan123.token_requests, 1);
+    // The sealed token is reused by the next run: no new token request.
+    s.cmd(&["enqueue", "--provider", "123pan"])
+        .assert()
+        .success();
+    run_pan123_worker(&s, &emu.url());
+    assert_eq!(emu.stats().pan123.token_requests, 1);
+    assert_eq!(stored_token(&s), sealed);
+    // A plain token (as an older purgeq stored it) does not open: it is renewed and sealed.
+    let conn = rusqlite::Connection::open(s.db()).unwrap();
+    conn.execute("UPDATE tokens SET access_token = 'plain-old-token'", [])
+        .unwrap();
+    drop(conn);
+    s.cmd(&["enqueue", "--provider", "123pan"])
+        .assert()
+        .success();
+    run_pan123_worker(&s, &emu.url());
+    assert_eq!(emu.stats().pan123.token_requests, 2);
+    assert!(stored_token(&s).starts_with("v1:"));
+    assert_eq!(count(&s.status(&[]), "123pan", "succeeded"), 3);
+}
