@@ -2,11 +2,19 @@
 //!
 //! Secrets come from the environment or from a file named by a `*_FILE` variable (systemd
 //! `LoadCredential=`), never from arguments, and are wrapped in [`Secret`] as soon as they are read.
+//! A secret file must be a regular file of at most [`MAX_SECRET_FILE_BYTES`] and is read with
+//! that bound (a FIFO, `/dev/zero` or a directory is refused before any read); an empty or
+//! whitespace-only secret is refused naming its variable.
 
 use std::env;
+use std::io::Read as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use crate::secret::Secret;
+
+/// The largest secret file read; a credential is well under 1 KiB.
+pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
 
 /// Reading configuration failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +29,22 @@ pub enum ConfigError {
         /// Why it can't be read.
         #[source]
         source: std::io::Error,
+    },
+    /// A `*_FILE` variable names something that is not a usable secret file.
+    #[error("{var} names {path}, which is refused: {why}")]
+    BadSecretFile {
+        /// The variable that named the file.
+        var: String,
+        /// The file.
+        path: PathBuf,
+        /// Why it is refused.
+        why: String,
+    },
+    /// A secret variable is set to whitespace only.
+    #[error("{var} is set but holds only whitespace")]
+    BlankSecret {
+        /// The variable.
+        var: String,
     },
     /// A variable is set but not valid UTF-8.
     #[error("{var} is not valid UTF-8")]
@@ -59,6 +83,11 @@ pub fn var_from_env(name: &str) -> Result<Option<String>, ConfigError> {
 /// (one trailing newline trimmed). The variable itself wins when both are set.
 pub fn secret_from_env(name: &str) -> Result<Option<Secret>, ConfigError> {
     if let Some(value) = var_from_env(name)? {
+        if value.trim().is_empty() {
+            return Err(ConfigError::BlankSecret {
+                var: name.to_owned(),
+            });
+        }
         return Ok(Some(Secret::new(value)));
     }
     let file_var = format!("{name}_FILE");
@@ -66,14 +95,58 @@ pub fn secret_from_env(name: &str) -> Result<Option<Secret>, ConfigError> {
         return Ok(None);
     };
     let path = PathBuf::from(path);
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
-        var: file_var.clone(),
-        path: path.clone(),
+    let value = read_secret_file(&file_var, &path)?;
+    Ok(Some(Secret::new(value)))
+}
+
+/// Reads a secret file: a regular file (not a FIFO, a device or a directory, checked before
+/// it is opened for reading) of at most [`MAX_SECRET_FILE_BYTES`], read with a bound; one
+/// trailing newline is trimmed, and empty or whitespace-only content is refused.
+fn read_secret_file(var: &str, path: &Path) -> Result<String, ConfigError> {
+    let bad = |why: String| ConfigError::BadSecretFile {
+        var: var.to_owned(),
+        path: path.to_owned(),
+        why,
+    };
+    let io = |source| ConfigError::SecretFile {
+        var: var.to_owned(),
+        path: path.to_owned(),
         source,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(bad("it is not a regular file".to_owned()));
+    }
+    if meta.len() > MAX_SECRET_FILE_BYTES {
+        return Err(bad(format!(
+            "it is larger than {MAX_SECRET_FILE_BYTES} bytes"
+        )));
+    }
+    // Opened without blocking, so a file swapped for a FIFO after the check can't hang us.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(bad("it is not a regular file".to_owned()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(bad(format!(
+            "it is larger than {MAX_SECRET_FILE_BYTES} bytes"
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| bad("it is not valid UTF-8".to_owned()))?;
     let value = text.strip_suffix('\n').unwrap_or(&text);
     let value = value.strip_suffix('\r').unwrap_or(value);
-    Ok(Some(Secret::new(value)))
+    if value.trim().is_empty() {
+        return Err(bad("it is empty (or holds only whitespace)".to_owned()));
+    }
+    Ok(value.to_owned())
 }
 
 /// The default database path: `$STATE_DIRECTORY/purgeq.db` under systemd, else

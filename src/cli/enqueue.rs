@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{Context, ExitCode, duration_arg};
+use super::{Context, ExitCode, delay_arg};
 use crate::clock;
 use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
 use crate::store::{Durability, NewJobs};
@@ -21,6 +21,10 @@ const MAX_TAG_LEN: usize = 200;
 /// lines and lines starting with # are skipped). Every target is checked first: if any is
 /// invalid, each bad one is printed with its position and the reason, nothing is queued, and
 /// the exit code is 3. Once this command exits 0 its jobs are on disk, even across a power cut.
+///
+/// One call reads at most 16 MiB from stdin or --file and queues at most 100000 targets; more
+/// is refused whole (exit 3, nothing queued): split bigger lists into several calls. Tags may
+/// not hold control, bidi or zero-width characters.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     purgeq enqueue https://cdn.example.com/app.js https://cdn.example.com/app.css\n  \
@@ -52,13 +56,53 @@ pub struct Args {
     #[arg(long, short, value_name = "TAG")]
     tag: Option<String>,
 
-    /// Do not send the jobs before this much time has passed (e.g. 30s, 5m).
-    #[arg(long, value_name = "DUR", value_parser = duration_arg)]
+    /// Do not send the jobs before this much time has passed (e.g. 30s, 5m; at most 30d).
+    #[arg(long, value_name = "DUR", value_parser = delay_arg, allow_hyphen_values = true)]
     delay: Option<Duration>,
 
     /// Print the result as JSON, with the new job ids.
     #[arg(long)]
     json: bool,
+}
+
+/// The most input bytes one `enqueue` reads from stdin or `--file`.
+pub const MAX_INPUT_BYTES: u64 = 16 << 20;
+/// The most targets one `enqueue` queues (all or none, in one transaction).
+pub const MAX_TARGETS: usize = 100_000;
+
+/// Reads at most [`MAX_INPUT_BYTES`]; `None` when there is more (memory stays bounded even
+/// for an endless source such as /dev/zero).
+fn read_capped(reader: impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    reader.take(MAX_INPUT_BYTES + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= MAX_INPUT_BYTES).then_some(bytes))
+}
+
+fn check_count(input: Input) -> Result<Input, String> {
+    if input.items.len() > MAX_TARGETS {
+        return Err(format!(
+            "{} targets given; one enqueue takes at most {MAX_TARGETS}: split them into several calls",
+            input.items.len()
+        ));
+    }
+    Ok(input)
+}
+
+/// A tag is 1 to [`MAX_TAG_LEN`] bytes without control, bidi or zero-width characters.
+fn check_tag(tag: &str) -> Result<(), String> {
+    let shown = crate::text::display_safe(tag, 80);
+    if tag.is_empty() || tag.len() > MAX_TAG_LEN {
+        return Err(format!(
+            "--tag \"{shown}\" must be 1 to {MAX_TAG_LEN} bytes"
+        ));
+    }
+    if let Some(c) = tag.chars().find(|c| crate::text::is_unsafe(*c)) {
+        return Err(format!(
+            "--tag \"{shown}\" holds {}, a control, bidi or zero-width character; tags must show as they are",
+            c.escape_unicode()
+        ));
+    }
+    Ok(())
 }
 
 impl Args {
@@ -71,25 +115,26 @@ impl Args {
         }
     }
 
-    fn read_input(&self) -> anyhow::Result<Input> {
-        if let Some(path) = &self.file {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            return Ok(Input::from_lines(&bytes));
-        }
-        if self.targets.iter().any(|t| t == "-") {
+    fn read_input(&self) -> anyhow::Result<Result<Input, String>> {
+        let bytes = if let Some(path) = &self.file {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+            read_capped(file).with_context(|| format!("reading {}", path.display()))?
+        } else if self.targets.iter().any(|t| t == "-") {
             anyhow::ensure!(
                 self.targets.len() == 1,
                 "`-` (read stdin) cannot be mixed with other targets"
             );
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .lock()
-                .read_to_end(&mut bytes)
-                .context("reading stdin")?;
-            return Ok(Input::from_lines(&bytes));
-        }
-        Ok(Input::from_args(&self.targets))
+            read_capped(std::io::stdin().lock()).context("reading stdin")?
+        } else {
+            return Ok(check_count(Input::from_args(&self.targets)));
+        };
+        let Some(bytes) = bytes else {
+            return Ok(Err(format!(
+                "the input is larger than {MAX_INPUT_BYTES} bytes, the most one enqueue takes; split it into several calls"
+            )));
+        };
+        Ok(check_count(Input::from_lines(&bytes)))
     }
 
     pub async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -98,13 +143,17 @@ impl Args {
             eprintln!("error: {why}");
             return Ok(ExitCode::InvalidInput);
         }
-        if let Some(tag) = &self.tag
-            && (tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.chars().any(char::is_control))
-        {
-            eprintln!("error: --tag must be 1 to {MAX_TAG_LEN} bytes without control characters");
+        if let Some(Err(why)) = self.tag.as_deref().map(check_tag) {
+            eprintln!("error: {why}");
             return Ok(ExitCode::InvalidInput);
         }
-        let input = self.read_input()?;
+        let input = match self.read_input()? {
+            Ok(input) => input,
+            Err(why) => {
+                eprintln!("error: {why}; nothing was queued");
+                return Ok(ExitCode::InvalidInput);
+            }
+        };
         let targets: Vec<Option<String>> = match target::validate(&input, action) {
             Err(rejected) => {
                 for r in &rejected {

@@ -58,9 +58,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "PURGEQ_DB", value_name = "PATH|URL")]
     db: Option<PathBuf>,
 
-    /// How long to wait for another process's lock on a SQLite database before giving up.
+    /// How long to wait for another process's lock on a SQLite database before giving up
+    /// (100ms to 10m).
     #[arg(long, global = true, env = "PURGEQ_BUSY_TIMEOUT", value_name = "DUR", default_value = "10s",
-          value_parser = duration_arg, hide_env_values = true)]
+          value_parser = busy_timeout_arg, hide_env_values = true, allow_hyphen_values = true)]
     busy_timeout: Duration,
 
     /// Log line format (logs go to stderr).
@@ -134,9 +135,19 @@ impl Context {
 
     /// Opens the store with the given durability.
     pub async fn open(&self, durability: Durability) -> anyhow::Result<Store> {
+        self.open_with(durability, false).await
+    }
+
+    /// Opens the store read-only (for audits): nothing is created, migrated or written.
+    pub async fn open_read_only(&self) -> anyhow::Result<Store> {
+        self.open_with(Durability::Normal, true).await
+    }
+
+    async fn open_with(&self, durability: Durability, read_only: bool) -> anyhow::Result<Store> {
         let location = self.location()?;
         let options = OpenOptions {
             busy_timeout: self.busy_timeout,
+            read_only,
             ..OpenOptions::new(durability)
         };
         Store::connect(&location, &options)
@@ -174,5 +185,61 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 /// Parses a duration flag (`30s`, `5m`, `1h30m`, `7d`).
 pub(crate) fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(format!(
+            "{text:?} is negative: a duration must be 0 or more"
+        ));
+    }
     crate::clock::parse_duration(text)
+}
+
+/// Parses a duration flag that must lie within `min..=max` (named in the refusal).
+fn bounded_duration(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = duration_arg(text)?;
+    if d < min || d > max {
+        return Err(format!(
+            "{text:?} is out of range: it must be from {} to {}",
+            show(min),
+            show(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn show(d: Duration) -> String {
+    if d.is_zero() {
+        "0s".to_owned()
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        crate::clock::human(d)
+    }
+}
+
+/// The longest `enqueue --delay`: jobs further out than this are surely a typo.
+pub const MAX_DELAY: Duration = Duration::from_secs(30 * 86_400);
+
+/// `--poll-interval`: 10ms to 1h (0 would spin an idle worker).
+pub(crate) fn poll_interval_arg(text: &str) -> Result<Duration, String> {
+    bounded_duration(text, Duration::from_millis(10), Duration::from_secs(3600))
+}
+
+/// `--lease`: 1s to 1d.
+pub(crate) fn lease_arg(text: &str) -> Result<Duration, String> {
+    bounded_duration(text, Duration::from_secs(1), Duration::from_secs(86_400))
+}
+
+/// `--request-timeout`: 1s to 10m (0 would time every call out and spend its attempts).
+pub(crate) fn request_timeout_arg(text: &str) -> Result<Duration, String> {
+    bounded_duration(text, Duration::from_secs(1), Duration::from_secs(600))
+}
+
+/// `--busy-timeout`: 100ms to 10m.
+fn busy_timeout_arg(text: &str) -> Result<Duration, String> {
+    bounded_duration(text, Duration::from_millis(100), Duration::from_secs(600))
+}
+
+/// `enqueue --delay`: 0 to [`MAX_DELAY`].
+pub(crate) fn delay_arg(text: &str) -> Result<Duration, String> {
+    bounded_duration(text, Duration::ZERO, MAX_DELAY)
 }

@@ -1,4 +1,7 @@
 //! `purgeq status`: the audit view. Counts, paused lanes, recent jobs, or one job with its calls.
+//!
+//! Text output shows everything that came from outside escaped ([`display_safe`]); `--json`
+//! carries the exact stored data.
 
 use std::time::Duration;
 
@@ -8,7 +11,11 @@ use super::table::Table;
 use super::{Context, ExitCode, duration_arg};
 use crate::clock;
 use crate::model::{JobState, Provider};
-use crate::store::{Call, Durability, Gate, Job, JobFilter, Store, Summary};
+use crate::store::{Call, Gate, Job, JobFilter, Store, Summary};
+use crate::text::display_safe;
+
+/// The longest field value `status JOB_ID` prints, in characters.
+const MAX_FIELD_CHARS: usize = 2000;
 
 /// Show the queue: counts per provider and state, paused lanes, and recent jobs; or one job and
 /// every provider call that carried it.
@@ -54,7 +61,7 @@ pub struct Args {
 
 impl Args {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
-        let store = ctx.open(Durability::Normal).await?;
+        let store = ctx.open_read_only().await?;
         let now = clock::now_ms();
         if let Some(id) = self.job {
             let Some(job) = store.job(id).await? else {
@@ -300,7 +307,11 @@ fn render_job(job: &Job, calls: &[Call], now: i64) -> String {
         "job {}: {} {} {}\n",
         job.id, job.provider, job.action, job.state
     );
-    let mut field = |name: &str, value: String| out.push_str(&format!("  {name:<12} {value}\n"));
+    // Values may come from outside (targets, tags, provider text): shown escaped.
+    let mut field = |name: &str, value: String| {
+        let value = display_safe(&value, MAX_FIELD_CHARS);
+        out.push_str(&format!("  {name:<12} {value}\n"));
+    };
     field(
         "target",
         job.target

@@ -1,6 +1,15 @@
 //! Aligned plain-text tables that fit the terminal.
+//!
+//! Invariants: every cell is shown through [`display_safe`] (no control, escape or bidi
+//! character reaches the terminal) and capped at [`MAX_CELL_CHARS`]; rendering never panics,
+//! whatever the cell lengths or the terminal width.
 
 use std::io::IsTerminal;
+
+use crate::text::display_safe;
+
+/// The widest a cell may be, in characters, before it is cut with `…`.
+pub(crate) const MAX_CELL_CHARS: usize = 200;
 
 /// A table: a header row and data rows; the last column is shortened to fit the terminal.
 #[derive(Debug)]
@@ -38,23 +47,35 @@ impl Table {
 
 fn render(header: &[&str], rows: &[Vec<String>], width: Option<usize>) -> String {
     let n = header.len();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate().take(n) {
+    // Every cell is escaped (it may hold provider text) and capped, so no cell can drive the
+    // terminal or make a column absurdly wide.
+    let rows: Vec<Vec<String>> = std::iter::once(header.iter().map(|h| (*h).to_owned()).collect())
+        .chain(rows.iter().map(|row| {
+            row.iter()
+                .take(n)
+                .map(|c| display_safe(c, MAX_CELL_CHARS))
+                .collect()
+        }))
+        .collect();
+    let mut widths = vec![0; n];
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
     }
     let lead: usize = widths.iter().take(n.saturating_sub(1)).map(|w| w + 2).sum();
     let last_max = width.map(|w| w.saturating_sub(lead).max(20));
     let mut out = String::new();
-    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
-    for row in std::iter::once(&header).chain(rows) {
+    for row in &rows {
         let mut line = String::new();
-        for (i, cell) in row.iter().enumerate().take(n) {
+        for (i, cell) in row.iter().enumerate() {
             if i + 1 == n {
                 line.push_str(&fit(cell, last_max));
             } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+                // Padded by hand: a `{:<w$}` width above u16::MAX panics.
+                line.push_str(cell);
+                let pad = widths[i] - cell.chars().count() + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push_str(line.trim_end());
@@ -92,5 +113,20 @@ mod tests {
         assert_eq!(lines[0], "ID   STATE   TARGET");
         assert_eq!(lines[1], "1    queued  http://a.example/very…");
         assert_eq!(lines[2], "100  failed  x");
+    }
+
+    #[test]
+    fn huge_and_hostile_cells_neither_panic_nor_reach_the_terminal_raw() {
+        let rows = vec![vec![
+            "R".repeat(200_000),
+            "\u{1b}[2J\nfake\u{202e}".to_owned(),
+            "x".repeat(100_000),
+        ]];
+        for width in [None, Some(0), Some(1), Some(usize::MAX)] {
+            let out = render(&["A", "B", "C"], &rows, width);
+            assert_eq!(out.lines().count(), 2);
+            assert!(!out.contains('\u{1b}') && !out.contains('\u{202e}'));
+            assert!(out.lines().all(|l| l.chars().count() < 3 * MAX_CELL_CHARS));
+        }
     }
 }

@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Context, ExitCode, duration_arg};
+use super::{Context, ExitCode, lease_arg, poll_interval_arg, request_timeout_arg};
+use crate::config;
 use crate::metrics::{self, Metrics};
 use crate::provider::pan123::Pan123Settings;
 use crate::provider::qiniu::{self, QiniuSettings};
@@ -40,13 +41,13 @@ pub struct Args {
           value_parser = batch_size)]
     batch_size: usize,
 
-    /// The longest an idle worker waits before looking for new jobs.
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = duration_arg)]
+    /// The longest an idle worker waits before looking for new jobs (10ms to 1h).
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = poll_interval_arg, allow_hyphen_values = true)]
     poll_interval: Duration,
 
     /// How long a claim is valid before another worker may take the jobs over. Must be at
-    /// least twice --request-timeout.
-    #[arg(long, value_name = "DUR", default_value = "2m", value_parser = duration_arg)]
+    /// least twice --request-timeout (1s to 1d).
+    #[arg(long, value_name = "DUR", default_value = "2m", value_parser = lease_arg, allow_hyphen_values = true)]
     lease: Duration,
 
     /// Attempts (calls ending in a transient failure) before a job fails for good.
@@ -55,19 +56,26 @@ pub struct Args {
 
     /// Multiply every backoff (transient retries, quota, rate-limit and auth pauses) by this:
     /// 0.01 turns minutes into seconds for a pipeline test against `purgeq emulate`.
-    #[arg(long, value_name = "F", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "F",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     backoff_scale: f64,
 
-    /// Timeout of one provider call, connection included.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration_arg)]
+    /// Timeout of one provider call, connection included (1s to 10m).
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = request_timeout_arg, allow_hyphen_values = true)]
     request_timeout: Duration,
 
     /// Targets per second sent to one Qiniu account (its limit is 240; 0: unlimited).
-    #[arg(long, value_name = "N", default_value_t = f64::from(qiniu::RATE_TARGETS_PER_SEC))]
+    #[arg(long, value_name = "N", default_value_t = f64::from(qiniu::RATE_TARGETS_PER_SEC),
+          allow_negative_numbers = true)]
     max_targets_per_sec: f64,
 
     /// Requests per second sent to one Qiniu account (its limit is 5 to 10; 0: unlimited).
-    #[arg(long, value_name = "N", default_value_t = f64::from(qiniu::RATE_REQUESTS_PER_SEC))]
+    #[arg(long, value_name = "N", default_value_t = f64::from(qiniu::RATE_REQUESTS_PER_SEC),
+          allow_negative_numbers = true)]
     max_requests_per_sec: f64,
 
     /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks a
@@ -140,8 +148,11 @@ impl Args {
     /// The worker's settings from the flags; the lease rules are checked here.
     fn config(&self, ctx: &Context) -> anyhow::Result<WorkerConfig> {
         anyhow::ensure!(
-            self.max_targets_per_sec >= 0.0 && self.max_requests_per_sec >= 0.0,
-            "--max-targets-per-sec and --max-requests-per-sec must not be negative"
+            self.max_targets_per_sec >= 0.0
+                && self.max_requests_per_sec >= 0.0
+                && self.max_targets_per_sec.is_finite()
+                && self.max_requests_per_sec.is_finite(),
+            "--max-targets-per-sec and --max-requests-per-sec must be finite and not negative (0: unlimited)"
         );
         anyhow::ensure!(
             self.backoff_scale > 0.0 && self.backoff_scale.is_finite(),
@@ -179,6 +190,9 @@ impl Args {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
         let config = self.config(ctx)?;
         let shutdown = crate::shutdown::on_signals().context("listening for SIGTERM and SIGINT")?;
+        // Secret files are checked (bounded reads) now, before anything long-running starts.
+        config::credential_pair("QINIU_ACCESS_KEY", "QINIU_SECRET_KEY")?;
+        config::credential_pair("PAN123_CLIENT_ID", "PAN123_CLIENT_SECRET")?;
         let Some(store) = open_waiting(ctx, &shutdown).await? else {
             return Ok(ExitCode::Success);
         };

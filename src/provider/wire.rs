@@ -9,8 +9,7 @@ use super::{CallReport, Outcome};
 const MAX_BODY_BYTES: usize = 1 << 20;
 /// How much of an unexpected body goes into a report message.
 const EXCERPT_CHARS: usize = 120;
-/// How long a report message may get.
-const MAX_MESSAGE_CHARS: usize = 300;
+use crate::text::MAX_MESSAGE_CHARS;
 
 /// The response body, cut at [`MAX_BODY_BYTES`].
 pub(crate) async fn read_body(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
@@ -68,8 +67,7 @@ pub(crate) fn describe_transport_error(e: &reqwest::Error) -> String {
 }
 
 pub(crate) fn header_text(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
-    let value = headers.get(name)?.to_str().ok()?.trim();
-    (!value.is_empty()).then(|| value.to_owned())
+    provider_id(headers.get(name)?.to_str().ok()?)
 }
 
 /// `Retry-After` in delay-seconds form; the HTTP-date form is not used by Qiniu and is ignored.
@@ -96,22 +94,14 @@ pub(crate) fn excerpt(bytes: &[u8]) -> String {
 
 /// `text` on one line, control characters escaped, cut to a readable length.
 pub(crate) fn one_line(text: &str) -> String {
-    let mut out = String::new();
-    for c in text.trim().chars() {
-        if out.chars().count() >= MAX_MESSAGE_CHARS {
-            out.push('…');
-            break;
-        }
-        // Control characters, bidi overrides and line separators are shown escaped, so a
-        // provider's message can neither break a log line nor reorder what `status` shows.
-        let escaped = c.escape_debug();
-        if c.is_control() || (escaped.len() > 1 && !matches!(c, '"' | '\'' | '\\')) {
-            out.extend(escaped);
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::text::display_safe(text.trim(), MAX_MESSAGE_CHARS)
+}
+
+/// A request id or trace id from a provider, cut to [`crate::text::MAX_ID_CHARS`] before it
+/// is stored; empty is none.
+pub(crate) fn provider_id(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| crate::text::cap(text, crate::text::MAX_ID_CHARS))
 }
 
 #[cfg(test)]

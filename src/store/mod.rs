@@ -11,6 +11,7 @@
 //! - The claim takes every ready duplicate of each chosen target, so one request serves them all.
 
 mod backend;
+mod guard;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -48,6 +49,15 @@ pub enum StoreError {
         /// Why.
         #[source]
         source: sqlx::Error,
+    },
+    /// The database is refused untouched: a special file, another application's, or not
+    /// usable read-only.
+    #[error("refusing the database {path}: {why}")]
+    Refused {
+        /// The database.
+        path: String,
+        /// Why.
+        why: String,
     },
     /// Migrations failed.
     #[error("cannot bring the database {path} up to date")]
@@ -111,6 +121,8 @@ pub struct OpenOptions {
     pub busy_timeout: Duration,
     /// Connections in the pool.
     pub max_connections: u32,
+    /// Open read-only (for `status`): nothing is created, migrated or written.
+    pub read_only: bool,
 }
 
 impl OpenOptions {
@@ -124,6 +136,7 @@ impl OpenOptions {
             durability,
             busy_timeout: Self::BUSY_TIMEOUT,
             max_connections: 4,
+            read_only: false,
         }
     }
 }

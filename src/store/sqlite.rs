@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 };
 
 use super::backend::{Backend, CLAIM_PAGE, Pause, ReadyRow, Tx, Verb, encode, update_row};
+use super::guard;
 use super::rows;
 use super::{
     CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Durability, Gate, Job, JobFilter,
@@ -54,6 +55,13 @@ impl SqliteStore {
     /// The parent directory is created when missing.
     pub async fn open(path: &Path, options: &OpenOptions) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
+        guard::refuse_special_file(path)?;
+        guard::refuse_foreign_sqlite(path).await?;
+        // A database not created yet is created as before (`status` then shows an empty queue).
+        if options.read_only && std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            let pool = guard::open_sqlite_read_only(path, options.busy_timeout, &MIGRATOR).await?;
+            return Ok(SqliteStore { pool });
+        }
         prepare_files(path)?;
         let connect = SqliteConnectOptions::new()
             .filename(path)

@@ -14,6 +14,7 @@ use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
 use crate::pacer::Pacer;
 use crate::planner::Batch;
 use crate::provider::{Account, CallFuture, CallReport, Credential, Route};
+use crate::seal;
 use crate::store::{CachedToken, Store};
 
 /// How one 123pan account is driven: its name and pacing.
@@ -63,8 +64,15 @@ impl Pan123Account {
 
     async fn token(&self, store: &Store, renew: bool) -> Result<Credential, CallReport> {
         let now = clock::now_ms();
+        let secret = self.client.client_secret();
         let cached = match store.token(Provider::Pan123, &self.account).await {
-            Ok(cached) => cached,
+            // Stored sealed; a value that does not open (an old plain token) is renewed.
+            Ok(cached) => cached.and_then(|c| {
+                Some(CachedToken {
+                    token: seal::open(secret, &c.token)?,
+                    ..c
+                })
+            }),
             Err(e) => {
                 warn!(error = %e, "could not read the cached access token");
                 None
@@ -83,10 +91,21 @@ impl Pan123Account {
             expires_at: fresh.expires_at,
             obtained_at: now,
         };
-        if let Err(e) = store
-            .save_token(Provider::Pan123, &self.account, &cached)
-            .await
-        {
+        let saved = match seal::seal(secret, &cached.token) {
+            Some(token) => {
+                let sealed = CachedToken {
+                    token,
+                    expires_at: cached.expires_at,
+                    obtained_at: cached.obtained_at,
+                };
+                store
+                    .save_token(Provider::Pan123, &self.account, &sealed)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            None => Err("no random nonce to seal it".to_owned()),
+        };
+        if let Err(e) = saved {
             warn!(error = %e, "could not cache the access token; it is used for this call only");
         }
         Ok(Credential::Token(cached.token))

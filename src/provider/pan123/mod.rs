@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::wire::{describe_transport_error, excerpt, header_text, one_line, read_body, transient};
+use super::wire::{
+    describe_transport_error, excerpt, header_text, one_line, provider_id, read_body, transient,
+};
 use super::{CallReport, Outcome};
 use crate::secret::Secret;
 pub use account::{Pan123Account, Pan123Settings};
@@ -86,6 +88,11 @@ pub struct Answer {
 }
 
 impl Pan123Client {
+    /// The client secret, from which the token's sealing key is derived ([`crate::seal`]).
+    pub fn client_secret(&self) -> &Secret {
+        &self.credentials.client_secret
+    }
+
     /// A client sending through `http` (which carries the timeouts) to `endpoint`.
     pub fn new(
         http: reqwest::Client,
@@ -179,7 +186,7 @@ fn report(answer: &Answer, outcome: Outcome, body: &Body, message: String) -> Ca
         outcome,
         http_status: Some(answer.status),
         code: body.code,
-        request_id: body.trace_id.clone(),
+        request_id: body.trace_id.as_deref().and_then(provider_id),
         trace_id: None,
         message: one_line(&message),
         quotas: Vec::new(),

@@ -20,7 +20,9 @@ use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 
 pub use super::wire::parse_retry_after;
-use super::wire::{describe_transport_error, excerpt, header_text, one_line, read_body, transient};
+use super::wire::{
+    describe_transport_error, excerpt, header_text, one_line, provider_id, read_body, transient,
+};
 use super::{CallReport, Outcome, QuotaReading, Rejection};
 use crate::model::Action;
 use crate::secret::Secret;
@@ -310,7 +312,7 @@ pub fn classify(urls: &[String], dirs: &[String], answer: &Answer) -> CallReport
         outcome,
         http_status: Some(status),
         code: body.code,
-        request_id: body.request_id.clone().filter(|s| !s.is_empty()),
+        request_id: body.request_id.as_deref().and_then(provider_id),
         trace_id: answer.x_reqid.clone(),
         message,
         quotas: quota_readings(body),

@@ -1,0 +1,166 @@
+//! Checks made before a database is created, migrated or written: a special file (`/dev/null`,
+//! a FIFO, a directory) or another application's SQLite database is refused untouched, and a
+//! read-only open (for `status`) never migrates and never writes.
+//!
+//! Invariants: nothing here creates a file; a refused database is left byte for byte as it was
+//! (the foreign check opens it read-only, without a journal-mode change). A read-only open
+//! succeeds for a user who may only read the database file: SQLite opens a WAL database
+//! read-only when its `-shm` and `-wal` exist (a worker running) or can be created; when
+//! neither exists and they can't be created (no write access to the directory) and no
+//! `-wal` file exists, no writer has the database open and it is opened `immutable`.
+
+use std::path::Path;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{ConnectOptions as _, Connection as _};
+
+use super::StoreError;
+
+/// The tables purgeq's migrator keeps; a database with tables but without this one is not ours.
+const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+
+fn refused(path: &Path, why: impl Into<String>) -> StoreError {
+    StoreError::Refused {
+        path: path.display().to_string(),
+        why: why.into(),
+    }
+}
+
+/// Refuses a path that exists and is not a regular file (`/dev/null`, a FIFO, a directory),
+/// before SQLite could create `-journal` or `-wal` files beside it.
+pub(super) fn refuse_special_file(path: &Path) -> Result<(), StoreError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(refused(
+            path,
+            "it is not a regular file (a device, a FIFO or a directory); name a database file",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses an existing non-empty file that is not a SQLite database, or a SQLite database
+/// holding tables but no purgeq migration history: another application's.
+pub(super) async fn refuse_foreign_sqlite(path: &Path) -> Result<(), StoreError> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if meta.len() == 0 {
+        return Ok(());
+    }
+    let mut header = [0u8; 16];
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        use std::io::Read as _;
+        f.read_exact(&mut header)
+    });
+    if read.is_ok() && &header != b"SQLite format 3\0" {
+        return Err(refused(path, "it is not a SQLite database"));
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .create_if_missing(false);
+    // Unreadable here means the real open will say why; this check only refuses what it saw.
+    let Ok(mut conn) = options.connect().await else {
+        return Ok(());
+    };
+    let tables: Result<Vec<String>, _> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await;
+    let _ = conn.close().await;
+    match tables {
+        Ok(tables) if !tables.is_empty() && !tables.iter().any(|t| t == MIGRATIONS_TABLE) => {
+            let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+            Err(refused(
+                path,
+                format!(
+                    "it belongs to another application (its tables: {}); purgeq only uses a database it created",
+                    crate::text::display_safe(&shown.join(", "), 200)
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Opens an existing SQLite database read-only: no file is created, no migration runs; a
+/// schema older than this purgeq's is refused with a clear message.
+pub(super) async fn open_sqlite_read_only(
+    path: &Path,
+    busy_timeout: std::time::Duration,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<SqlitePool, StoreError> {
+    if !path.exists() {
+        return Err(refused(
+            path,
+            "it does not exist (nothing has been enqueued yet)",
+        ));
+    }
+    let base = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .create_if_missing(false)
+        .busy_timeout(busy_timeout);
+    let connect = |options: SqliteConnectOptions| {
+        SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+    };
+    let wal = {
+        let mut p = path.as_os_str().to_owned();
+        p.push("-wal");
+        std::path::PathBuf::from(p)
+    };
+    let pool = match connect(base.clone()).await {
+        Ok(pool) => match sqlx::query("SELECT 1 FROM sqlite_master LIMIT 1")
+            .execute(&pool)
+            .await
+        {
+            Ok(_) => pool,
+            Err(_) if !wal.exists() => connect(base.immutable(true))
+                .await
+                .map_err(open_err(path))?,
+            Err(e) => return Err(open_err(path)(e)),
+        },
+        Err(_) if !wal.exists() => connect(base.immutable(true))
+            .await
+            .map_err(open_err(path))?,
+        Err(e) => return Err(open_err(path)(e)),
+    };
+    check_schema(path, &pool, migrator).await?;
+    Ok(pool)
+}
+
+fn open_err(path: &Path) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    move |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+async fn check_schema(
+    path: &Path,
+    pool: &SqlitePool,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    let want = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let have: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(None);
+    match have {
+        Some(have) if have >= want => Ok(()),
+        Some(have) => Err(refused(
+            path,
+            format!(
+                "its schema (version {have}) is older than this purgeq's ({want}), and a read-only open does not migrate: run `purgeq enqueue` or the worker once with write access"
+            ),
+        )),
+        None => Err(refused(
+            path,
+            "it holds no purgeq schema (a read-only open does not create one)",
+        )),
+    }
+}
