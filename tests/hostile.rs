@@ -529,7 +529,7 @@ fn case10_special_files_are_refused_before_anything_is_created() {
 // The read-only auditor: a user who may only read the database files runs `status`.
 #[test]
 fn a_read_only_auditor_can_run_status_and_changes_nothing() {
-    if common::skip_on_postgres("the PostgreSQL read-only open is not built yet") {
+    if common::skip_on_postgres("a SQLite file case; PostgreSQL has its own read-only role test") {
         return;
     }
     // SAFETY: geteuid has no preconditions.
@@ -639,4 +639,58 @@ async fn the_123pan_token_is_sealed_at_rest_and_a_plain_one_is_renewed() {
     assert_eq!(emu.stats().pan123.token_requests, 2);
     assert!(stored_token(&s).starts_with("v1:"));
     assert_eq!(count(&s.status(&[]), "123pan", "succeeded"), 3);
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-qtAc", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psql {sql}: {}", stderr(&out));
+    stdout(&out).trim().to_owned()
+}
+
+// Both on PostgreSQL: a foreign database is refused unmigrated, and a role that may only
+// SELECT runs `status`.
+#[test]
+fn on_postgres_a_foreign_database_is_refused_and_a_read_only_role_audits() {
+    if common::postgres_admin().is_none() {
+        eprintln!("skipped: runs on PostgreSQL only (PURGEQ_TEST_BACKEND=postgres)");
+        return;
+    }
+    let foreign = Scratch::new();
+    let url = foreign.db_arg().into_string().unwrap();
+    psql(&url, "CREATE TABLE users (id int)");
+    for args in [
+        &["enqueue", "https://cdn.example.com/a.js"][..],
+        &["status"],
+    ] {
+        let out = foreign.cmd(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("another application"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'";
+    assert_eq!(psql(&url, tables), "1");
+
+    let s = Scratch::new();
+    s.cmd(&["enqueue", "https://cdn.example.com/a.js"])
+        .assert()
+        .success();
+    let url = s.db_arg().into_string().unwrap();
+    let role = format!("purgeq_auditor_{}", std::process::id());
+    psql(
+        &url,
+        &format!("CREATE ROLE {role} LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"),
+    );
+    let mut auditor = url::Url::parse(&url).unwrap();
+    auditor.set_username(&role).unwrap();
+    let out = raw_db(std::path::Path::new(auditor.as_str()), &["status"]);
+    let text = stdout(&out);
+    psql(&url, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("https://cdn.example.com/a.js"), "{text}");
 }

@@ -150,6 +150,52 @@ async fn check_schema(
             .fetch_one(pool)
             .await
             .unwrap_or(None);
+    schema_verdict(path, have, want)
+}
+
+/// Refuses a PostgreSQL database (its current schema) holding tables but no purgeq migration
+/// history: another application's. Runs before any migration. `true` when it is purgeq's
+/// (false: an empty database, created as before).
+pub(super) async fn refuse_foreign_pg(
+    pool: &sqlx::PgPool,
+    shown: &str,
+) -> Result<bool, StoreError> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = current_schema() ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(super::StoreError::Sql)?;
+    if !tables.is_empty() && !tables.iter().any(|t| t == MIGRATIONS_TABLE) {
+        let shown_tables: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+        return Err(StoreError::Refused {
+            path: shown.to_owned(),
+            why: format!(
+                "it belongs to another application (its tables: {}); purgeq only uses a database it created",
+                crate::text::display_safe(&shown_tables.join(", "), 200)
+            ),
+        });
+    }
+    Ok(!tables.is_empty())
+}
+
+/// For a read-only PostgreSQL open: the schema must be current (no migration runs).
+pub(super) async fn check_pg_schema(
+    pool: &sqlx::PgPool,
+    shown: &str,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    let want = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let have: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(None);
+    schema_verdict(Path::new(shown), have, want)
+}
+
+fn schema_verdict(path: &Path, have: Option<i64>, want: i64) -> Result<(), StoreError> {
     match have {
         Some(have) if have >= want => Ok(()),
         Some(have) => Err(refused(

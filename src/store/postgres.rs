@@ -73,6 +73,13 @@ impl PgStore {
             url: shown.clone(),
             source,
         })?;
+        // A read-only open (status) of an existing queue can't write, whatever it runs; an
+        // empty database is created as before.
+        let connect = if options.read_only {
+            connect.options([("default_transaction_read_only", "on")])
+        } else {
+            connect
+        };
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -82,6 +89,20 @@ impl PgStore {
                 url: shown.clone(),
                 source,
             })?;
+        let ours = super::guard::refuse_foreign_pg(&pool, &shown).await?;
+        if options.read_only && ours {
+            super::guard::check_pg_schema(&pool, &shown, &MIGRATOR).await?;
+            return Ok(PgStore { pool });
+        }
+        if options.read_only {
+            // An empty database: created (migrated) as before, so `status` shows an empty queue.
+            pool.close().await;
+            let writable = OpenOptions {
+                read_only: false,
+                ..*options
+            };
+            return Box::pin(Self::connect(url, &writable)).await;
+        }
         MIGRATOR
             .run(&pool)
             .await
