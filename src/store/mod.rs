@@ -10,6 +10,7 @@
 //! - Write transactions are short and never span a provider call.
 //! - The claim takes every ready duplicate of each chosen target, so one request serves them all.
 
+mod dashboard;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use dashboard::{HourCount, JobPage};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
