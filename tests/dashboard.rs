@@ -68,15 +68,23 @@ fn start_worker(s: &Scratch, emu: &Emulator, extra: &[&str]) -> Worker {
             let _ = lines_tx.send(line);
         }
     });
+    let mut worker = Worker {
+        child,
+        addr: String::new(),
+        log,
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if let Some(at) = line.find("dashboard on http://") {
             let rest = &line[at + "dashboard on http://".len()..];
-            let addr = rest[..rest.find('/').expect("a path")].to_owned();
-            return Worker { child, addr, log };
+            worker.addr = rest[..rest.find('/').expect("a path")].to_owned();
+            return worker;
         }
     }
-    panic!("no dashboard address logged:\n{}", log.lock().unwrap());
+    panic!(
+        "no dashboard address logged:\n{}",
+        worker.log.lock().unwrap()
+    );
 }
 
 fn enqueue(s: &Scratch, name: &str, targets: &[String], extra: &[&str]) {

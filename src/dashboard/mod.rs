@@ -131,7 +131,8 @@ impl Server {
 
     async fn route(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path();
-        if !(self.metrics_open && path == metrics::PATH) && !self.authorized(req) {
+        let exempt = self.metrics_open && path == metrics::PATH;
+        if !exempt && !self.authorized(req) {
             let mut r = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
             r.headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -41,7 +41,7 @@ impl Store {
     /// A page of jobs matching the filters, newest first.
     pub async fn job_page(&self, page: &JobPage) -> Result<Vec<Job>, StoreError> {
         let f = &page.filter;
-        let rows = match self {
+        match self {
             Store::Sqlite(s) => sqlx::query(concat!(
                 "SELECT ",
                 rows::job_columns!(),
@@ -94,8 +94,7 @@ impl Store {
             .iter()
             .map(rows::job)
             .collect(),
-        };
-        rows
+        }
     }
 
     /// The `limit` most recent provider calls, newest first.
