@@ -209,7 +209,7 @@ async fn serve_http(
     dashboard::check_bind(addr, token.is_some())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} for the dashboard and metrics"))?;
+        .with_context(|| format!("cannot listen on {addr} for metrics and the dashboard"))?;
     let bound = listener.local_addr().unwrap_or(addr);
     info!(
         token = token.is_some(),
