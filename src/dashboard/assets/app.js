@@ -171,6 +171,7 @@ function fill(table, rows) {
 }
 
 function tables(data) {
+  fill($("recent"), data.jobs.map((j) => row([j.id, j.state, j.provider, j.target, j.tag, when(j.updated_at)], () => openJob(j.id))));
   fill($("failed"), data.failed.map((j) => row([j.id, j.provider, j.target, j.tag, j.last_error, when(j.finished_at)], () => openJob(j.id))));
   fill($("calls"), data.calls.map((c) => row([c.id, c.provider, c.account, c.operation, c.target_count, c.outcome, c.http_status, c.message, when(c.started_at)])));
 }
