@@ -22,7 +22,7 @@ trap cleanup EXIT
 db=$tmp/demo.db
 "$bin" demo --keep-db "$db" >"$tmp/demo.log" 2>&1
 # A job whose tag is markup: the page must show it as text.
-echo "https://cdn.example.com/xss.png" | "$bin" --db "$db" enqueue --tag '<img src=x onerror=alert(1)>' --file - >/dev/null
+echo "https://cdn.example.com/xss.png" | "$bin" --db "$db" enqueue --tag '<img src=x onerror=alert(1)>' - >/dev/null
 
 unset QINIU_ACCESS_KEY QINIU_SECRET_KEY QINIU_SECRET_KEY_FILE PAN123_CLIENT_ID PAN123_CLIENT_SECRET PAN123_CLIENT_SECRET_FILE PURGEQ_HTTP_TOKEN_FILE
 "$bin" emulate --listen 127.0.0.1:0 >"$tmp/emu.out" 2>"$tmp/emu.err" & pids+=($!)
