@@ -156,9 +156,11 @@ impl Store {
     /// since `since` (ms), ascending.
     pub async fn finish_times(&self, since: i64, limit: i64) -> Result<Vec<i64>, StoreError> {
         let mut times: Vec<i64> = match self {
+            // `+state`: keep SQLite on the finished_at index (reading the newest first and
+            // stopping at the limit) instead of jobs_state and a sort of every succeeded job.
             Store::Sqlite(s) => sqlx::query(
                 "SELECT finished_at - created_at FROM jobs
-                 WHERE finished_at >= ?1 AND state = 'succeeded'
+                 WHERE finished_at >= ?1 AND +state = 'succeeded'
                  ORDER BY finished_at DESC LIMIT ?2",
             )
             .bind(since)
