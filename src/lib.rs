@@ -8,7 +8,9 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod emulator;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -13,8 +13,6 @@
 //! - A scrape never writes to the store and holds no lock across an `.await`.
 
 use std::fmt;
-use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +20,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
@@ -30,8 +27,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::model::{JobState, Provider};
@@ -258,51 +253,8 @@ fn queue_registry(summary: &Summary, now: i64) -> Registry {
     registry
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    store: Store,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let metrics = Arc::clone(&metrics);
-        let store = store.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let metrics = Arc::clone(&metrics);
-                let store = store.clone();
-                async move { Ok::<_, io::Error>(answer(&metrics, &store, &req).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                result = connection => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "metrics connection ended");
-                    }
-                }
-            }
-        });
-    }
-}
-
-async fn answer(
+/// Answers `GET /metrics` (and `HEAD`) with the OpenMetrics text.
+pub async fn answer(
     metrics: &Metrics,
     store: &Store,
     req: &Request<Incoming>,

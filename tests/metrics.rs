@@ -249,7 +249,9 @@ async fn a_scrape_after_a_drain_matches_status_and_the_provider() {
     );
     assert_lanes_match(&metrics, &status);
 
-    assert_eq!(scrape(&worker.addr, "/").await.status(), 404);
+    assert_eq!(scrape(&worker.addr, "/nope").await.status(), 404);
+    // The same listener serves the dashboard (issue 16).
+    assert_eq!(scrape(&worker.addr, "/").await.status(), 200);
     signal(&worker.child, "-TERM");
     let exit = worker.child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");

@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::table::Table;
 use super::{Context, ExitCode, duration_arg};
 use crate::clock;
+use crate::dashboard::shape::{call_json, job_json, summary_json};
 use crate::model::{JobState, Provider};
-use crate::store::{Call, Gate, Job, JobFilter, Store, Summary};
+use crate::store::{Call, Job, JobFilter, Store, Summary};
 use crate::text::display_safe;
 
 /// The longest field value `status JOB_ID` prints, in characters.
@@ -121,76 +122,6 @@ pub(super) async fn print_job(store: &Store, id: i64) -> anyhow::Result<()> {
         print!("{}", render_job(&job, &calls, clock::now_ms()));
     }
     Ok(())
-}
-
-fn opt_time(ms: Option<i64>) -> Value {
-    ms.map_or(Value::Null, |m| Value::String(clock::rfc3339(m)))
-}
-
-fn job_json(job: &Job) -> Value {
-    json!({
-        "id": job.id,
-        "provider": job.provider,
-        "account": job.account,
-        "action": job.action,
-        "target": job.target,
-        "tag": job.tag,
-        "state": job.state,
-        "attempts": job.attempts,
-        "next_at": clock::rfc3339(job.next_at),
-        "lease_owner": job.lease_owner,
-        "lease_expires_at": opt_time(job.lease_expires_at),
-        "request_id": job.request_id,
-        "provider_code": job.provider_code,
-        "last_error": job.last_error,
-        "created_at": clock::rfc3339(job.created_at),
-        "updated_at": clock::rfc3339(job.updated_at),
-        "finished_at": opt_time(job.finished_at),
-    })
-}
-
-fn call_json(call: &Call) -> Value {
-    json!({
-        "id": call.id,
-        "provider": call.provider,
-        "account": call.account,
-        "operation": call.operation,
-        "worker": call.worker,
-        "target_count": call.target_count,
-        "started_at": clock::rfc3339(call.started_at),
-        "finished_at": opt_time(call.finished_at),
-        "http_status": call.http_status,
-        "provider_code": call.provider_code,
-        "request_id": call.request_id,
-        "trace_id": call.trace_id,
-        "outcome": call.outcome,
-        "message": call.message,
-    })
-}
-
-fn gate_json(gate: &Gate, now: i64) -> Value {
-    json!({
-        "provider": gate.lane.provider,
-        "account": gate.lane.account,
-        "action": gate.lane.action,
-        "paused": gate.paused_until.is_some_and(|t| t > now),
-        "paused_until": opt_time(gate.paused_until),
-        "strikes": gate.strikes,
-        "reason": gate.reason,
-        "quota_day": gate.quota_day,
-        "surplus_day": gate.surplus_day,
-        "quota_at": opt_time(gate.quota_at),
-    })
-}
-
-fn summary_json(summary: &Summary, jobs: &[Job], now: i64) -> Value {
-    json!({
-        "counts": summary.counts,
-        "lanes": summary.lanes.iter().map(|g| gate_json(g, now)).collect::<Vec<_>>(),
-        "oldest_queued_at": opt_time(summary.oldest_queued_at),
-        "oldest_queued_age_secs": summary.oldest_queued_at.map(|t| (now - t).max(0) / 1000),
-        "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
-    })
 }
 
 fn ago(now: i64, then: i64) -> String {

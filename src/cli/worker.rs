@@ -10,7 +10,8 @@ use tracing::{info, warn};
 
 use super::{Context, ExitCode, lease_arg, poll_interval_arg, request_timeout_arg};
 use crate::config;
-use crate::metrics::{self, Metrics};
+use crate::dashboard;
+use crate::metrics::Metrics;
 use crate::provider::pan123::Pan123Settings;
 use crate::provider::qiniu::{self, QiniuSettings};
 use crate::provider::{self, EnvSettings};
@@ -29,7 +30,7 @@ use crate::worker::{self, Handles, Policies, Timeouts, WorkerConfig};
 #[command(after_help = "Examples:\n  \
     purgeq worker\n  \
     purgeq worker --once            # drain what is ready now, then exit (cron)\n  \
-    purgeq worker --metrics-listen 127.0.0.1:9464   # Prometheus scrapes /metrics\n  \
+    purgeq worker --http-listen 127.0.0.1:9464   # dashboard on /, Prometheus scrapes /metrics\n  \
     QINIU_ENDPOINT=http://127.0.0.1:8080 purgeq worker --max-targets-per-sec 0")]
 pub struct Args {
     /// Drain what is ready now, then exit (backoffs are not waited out).
@@ -78,10 +79,20 @@ pub struct Args {
           allow_negative_numbers = true)]
     max_requests_per_sec: f64,
 
-    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks a
-    /// free port, logged at start). Off by default.
-    #[arg(long, value_name = "ADDR")]
-    metrics_listen: Option<SocketAddr>,
+    /// Serve the dashboard (/), its read-only JSON API (/api/v1/...) and Prometheus metrics
+    /// (/metrics) on ADDR (e.g. 127.0.0.1:9464; port 0 picks a free port, logged at start).
+    /// Off by default. A non-loopback address needs --http-token-file.
+    #[arg(long, value_name = "ADDR", visible_alias = "metrics-listen")]
+    http_listen: Option<SocketAddr>,
+
+    /// A file holding the bearer token every request to --http-listen must carry
+    /// (`Authorization: Bearer TOKEN`).
+    #[arg(long, value_name = "PATH", env = "PURGEQ_HTTP_TOKEN_FILE")]
+    http_token_file: Option<std::path::PathBuf>,
+
+    /// Serve /metrics without the token (for a Prometheus without credentials).
+    #[arg(long, requires = "http_token_file")]
+    metrics_without_token: bool,
 }
 
 fn batch_size(text: &str) -> Result<usize, String> {
@@ -94,23 +105,37 @@ fn batch_size(text: &str) -> Result<usize, String> {
     }
 }
 
-/// Binds the metrics listener (so a taken port is a startup error) and serves it in the
-/// background until `stop`.
-async fn serve_metrics(
+/// Binds the HTTP listener (so a taken port or a missing token is a startup error) and serves
+/// the dashboard, API and metrics in the background until `stop`.
+async fn serve_http(
+    args: &Args,
     addr: SocketAddr,
     store: &Store,
     metrics: &Arc<Metrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let token = match &args.http_token_file {
+        Some(path) => Some(dashboard::read_token(path)?),
+        None => None,
+    };
+    dashboard::check_bind(addr, token.is_some())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        .with_context(|| format!("cannot listen on {addr} for metrics and the dashboard"))?;
     let bound = listener.local_addr().unwrap_or(addr);
-    info!("metrics on http://{bound}/metrics");
-    Ok(tokio::spawn(metrics::serve(
+    info!(
+        token = token.is_some(),
+        "dashboard on http://{bound}/, metrics on http://{bound}/metrics"
+    );
+    let server = dashboard::Server {
+        store: store.clone(),
+        metrics: Arc::clone(metrics),
+        token,
+        metrics_open: args.metrics_without_token,
+    };
+    Ok(tokio::spawn(dashboard::serve(
         listener,
-        Arc::clone(metrics),
-        store.clone(),
+        Arc::new(server),
         stop,
     )))
 }
@@ -199,9 +224,9 @@ impl Args {
         let accounts = provider::accounts_from_env(&store, self.env_settings()).await?;
         let handles = Handles::from_env();
         let metrics_stop = shutdown.child_token();
-        let metrics_server = match self.metrics_listen {
+        let metrics_server = match self.http_listen {
             Some(addr) => {
-                Some(serve_metrics(addr, &store, &handles.metrics, metrics_stop.clone()).await?)
+                Some(serve_http(&self, addr, &store, &handles.metrics, metrics_stop.clone()).await?)
             }
             None => None,
         };

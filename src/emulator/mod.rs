@@ -34,7 +34,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -249,43 +248,15 @@ impl Shared {
 
 /// Accepts connections until stopped; one task per connection.
 async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: pause instead of spinning.
-                    tracing::warn!(error = %e, "emulator accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    crate::http::serve(listener, "emulator", stop, move |req| {
         let shared = Arc::clone(&shared);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = Arc::clone(&shared);
-                async move { route(&shared, req).await }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                () = stop.cancelled() => {}
-                result = connection => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "emulator connection ended");
-                    }
-                }
-            }
-        });
-    }
+        async move { route(&shared, req).await }
+    })
+    .await;
 }
 
 /// The emulator's answer type: `Err` drops the connection without an answer.
-type Answer = Result<Response<Full<Bytes>>, io::Error>;
+type Answer = crate::http::Answer;
 
 /// Dispatches a request; every answer carries an `X-Reqid`, as Qiniu's do.
 async fn route(shared: &Shared, req: Request<Incoming>) -> Answer {

@@ -481,8 +481,9 @@ fn issue_token(state: &mut State, config: &Pan123Config, parts: &Parts, body: &[
     let Ok(request) = serde_json::from_slice::<TokenRequest>(body) else {
         return Reply::bad_body();
     };
-    let id_ok = constant_time_eq(request.client_id.as_bytes(), config.client_id.as_bytes());
-    let secret_ok = constant_time_eq(
+    let id_ok =
+        crate::http::constant_time_eq(request.client_id.as_bytes(), config.client_id.as_bytes());
+    let secret_ok = crate::http::constant_time_eq(
         request.client_secret.as_bytes(),
         config.client_secret.expose().as_bytes(),
     );
@@ -559,10 +560,6 @@ fn china_rfc3339(at: jiff::Timestamp) -> String {
     at.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
         .strftime("%Y-%m-%dT%H:%M:%S%:z")
         .to_string()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -527,15 +527,11 @@ fn check_signature(
         &config.secret_key,
         &[path_and_query.as_bytes(), b"\n", signed_body],
     );
-    if constant_time_eq(&expected, &given) {
+    if crate::http::constant_time_eq(&expected, &given) {
         Ok(())
     } else {
         Err(MISMATCH)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn check_limits(

@@ -11,6 +11,7 @@
 //! - The claim takes every ready duplicate of each chosen target, so one request serves them all.
 
 mod backend;
+mod dashboard;
 mod guard;
 mod postgres;
 mod rows;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use dashboard::{HourCount, JobPage};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -52,7 +52,7 @@ pub(super) fn redact(url: &str) -> String {
 }
 
 /// Maps PostgreSQL's read-only and disk-full conditions to errors an operator can act on.
-fn sql_err(e: sqlx::Error) -> StoreError {
+pub(super) fn sql_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         match db.code().as_deref() {
             Some("25006") => return StoreError::ReadOnly,
@@ -65,6 +65,11 @@ fn sql_err(e: sqlx::Error) -> StoreError {
 }
 
 impl PgStore {
+    /// The pool, for the dashboard's reads (src/store/dashboard.rs).
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Connects to the database at `url` and applies pending migrations (under the migrator's
     /// advisory lock, so several hosts may start at once).
     pub async fn connect(url: &str, options: &OpenOptions) -> Result<PgStore, StoreError> {

@@ -32,7 +32,7 @@ pub struct SqliteStore {
 }
 
 /// Maps SQLite's lock and permission failures to errors an operator can act on.
-fn sql_err(e: sqlx::Error) -> StoreError {
+pub(super) fn sql_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         let primary = db
             .code()
@@ -51,6 +51,11 @@ fn sql_err(e: sqlx::Error) -> StoreError {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 impl SqliteStore {
+    /// The pool, for the dashboard's reads (src/store/dashboard.rs).
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     /// The parent directory is created when missing.
     pub async fn open(path: &Path, options: &OpenOptions) -> Result<SqliteStore, StoreError> {

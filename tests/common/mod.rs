@@ -42,8 +42,9 @@ fn psql(admin: &str, sql: &str) {
 }
 
 /// Environment variables of the developer's shell that must not reach the processes under test.
-pub const CLEARED: [&str; 10] = [
+pub const CLEARED: [&str; 11] = [
     "PURGEQ_DB",
+    "PURGEQ_HTTP_TOKEN_FILE",
     "QINIU_ACCESS_KEY",
     "QINIU_SECRET_KEY",
     "QINIU_SECRET_KEY_FILE",
