@@ -1,8 +1,8 @@
 //! Prometheus metrics: what the worker did (counters and histograms it records as it goes) and
 //! what the queue holds (gauges read from the store at each scrape).
 //!
-//! Served by [`serve`] on `GET /metrics` in the OpenMetrics text format, which Prometheus reads
-//! natively. Only `purgeq worker --metrics-listen ADDR` starts the server.
+//! Answered by [`answer`] on `GET /metrics` in the OpenMetrics text format, which Prometheus
+//! reads natively, on the listener of `purgeq worker --http-listen ADDR` (see `dashboard`).
 //!
 //! Invariants:
 //! - The queue gauges come from one [`Store::summary`] per scrape, the same read `status`
