@@ -618,7 +618,7 @@ async fn the_emulate_command_serves_until_sigterm() {
         .unwrap();
     assert_eq!(stats.faults.get("http-503"), Some(&1));
 
-    common::signal(&child, "-TERM");
+    common::signal(child, "-TERM");
     let output = reap.0.take().unwrap().wait_with_output().unwrap();
     assert!(output.status.success(), "{:?}", output.status);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -601,7 +601,7 @@ async fn the_emulate_command_takes_pan123_credentials_from_the_environment() {
         assert_eq!(pan.refresh(&token).await.code(), Some(0), "unthrottled");
     }
 
-    common::signal(&child, "-TERM");
+    common::signal(child, "-TERM");
     let output = reap.0.take().unwrap().wait_with_output().unwrap();
     assert!(output.status.success(), "{:?}", output.status);
     let stderr = String::from_utf8_lossy(&output.stderr);

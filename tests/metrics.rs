@@ -24,7 +24,12 @@ struct Worker {
 /// Starts `purgeq worker --metrics-listen 127.0.0.1:0` and waits for the address it logs.
 fn start_worker(s: &Scratch, emu: &Emulator) -> Worker {
     let mut child = common::worker_cmd(&s.db_arg(), emu)
-        .args(["--metrics-listen", "127.0.0.1:0", "--max-requests-per-sec", "0"])
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--max-requests-per-sec",
+            "0",
+        ])
         .env("RUST_LOG", "purgeq=info")
         .spawn()
         .expect("worker starts");

@@ -50,7 +50,10 @@ async fn a_worker_killed_mid_request_loses_nothing() {
     s.enqueue_file("t.txt", &urls("cdn.example.com", 100));
     slow_once(&emu, 3_000);
     let mut first = worker(&s, &emu, &["--request-timeout", "1s", "--lease", "2s"]);
-    wait_for("the first request to be in flight", LIMIT, || requests(&emu) >= 1).await;
+    wait_for("the first request to be in flight", LIMIT, || {
+        requests(&emu) >= 1
+    })
+    .await;
     first.kill().unwrap();
     first.wait().unwrap();
     let status = s.status(&[]);
@@ -94,7 +97,10 @@ async fn sigterm_mid_request_records_the_call_and_exits_zero() {
             "0.2",
         ],
     );
-    wait_for("the first request to be in flight", LIMIT, || requests(&emu) >= 1).await;
+    wait_for("the first request to be in flight", LIMIT, || {
+        requests(&emu) >= 1
+    })
+    .await;
     let sent_at = Instant::now();
     signal(&child, "-TERM");
     let status = child.wait().unwrap();

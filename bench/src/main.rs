@@ -128,9 +128,7 @@ fn main() -> anyhow::Result<()> {
     let wanted = |b: Bench| args.only.is_none_or(|only| only == b);
     let mut report = Report::new(args.quick, &sizes.scale_rows);
     if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this is a debug build; run with `cargo run --release -p purgeq-bench`"
-        );
+        eprintln!("warning: this is a debug build; run with `cargo run --release -p purgeq-bench`");
     }
     eprintln!("purgeq: {}", purgeq.display());
     let mut backends = vec![Backend::Sqlite];

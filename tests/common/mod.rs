@@ -135,7 +135,10 @@ impl Scratch {
     pub fn enqueue_file(&self, name: &str, targets: &[String]) {
         let file = self.path(name);
         write(&file, &targets.join("\n"));
-        self.cmd(&["enqueue", "--file"]).arg(&file).assert().success();
+        self.cmd(&["enqueue", "--file"])
+            .arg(&file)
+            .assert()
+            .success();
     }
 
     /// `status --json` filtered by extra args.
