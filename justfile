@@ -14,4 +14,4 @@ ci:
 
 # The benchmarks, with their baselines, printed side by side.
 bench:
-    cargo build --release && cargo run --release --bin purgeq-bench
+    cargo build --release && cargo run --release -p purgeq-bench

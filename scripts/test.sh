@@ -5,16 +5,17 @@
 # when set. Otherwise it starts a throwaway server on loopback from the PostgreSQL binaries on this
 # machine (installing Debian's postgresql package first when running as root with apt), and stops
 # it afterwards. Without PostgreSQL it says so and skips that half; it never skips silently.
-# Extra arguments go to both `cargo test` runs.
+# Both runs cover the workspace (the product and the bench crate's unit tests). Extra arguments go
+# to both `cargo test` runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== cargo test (SQLite)"
-cargo test "$@"
+cargo test --workspace "$@"
 
 run_pg() {
   echo "== cargo test (PostgreSQL at ${PURGEQ_TEST_PG%%@*}@...)"
-  PURGEQ_TEST_BACKEND=postgres cargo test "$@"
+  PURGEQ_TEST_BACKEND=postgres cargo test --workspace "$@"
 }
 
 if [ -n "${PURGEQ_TEST_PG:-}" ]; then

@@ -1,8 +1,10 @@
 //! The Qiniu emulator, driven over loopback by purgeq's own client and by a plain HTTP client.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
+use common::worker::loopback;
 use purgeq::emulator::qiniu::{DailyQuotas, QiniuConfig};
 use purgeq::emulator::{
     self, Emulator, EmulatorConfig, FaultKind, FaultPlan, RandomFaults, ScriptedFaults, Stats,
@@ -14,10 +16,6 @@ use purgeq::secret::Secret;
 
 const AK: &str = "test-ak";
 const SK: &str = "test-sk-do-not-print";
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
 
 fn config() -> EmulatorConfig {
     EmulatorConfig {
@@ -620,11 +618,7 @@ async fn the_emulate_command_serves_until_sigterm() {
         .unwrap();
     assert_eq!(stats.faults.get("http-503"), Some(&1));
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    common::signal(child, "-TERM");
     let output = reap.0.take().unwrap().wait_with_output().unwrap();
     assert!(output.status.success(), "{:?}", output.status);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -1,9 +1,11 @@
 //! The 123pan side of the emulator, driven over loopback by a plain HTTP client speaking the
 //! real wire format: token, refresh, refusals, throttling, faults and stats.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
+use common::worker::loopback;
 use purgeq::emulator::pan123::{Pan123Config, REFRESH_PATH, TOKEN_PATH};
 use purgeq::emulator::{
     self, Emulator, EmulatorConfig, FaultKind, FaultPlan, RandomFaults, ScriptedFaults, Stats,
@@ -13,10 +15,6 @@ use serde_json::{Value, json};
 
 const ID: &str = "test-client";
 const SECRET: &str = "test-client-secret-never-logged";
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
 
 /// An account with the test credentials and no rate limits, so that only the tests about
 /// throttling meet one.
@@ -603,11 +601,7 @@ async fn the_emulate_command_takes_pan123_credentials_from_the_environment() {
         assert_eq!(pan.refresh(&token).await.code(), Some(0), "unthrottled");
     }
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    common::signal(child, "-TERM");
     let output = reap.0.take().unwrap().wait_with_output().unwrap();
     assert!(output.status.success(), "{:?}", output.status);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -5,12 +5,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::worker::{AK, SK, emulator, emulator_config, urls};
-use common::{Scratch, count, stderr};
+use common::{Scratch, count, signal, stderr, wait_for};
 use purgeq::emulator::Emulator;
 use purgeq::model::{JobState, Provider};
 use serde_json::Value;
@@ -23,21 +23,14 @@ struct Worker {
 
 /// Starts `purgeq worker --metrics-listen 127.0.0.1:0` and waits for the address it logs.
 fn start_worker(s: &Scratch, emu: &Emulator) -> Worker {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_purgeq"))
-        .arg("--db")
-        .arg(s.db_arg())
-        .arg("worker")
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .args(["--max-targets-per-sec", "0", "--max-requests-per-sec", "0"])
-        .args(["--poll-interval", "100ms"])
-        .env("QINIU_ACCESS_KEY", AK)
-        .env("QINIU_SECRET_KEY", SK)
-        .env("QINIU_ENDPOINT", emu.url())
+    let mut child = common::worker_cmd(&s.db_arg(), emu)
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--max-requests-per-sec",
+            "0",
+        ])
         .env("RUST_LOG", "purgeq=info")
-        .env_remove("PAN123_CLIENT_ID")
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("worker starts");
     // N.B. A reader drains stderr for the worker's whole life, so a full pipe never blocks it.
@@ -89,14 +82,6 @@ fn enqueue(s: &Scratch, name: &str, targets: &[String], extra: &[&str]) {
         .args(extra)
         .assert()
         .success();
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// One sample line: metric name, labels, value.
@@ -151,14 +136,6 @@ async fn scrape(addr: &str, path: &str) -> reqwest::Response {
         .expect("the metrics server answers")
 }
 
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(ok.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_after_a_drain_matches_status_and_the_provider() {
     let s = Scratch::new();
@@ -187,7 +164,7 @@ async fn a_scrape_after_a_drain_matches_status_and_the_provider() {
         .success();
 
     let mut worker = start_worker(&s, &emu);
-    wait_for("the ready jobs to succeed", || {
+    wait_for("the ready jobs to succeed", Duration::from_secs(30), || {
         let status = s.status(&[]);
         count(&status, "qiniu", "succeeded") == 150 && count(&status, "qiniu", "running") == 0
     })

@@ -4,11 +4,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
-use common::worker::{AK, SK, emulator, emulator_config, urls};
-use common::{Scratch, count};
+use common::worker::{emulator, emulator_config, urls};
+use common::{Scratch, count, wait_for};
 use purgeq::emulator::{Emulator, FaultKind, FaultPlan, ScriptedFaults};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -22,39 +22,16 @@ fn skip() -> bool {
 }
 
 fn worker(db: &str, emu: &Emulator, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_purgeq"))
-        .args([
-            "--db",
-            db,
-            "worker",
-            "--max-targets-per-sec",
-            "0",
-            "--max-requests-per-sec",
-            "0",
-        ])
-        .args(["--poll-interval", "100ms"])
+    common::worker_cmd(db.as_ref(), emu)
+        .args(["--max-requests-per-sec", "0"])
         .args(args)
-        .env("QINIU_ACCESS_KEY", AK)
-        .env("QINIU_SECRET_KEY", SK)
-        .env("QINIU_ENDPOINT", emu.url())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("worker starts")
 }
 
+/// Enqueues `targets` from a file of a name of its own.
 fn enqueue_file(s: &Scratch, targets: &[String]) {
-    let file = s.path(&format!("t{}.txt", fastrand::u32(..)));
-    common::write(&file, &targets.join("\n"));
-    s.cmd(&["enqueue", "--file"]).arg(&file).assert().success();
-}
-
-async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    s.enqueue_file(&format!("t{}.txt", fastrand::u32(..)), targets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,10 +182,6 @@ async fn a_database_that_goes_away_and_comes_back_loses_nothing() {
         stats.purged.values().all(|n| *n == 1),
         "the outcome was recorded once the database came back"
     );
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    common::signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
 }

@@ -3,66 +3,32 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::worker::{AK, SK, emulator, emulator_config, urls};
-use common::{Scratch, count, stderr};
+use common::{Scratch, count, signal, stderr, wait_for};
 use purgeq::emulator::{Emulator, FaultKind, FaultPlan, ScriptedFaults};
 
+/// How long a test waits for a condition before failing.
+const LIMIT: Duration = Duration::from_secs(30);
+
 fn worker(s: &Scratch, emu: &Emulator, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_purgeq"))
-        .arg("--db")
-        .arg(s.db_arg())
-        .arg("worker")
-        .args([
-            "--max-targets-per-sec",
-            "0",
-            "--poll-interval",
-            "100ms",
-            "--busy-timeout",
-            "1s",
-        ])
+    common::worker_cmd(&s.db_arg(), emu)
+        .args(["--busy-timeout", "1s"])
         .args(if args.contains(&"--max-requests-per-sec") {
             &[][..]
         } else {
             &["--max-requests-per-sec", "0"][..]
         })
         .args(args)
-        .env("QINIU_ACCESS_KEY", AK)
-        .env("QINIU_SECRET_KEY", SK)
-        .env("QINIU_ENDPOINT", emu.url())
         .env("RUST_LOG", "purgeq=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("worker starts")
 }
 
-fn enqueue_file(s: &Scratch, name: &str, targets: &[String]) {
-    let file = s.path(name);
-    common::write(&file, &targets.join("\n"));
-    s.cmd(&["enqueue", "--file"]).arg(&file).assert().success();
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn requests(emu: &Emulator) -> u64 {
     emu.stats().qiniu.requests.values().sum()
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(ok.success());
 }
 
 fn slow_once(emu: &Emulator, ms: u64) {
@@ -81,10 +47,13 @@ fn slow_once(emu: &Emulator, ms: u64) {
 async fn a_worker_killed_mid_request_loses_nothing() {
     let s = Scratch::new();
     let emu = emulator(emulator_config()).await;
-    enqueue_file(&s, "t.txt", &urls("cdn.example.com", 100));
+    s.enqueue_file("t.txt", &urls("cdn.example.com", 100));
     slow_once(&emu, 3_000);
     let mut first = worker(&s, &emu, &["--request-timeout", "1s", "--lease", "2s"]);
-    wait_for("the first request to be in flight", || requests(&emu) >= 1).await;
+    wait_for("the first request to be in flight", LIMIT, || {
+        requests(&emu) >= 1
+    })
+    .await;
     first.kill().unwrap();
     first.wait().unwrap();
     let status = s.status(&[]);
@@ -95,7 +64,7 @@ async fn a_worker_killed_mid_request_loses_nothing() {
     );
 
     let mut second = worker(&s, &emu, &["--request-timeout", "1s", "--lease", "2s"]);
-    wait_for("every job to succeed", || {
+    wait_for("every job to succeed", LIMIT, || {
         count(&s.status(&[]), "qiniu", "succeeded") == 100
     })
     .await;
@@ -114,7 +83,7 @@ async fn a_worker_killed_mid_request_loses_nothing() {
 async fn sigterm_mid_request_records_the_call_and_exits_zero() {
     let s = Scratch::new();
     let emu = emulator(emulator_config()).await;
-    enqueue_file(&s, "t.txt", &urls("cdn.example.com", 120));
+    s.enqueue_file("t.txt", &urls("cdn.example.com", 120));
     slow_once(&emu, 1_500);
     let mut child = worker(
         &s,
@@ -128,7 +97,10 @@ async fn sigterm_mid_request_records_the_call_and_exits_zero() {
             "0.2",
         ],
     );
-    wait_for("the first request to be in flight", || requests(&emu) >= 1).await;
+    wait_for("the first request to be in flight", LIMIT, || {
+        requests(&emu) >= 1
+    })
+    .await;
     let sent_at = Instant::now();
     signal(&child, "-TERM");
     let status = child.wait().unwrap();
@@ -166,8 +138,8 @@ async fn two_workers_never_send_the_same_target_twice() {
     config.qiniu.quotas.url_refresh = 100_000;
     let emu = emulator(config).await;
     let targets = urls("cdn.example.com", 600);
-    enqueue_file(&s, "a.txt", &targets);
-    enqueue_file(&s, "b.txt", &targets);
+    s.enqueue_file("a.txt", &targets);
+    s.enqueue_file("b.txt", &targets);
     let a = worker(&s, &emu, &["--once"]);
     let b = worker(&s, &emu, &["--once"]);
     for child in [a, b] {

@@ -26,7 +26,7 @@ fn listen(socket: UnixDatagram) -> mpsc::Receiver<(Instant, String)> {
     rx
 }
 
-fn wait_for(
+fn wait_for_message(
     rx: &mpsc::Receiver<(Instant, String)>,
     seen: &mut Vec<(Instant, String)>,
     pred: impl Fn(&str) -> bool,
@@ -67,7 +67,7 @@ async fn the_worker_speaks_the_notify_protocol() {
         .unwrap();
     let mut seen = Vec::new();
 
-    wait_for(&rx, &mut seen, |m| m == "READY=1");
+    wait_for_message(&rx, &mut seen, |m| m == "READY=1");
     let count = "SELECT COUNT(*) FROM _sqlx_migrations";
     let applied: i64 = match s.db_arg().into_string().unwrap() {
         url if url.starts_with("postgres") => {
@@ -83,13 +83,13 @@ async fn the_worker_speaks_the_notify_protocol() {
     };
     assert!(applied >= 1, "READY=1 came before the migrations");
 
-    let first = wait_for(&rx, &mut seen, |m| m.starts_with("STATUS="));
+    let first = wait_for_message(&rx, &mut seen, |m| m.starts_with("STATUS="));
     assert_eq!(first, "STATUS=0 queued, 0 running");
     // 123pan has no credentials here, so its job stays queued and shows in the status line.
     s.cmd(&["enqueue", "--provider", "123pan"])
         .assert()
         .success();
-    wait_for(&rx, &mut seen, |m| m == "STATUS=1 queued, 0 running");
+    wait_for_message(&rx, &mut seen, |m| m == "STATUS=1 queued, 0 running");
 
     let start = Instant::now();
     let mut feeds = 0;
@@ -103,12 +103,8 @@ async fn the_worker_speaks_the_notify_protocol() {
         "WATCHDOG=1 {feeds} times in the 1 s WATCHDOG_USEC interval"
     );
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    wait_for(&rx, &mut seen, |m| m == "STOPPING=1");
+    common::signal(&child, "-TERM");
+    wait_for_message(&rx, &mut seen, |m| m == "STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
 

@@ -4,10 +4,13 @@
 pub mod soak;
 pub mod worker;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use purgeq::emulator::Emulator;
 use purgeq::store::{Durability, Location, OpenOptions, Store};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -129,6 +132,16 @@ impl Scratch {
         serde_json::from_slice(&out.stdout).expect("JSON on stdout")
     }
 
+    /// Writes `targets` to the scratch file `name` and enqueues them with `enqueue --file`.
+    pub fn enqueue_file(&self, name: &str, targets: &[String]) {
+        let file = self.path(name);
+        write(&file, &targets.join("\n"));
+        self.cmd(&["enqueue", "--file"])
+            .arg(&file)
+            .assert()
+            .success();
+    }
+
     /// `status --json` filtered by extra args.
     pub fn status(&self, args: &[&str]) -> Value {
         let mut all = vec!["status", "--limit", "100000"];
@@ -168,6 +181,45 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write file");
+}
+
+/// Polls `cond` every 20 ms until it holds; fails naming `what` after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `sig` (as `kill` spells it, e.g. `-TERM`) to `child`.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(ok.success());
+}
+
+/// `purgeq --db DB worker`, unpaced for targets, polling every 100 ms, with the test Qiniu
+/// credentials pointed at `emu`, the developer's environment cleared, stdout discarded and
+/// stderr piped. Callers add their flags.
+pub fn worker_cmd(db: &OsStr, emu: &Emulator) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_purgeq"));
+    for var in CLEARED {
+        cmd.env_remove(var);
+    }
+    cmd.env_remove("NOTIFY_SOCKET")
+        .arg("--db")
+        .arg(db)
+        .arg("worker")
+        .args(["--max-targets-per-sec", "0", "--poll-interval", "100ms"])
+        .env("QINIU_ACCESS_KEY", worker::AK)
+        .env("QINIU_SECRET_KEY", worker::SK)
+        .env("QINIU_ENDPOINT", emu.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
 }
 
 impl Drop for Scratch {

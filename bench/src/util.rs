@@ -21,7 +21,7 @@ pub fn purgeq_binary() -> anyhow::Result<PathBuf> {
     Ok(purgeq)
 }
 
-/// `cargo run --bin purgeq-bench` rebuilds the bench, not `purgeq`: warn when the binary under
+/// `cargo run -p purgeq-bench` rebuilds the bench, not `purgeq`: warn when the binary under
 /// test is older than the bench, as it may not match the source.
 fn warn_if_older(purgeq: &Path, bench: &Path) {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();

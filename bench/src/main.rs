@@ -20,7 +20,7 @@
 //!   each size, `Store::claim` (as the worker asks, then released) and `status` (library and
 //!   process) p50/p99, beside the minimal queries a plain client needs for the same answers.
 //!
-//! Build the product first (`cargo build --release`), then `cargo run --release --bin
+//! Build the product first (`cargo build --release`), then `cargo run --release -p
 //! purgeq-bench [-- --quick] [-- --only enqueue|single|drain|scale] [-- --pg URL]`.
 
 mod backend;
@@ -128,9 +128,7 @@ fn main() -> anyhow::Result<()> {
     let wanted = |b: Bench| args.only.is_none_or(|only| only == b);
     let mut report = Report::new(args.quick, &sizes.scale_rows);
     if cfg!(debug_assertions) {
-        eprintln!(
-            "warning: this is a debug build; run with `cargo run --release --bin purgeq-bench`"
-        );
+        eprintln!("warning: this is a debug build; run with `cargo run --release -p purgeq-bench`");
     }
     eprintln!("purgeq: {}", purgeq.display());
     let mut backends = vec![Backend::Sqlite];
