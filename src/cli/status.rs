@@ -197,6 +197,12 @@ fn render_summary(summary: &Summary, jobs: &[Job], now: i64, limit: i64) -> Stri
     out.push_str(&format!(
         "Most recent jobs (up to {limit}, newest first):\n"
     ));
+    out.push_str(&jobs_table(jobs));
+    out
+}
+
+/// The most recent jobs, a failed one with its error.
+fn jobs_table(jobs: &[Job]) -> String {
     let mut table = Table::new(vec![
         "ID",
         "STATE",
@@ -228,8 +234,7 @@ fn render_summary(summary: &Summary, jobs: &[Job], now: i64, limit: i64) -> Stri
             detail,
         ]);
     }
-    out.push_str(&table.render());
-    out
+    table.render()
 }
 
 fn render_job(job: &Job, calls: &[Call], now: i64) -> String {
@@ -296,6 +301,13 @@ fn render_job(job: &Job, calls: &[Call], now: i64) -> String {
         return out;
     }
     out.push_str("Provider calls that carried it:\n");
+    out.push_str(&calls_table(calls));
+    out
+}
+
+/// The provider calls that carried a job, oldest first.
+fn calls_table(calls: &[Call]) -> String {
+    let dash = || "-".to_owned();
     let mut table = Table::new(vec![
         "CALL",
         "STARTED",
@@ -325,6 +337,5 @@ fn render_job(job: &Job, calls: &[Call], now: i64) -> String {
             call.message.clone().unwrap_or_else(dash),
         ]);
     }
-    out.push_str(&table.render());
-    out
+    table.render()
 }
