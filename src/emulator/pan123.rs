@@ -67,7 +67,8 @@ pub const PLATFORM: &str = "open_platform";
 /// `expiredAt` is the truth); its OAuth2 tokens live 7200 s, so the emulator uses that.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(2 * 60 * 60);
 /// Refresh calls per second per account by default. 123pan publishes no QPS for this endpoint;
-/// DESIGN.md settles on one call per second.
+/// the emulator enforces the one call per second purgeq itself keeps to
+/// ([`crate::provider::pan123::REQUESTS_PER_SEC`]).
 pub const DEFAULT_REFRESH_PER_SEC: f64 = 1.0;
 /// Token requests per second by default: 123pan's "授权须知" lists 8 QPS for
 /// `api/v1/access_token` ("开发须知" says 10; the emulator takes the stricter).

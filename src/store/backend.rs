@@ -17,11 +17,12 @@
 
 use sqlx::Transaction;
 
+use super::dashboard::JobPage;
 use super::rows;
 use super::{
-    CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter,
-    JobUpdate, NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
-    Summary, VerbResult,
+    CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobUpdate,
+    NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount, StoreError, Summary,
+    VerbResult,
 };
 use crate::model::{Action, Lane, Provider};
 use crate::planner::DistinctTargets;
@@ -62,11 +63,83 @@ pub(super) struct ReadyRow {
     pub target: Option<String>,
 }
 
+/// The statement texts that differ between the dialects; every other statement is written once
+/// in `statements.rs`. Placeholders are `$N` in both. `list` parameters are bound through the
+/// backend's `list` (a JSON array for SQLite, an array for PostgreSQL).
+pub(super) struct Dialect {
+    /// The oldest `created_at` of a queued job; `$1` the providers (list).
+    pub oldest_queued: &'static str,
+    /// A page of jobs, newest first: state, provider, tag, URL part, updated since, id below,
+    /// limit (`$1`..`$7`, each filter NULL for any).
+    pub job_page: &'static str,
+    /// Failed or cancelled job ids under the provider and tag filters, locked.
+    pub retry_candidates: &'static str,
+    /// Queued job ids under the provider and tag filters, locked.
+    pub cancel_candidates: &'static str,
+    /// The listed jobs (`$1`, list), locked, by id.
+    pub lock_jobs: &'static str,
+    /// Retries the listed jobs (`$1`, list) at `$2`.
+    pub retry: &'static str,
+    /// Cancels the listed jobs (`$1`, list) at `$2`.
+    pub cancel: &'static str,
+    /// Claims every ready job of a lane: owner, lease until, now, provider, account, action.
+    pub claim_every: &'static str,
+    /// As `claim_every`, only the jobs whose target is in `$7` (list).
+    pub claim_targets: &'static str,
+    /// Returns `$1`'s running jobs among `$2` (list) to the queue at `$3`.
+    pub release: &'static str,
+    /// Inserts jobs: the targets are `$7` (list); see `Backend::insert_query`.
+    pub insert_jobs: &'static str,
+    /// Inserts an audit row: provider, account, operation, worker, account-wide, now, job ids
+    /// (list, for the target count); returns its id.
+    pub insert_call: &'static str,
+    /// Links call `$1` to the jobs `$2` (list).
+    pub link_call_jobs: &'static str,
+    /// Enqueue-to-finish times of the newest succeeded jobs since `$1`, at most `$2`.
+    pub finish_times: &'static str,
+    /// Refreshes the planner's statistics.
+    pub optimize: &'static str,
+}
+
+/// One lane of a claim: the request and the action whose lane it is.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LaneClaim<'a> {
+    /// The claim request (owner, lease, now, provider, account).
+    pub req: &'a ClaimRequest,
+    /// The lane's action.
+    pub action: Action,
+}
+
+/// What a claim statement returns.
+pub(super) type Claimed = Result<Vec<ClaimedJob>, StoreError>;
+
+/// What a statement that inserts rows returns: their ids.
+pub(super) type Ids = Result<Vec<i64>, StoreError>;
+
+/// What a statement that returns nothing returns.
+pub(super) type Done = Result<(), StoreError>;
+
+/// A statement of `DB` with its arguments.
+pub(super) type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>;
+
+/// The jobs of a call a worker still holds, ascending, and when their leases were renewed (ms).
+#[derive(Debug, Clone)]
+pub(super) struct Held {
+    /// The job ids.
+    pub ids: Vec<i64>,
+    /// The renewal time, the call's start.
+    pub now: i64,
+}
+
 /// What one SQL dialect provides. Each method runs one statement (or a fixed pair) and decodes
-/// its rows; none decides anything. `tx` methods run inside the caller's transaction.
+/// its rows; none decides anything. `tx` methods run inside the caller's transaction. Most are
+/// written once for both dialects (`statements.rs`); the rest live in each backend's file.
 pub(super) trait Backend: Sync {
     /// The sqlx database.
     type Db: sqlx::Database;
+
+    /// The statement texts of this dialect.
+    const SQL: Dialect;
 
     /// Maps a driver error to the store's, naming the conditions an operator can act on.
     fn sql_err(e: sqlx::Error) -> StoreError;
@@ -75,12 +148,7 @@ pub(super) trait Backend: Sync {
     async fn begin(&self) -> Result<Tx<Self>, StoreError>;
 
     /// Inserts one job per target and returns their ids, ascending.
-    async fn insert_jobs(
-        &self,
-        tx: &mut Tx<Self>,
-        jobs: &NewJobs,
-        now: i64,
-    ) -> Result<Vec<i64>, StoreError>;
+    async fn insert_jobs(&self, tx: &mut Tx<Self>, jobs: &NewJobs, now: i64) -> Ids;
 
     /// After a large enqueue: refresh statistics if the backend needs it.
     async fn after_bulk_insert(&self, rows: usize) -> Result<(), StoreError>;
@@ -97,14 +165,23 @@ pub(super) trait Backend: Sync {
     /// One lane's gate row.
     async fn gate(&self, lane: &Lane) -> Result<Option<Gate>, StoreError>;
 
-    /// The newest jobs matching `filter`.
-    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
+    /// The newest jobs matching the page's filters, below its `before` id.
+    async fn job_page(&self, page: &JobPage) -> Result<Vec<Job>, StoreError>;
 
     /// One job.
     async fn job(&self, id: i64) -> Result<Option<Job>, StoreError>;
 
     /// Every call that carried job `id`, oldest first.
     async fn job_calls(&self, id: i64) -> Result<Vec<Call>, StoreError>;
+
+    /// The `limit` most recent calls, newest first.
+    async fn recent_calls(&self, limit: i64) -> Result<Vec<Call>, StoreError>;
+
+    /// The hourly rollup rows (hour, enqueued, succeeded, failed) from hour `first` on.
+    async fn hours(&self, first: i64) -> Result<Vec<(i64, i64, i64, i64)>, StoreError>;
+
+    /// Enqueue-to-finish times (ms) of the newest succeeded jobs since `since`, at most `limit`.
+    async fn finish_times(&self, since: i64, limit: i64) -> Result<Vec<i64>, StoreError>;
 
     /// The ids of every job `verb` applies to under the selection's filters, locked.
     async fn verb_candidates(
@@ -117,14 +194,8 @@ pub(super) trait Backend: Sync {
     /// The listed jobs that exist, locked, by id.
     async fn lock_jobs(&self, tx: &mut Tx<Self>, ids: &[i64]) -> Result<Vec<Job>, StoreError>;
 
-    /// Applies `verb` to `ids` (only those still in a state it accepts).
-    async fn apply_verb(
-        &self,
-        tx: &mut Tx<Self>,
-        verb: Verb,
-        ids: &[i64],
-        now: i64,
-    ) -> Result<(), StoreError>;
+    /// Applies `verb` to `ids` (only those still in a state it accepts) at `now`.
+    async fn apply_verb(&self, tx: &mut Tx<Self>, verb: Verb, ids: (&[i64], i64)) -> Done;
 
     /// Deletes finished jobs and unreferenced calls older than `before` (ms).
     async fn delete_before(&self, tx: &mut Tx<Self>, before: i64) -> Result<Pruned, StoreError>;
@@ -132,29 +203,32 @@ pub(super) trait Backend: Sync {
     /// Puts every job whose lease expired before `now` back in the queue.
     async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError>;
 
-    /// Keeps other workers off `action`'s lane until the transaction ends (PostgreSQL); a no-op
-    /// where the write lock already does it (SQLite).
-    async fn lock_lane(
-        &self,
-        tx: &mut Tx<Self>,
-        req: &ClaimRequest,
-        action: Action,
-    ) -> Result<(), StoreError>;
+    /// Keeps other workers off the lane until the transaction ends (PostgreSQL); a no-op where
+    /// the write lock already does it (SQLite).
+    async fn lock_lane(&self, tx: &mut Tx<Self>, lane: LaneClaim<'_>) -> Result<(), StoreError>;
+
+    /// `sql` with a lane claim's parameters bound as `$1`..`$6`: owner, lease until, now,
+    /// provider, account, action.
+    fn claim_query(sql: &'static str, lane: LaneClaim<'_>) -> Query<'static, Self::Db>;
+
+    /// Runs one write statement in a transaction of its own; returns the rows it changed.
+    async fn write(&self, query: Query<'static, Self::Db>) -> Result<u64, StoreError>;
+
+    /// The dialect's `insert_jobs` statement with `$1`..`$6` bound: provider, account, action,
+    /// tag, due, now (the dialect binds the targets, `$7`).
+    fn insert_query(jobs: &NewJobs, now: i64) -> Query<'static, Self::Db>;
+
+    /// `sql` with a lane bound as `$1`..`$3`: provider, account, action.
+    fn lane_query(sql: &'static str, lane: &Lane) -> Query<'static, Self::Db>;
 
     /// Claims every ready job of the lane.
-    async fn claim_every(
-        &self,
-        tx: &mut Tx<Self>,
-        req: &ClaimRequest,
-        action: Action,
-    ) -> Result<Vec<ClaimedJob>, StoreError>;
+    async fn claim_every(&self, tx: &mut Tx<Self>, lane: LaneClaim<'_>) -> Claimed;
 
     /// Up to `CLAIM_PAGE` ready jobs of the lane after `after` in `(next_at, id)` order.
     async fn ready_page(
         &self,
         tx: &mut Tx<Self>,
-        req: &ClaimRequest,
-        action: Action,
+        lane: LaneClaim<'_>,
         after: (i64, i64),
     ) -> Result<Vec<ReadyRow>, StoreError>;
 
@@ -162,65 +236,36 @@ pub(super) trait Backend: Sync {
     async fn claim_targets(
         &self,
         tx: &mut Tx<Self>,
-        req: &ClaimRequest,
-        action: Action,
+        lane: LaneClaim<'_>,
         targets: &[String],
-    ) -> Result<Vec<ClaimedJob>, StoreError>;
+    ) -> Claimed;
 
     /// Returns `owner`'s running jobs among `ids` to the queue.
     async fn release(&self, owner: &str, ids: &[i64], now: i64) -> Result<u64, StoreError>;
 
     /// Renews the lease of the call's jobs `worker` still holds, timed after the rows (or the
-    /// database) are locked; returns those ids, ascending, and that time (ms).
-    async fn renew_leases(
-        &self,
-        tx: &mut Tx<Self>,
-        call: &NewCall,
-    ) -> Result<(Vec<i64>, i64), StoreError>;
+    /// database) are locked.
+    async fn renew_leases(&self, tx: &mut Tx<Self>, call: &NewCall) -> Result<Held, StoreError>;
 
-    /// Writes a call's audit row, linked to `held`, and returns its id.
+    /// Writes a call's audit row, linked to the held jobs, and returns its id.
     async fn insert_call(
         &self,
         tx: &mut Tx<Self>,
         call: &NewCall,
-        held: &[i64],
-        now: i64,
+        held: &Held,
     ) -> Result<i64, StoreError>;
 
     /// Completes a call's audit row.
-    async fn finish_call(
-        &self,
-        tx: &mut Tx<Self>,
-        call: &CallEnd,
-        now: i64,
-    ) -> Result<(), StoreError>;
+    async fn finish_call(&self, tx: &mut Tx<Self>, call: &CallEnd, now: i64) -> Done;
 
-    /// Applies job updates, fenced by `owner`'s lease; returns how many jobs changed.
-    async fn update_jobs(
-        &self,
-        tx: &mut Tx<Self>,
-        owner: &str,
-        now: i64,
-        jobs: &[JobUpdate],
-    ) -> Result<u64, StoreError>;
+    /// Applies the record's job updates, fenced by its owner's lease; returns how many changed.
+    async fn update_jobs(&self, tx: &mut Tx<Self>, rec: &Record) -> Result<u64, StoreError>;
 
     /// Sets a lane's pause (`until: None` opens it), strikes and reason.
-    async fn upsert_pause(
-        &self,
-        tx: &mut Tx<Self>,
-        pause: &Pause<'_>,
-        now: i64,
-    ) -> Result<(), StoreError>;
+    async fn upsert_pause(&self, tx: &mut Tx<Self>, pause: &Pause<'_>, now: i64) -> Done;
 
     /// Keeps a lane's latest quota reading.
-    async fn upsert_quota(
-        &self,
-        tx: &mut Tx<Self>,
-        lane: &Lane,
-        quota_day: i64,
-        surplus_day: i64,
-        now: i64,
-    ) -> Result<(), StoreError>;
+    async fn upsert_quota(&self, tx: &mut Tx<Self>, quota: &Quota<'_>, now: i64) -> Done;
 
     /// When the next queued job of `lane` becomes ready (ms).
     async fn next_due(&self, lane: &Lane) -> Result<Option<i64>, StoreError>;
@@ -245,6 +290,17 @@ pub(super) trait Backend: Sync {
 
     /// Whether any job of `provider` is queued or running.
     async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError>;
+}
+
+/// A lane's quota reading.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Quota<'a> {
+    /// The lane.
+    pub lane: &'a Lane,
+    /// The day's quota.
+    pub quota_day: i64,
+    /// What is left of it.
+    pub surplus_day: i64,
 }
 
 /// A lane gate's new pause state.
@@ -309,7 +365,7 @@ pub(super) async fn verb<B: Backend>(
         }
         found.iter().map(|j| j.id).collect()
     };
-    b.apply_verb(&mut tx, verb, &ids, now).await?;
+    b.apply_verb(&mut tx, verb, (&ids, now)).await?;
     commit::<B>(tx).await?;
     Ok(VerbResult::Changed(ids))
 }
@@ -331,15 +387,19 @@ pub(super) async fn claim<B: Backend>(
     let mut tx = b.begin().await?;
     let mut claimed = Vec::new();
     for (action, limit) in &req.actions {
-        b.lock_lane(&mut tx, req, *action).await?;
+        let lane = LaneClaim {
+            req,
+            action: *action,
+        };
+        b.lock_lane(&mut tx, lane).await?;
         let jobs = match limit {
-            None => b.claim_every(&mut tx, req, *action).await?,
+            None => b.claim_every(&mut tx, lane).await?,
             Some(limit) => {
-                let targets = next_targets(b, &mut tx, req, *action, *limit).await?;
+                let targets = next_targets(b, &mut tx, lane, *limit).await?;
                 if targets.is_empty() {
                     continue;
                 }
-                b.claim_targets(&mut tx, req, *action, &targets).await?
+                b.claim_targets(&mut tx, lane, &targets).await?
             }
         };
         claimed.extend(jobs);
@@ -353,14 +413,13 @@ pub(super) async fn claim<B: Backend>(
 async fn next_targets<B: Backend>(
     b: &B,
     tx: &mut Tx<B>,
-    req: &ClaimRequest,
-    action: Action,
+    lane: LaneClaim<'_>,
     limit: usize,
 ) -> Result<Vec<String>, StoreError> {
     let mut picker = DistinctTargets::new(limit);
     let mut after = (i64::MIN, i64::MIN);
     loop {
-        let rows = b.ready_page(tx, req, action, after).await?;
+        let rows = b.ready_page(tx, lane, after).await?;
         let full = rows.len() as i64 == CLAIM_PAGE;
         for row in &rows {
             if let Some(target) = &row.target
@@ -383,13 +442,13 @@ pub(super) async fn begin_call<B: Backend>(
     call: &NewCall,
 ) -> Result<Option<StartedCall>, StoreError> {
     let mut tx = b.begin().await?;
-    let (held, now) = b.renew_leases(&mut tx, call).await?;
-    if held.is_empty() {
+    let held = b.renew_leases(&mut tx, call).await?;
+    if held.ids.is_empty() {
         return Ok(None);
     }
-    let id = b.insert_call(&mut tx, call, &held, now).await?;
+    let id = b.insert_call(&mut tx, call, &held).await?;
     commit::<B>(tx).await?;
-    Ok(Some(StartedCall { id, held }))
+    Ok(Some(StartedCall { id, held: held.ids }))
 }
 
 /// Completes a call's audit row, applies the jobs' new states (fenced by lease owner) and the
@@ -402,8 +461,7 @@ pub(super) async fn record<B: Backend>(b: &B, rec: &Record) -> Result<u64, Store
     let changed = if rec.jobs.is_empty() {
         0
     } else {
-        b.update_jobs(&mut tx, &rec.owner, rec.now, &rec.jobs)
-            .await?
+        b.update_jobs(&mut tx, rec).await?
     };
     for change in &rec.gates {
         apply_gate(b, &mut tx, change, rec.now).await?;
@@ -442,9 +500,12 @@ async fn apply_gate<B: Backend>(
             quota_day,
             surplus_day,
         } => {
-            return b
-                .upsert_quota(tx, lane, *quota_day, *surplus_day, now)
-                .await;
+            let quota = Quota {
+                lane,
+                quota_day: *quota_day,
+                surplus_day: *surplus_day,
+            };
+            return b.upsert_quota(tx, &quota, now).await;
         }
     };
     b.upsert_pause(tx, &pause, now).await

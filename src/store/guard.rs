@@ -144,13 +144,8 @@ async fn check_schema(
     pool: &SqlitePool,
     migrator: &sqlx::migrate::Migrator,
 ) -> Result<(), StoreError> {
-    let want = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-    let have: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(pool)
-            .await
-            .unwrap_or(None);
-    schema_verdict(path, have, want)
+    let have = sqlx::query_scalar(SCHEMA_VERSION).fetch_one(pool).await;
+    schema_verdict(path, have.unwrap_or(None), migrator)
 }
 
 /// Refuses a PostgreSQL database (its current schema) holding tables but no purgeq migration
@@ -186,16 +181,20 @@ pub(super) async fn check_pg_schema(
     shown: &str,
     migrator: &sqlx::migrate::Migrator,
 ) -> Result<(), StoreError> {
-    let want = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-    let have: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(pool)
-            .await
-            .unwrap_or(None);
-    schema_verdict(Path::new(shown), have, want)
+    let have = sqlx::query_scalar(SCHEMA_VERSION).fetch_one(pool).await;
+    schema_verdict(Path::new(shown), have.unwrap_or(None), migrator)
 }
 
-fn schema_verdict(path: &Path, have: Option<i64>, want: i64) -> Result<(), StoreError> {
+/// The newest migration applied (NULL where none is, an error where the table is missing).
+const SCHEMA_VERSION: &str = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+
+/// Whether a database at schema version `have` can be read without migrating.
+fn schema_verdict(
+    path: &Path,
+    have: Option<i64>,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    let want = migrator.iter().map(|m| m.version).max().unwrap_or(0);
     match have {
         Some(have) if have >= want => Ok(()),
         Some(have) => Err(refused(

@@ -16,6 +16,7 @@ mod guard;
 mod postgres;
 mod rows;
 mod sqlite;
+mod statements;
 
 use backend::Verb;
 
@@ -192,6 +193,7 @@ macro_rules! dispatch {
         }
     };
 }
+use dispatch;
 
 impl Store {
     /// Opens the database at `location` and applies pending migrations.
@@ -224,7 +226,11 @@ impl Store {
 
     /// The newest jobs matching `filter`.
     pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
-        dispatch!(self, s => backend::Backend::list_jobs(s, filter).await)
+        let page = JobPage {
+            filter: filter.clone(),
+            before: None,
+        };
+        dispatch!(self, s => backend::Backend::job_page(s, &page).await)
     }
 
     /// One job, if it exists.

@@ -26,8 +26,9 @@ pub const DEFAULT_ENDPOINT: &str = "https://open-api.123pan.com";
 pub const TOKEN_PATH: &str = "/api/v1/access_token";
 /// The refresh path (seed document "直链缓存刷新").
 pub const REFRESH_PATH: &str = "/api/v1/direct-link/cache/refresh";
-/// Requests per second per account. 123pan publishes no limit for this endpoint; DESIGN.md
-/// settles on one call per second, and one call serves every queued job anyway.
+/// Requests per second per account. 123pan publishes no limit for this endpoint, so purgeq
+/// chooses one call per second (the project's design notes); one call serves every queued job
+/// anyway.
 pub const REQUESTS_PER_SEC: f64 = 1.0;
 /// The longest margin before expiry at which a cached token is renewed.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(300);
