@@ -2,6 +2,7 @@
 
 mod cancel;
 mod completions;
+mod defaults;
 mod demo;
 mod emulate;
 mod enqueue;
@@ -13,6 +14,8 @@ mod table;
 mod verb;
 mod worker;
 
+pub use defaults::parse_args;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,6 +24,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config;
 use crate::logging::LogFormat;
+use crate::settings::{self, Settings};
 use crate::store::{Durability, Location, OpenOptions, Store};
 
 /// Process exit codes. Scripts can rely on these; the README lists them.
@@ -63,6 +67,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "PURGEQ_BUSY_TIMEOUT", value_name = "DUR", default_value = "10s",
           value_parser = busy_timeout_arg, hide_env_values = true, allow_hyphen_values = true)]
     busy_timeout: Duration,
+
+    /// The config file: accounts, the hosts each serves, and worker defaults. Default:
+    /// $XDG_CONFIG_HOME/purgeq/purgeq.toml (or ~/.config/purgeq/purgeq.toml), else
+    /// /etc/purgeq/purgeq.toml, whichever exists. Without one (or with no account in it), one
+    /// account named `default` per provider comes from the environment.
+    #[arg(long, global = true, env = "PURGEQ_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
 
     /// Log line format (logs go to stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -111,6 +122,7 @@ impl Cli {
 pub struct Context {
     db: Option<PathBuf>,
     busy_timeout: Duration,
+    config: Option<PathBuf>,
 }
 
 impl Context {
@@ -125,6 +137,14 @@ impl Context {
                 Ok(Location::parse(text))
             }
             None => Ok(Location::Sqlite(config::default_db_path()?)),
+        }
+    }
+
+    /// The config file, validated (no secret is read), or `None` when there is none.
+    pub fn settings(&self) -> anyhow::Result<Option<Settings>> {
+        match settings::locate(self.config.as_deref()) {
+            Some(path) => Ok(Some(settings::load(&path)?)),
+            None => Ok(None),
         }
     }
 
@@ -161,6 +181,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let ctx = Context {
         db: cli.db,
         busy_timeout: cli.busy_timeout,
+        config: cli.config,
     };
     let result = match cli.command {
         Command::Enqueue(args) => args.run(&ctx).await,

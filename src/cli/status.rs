@@ -43,6 +43,10 @@ pub struct Args {
     #[arg(long)]
     tag: Option<String>,
 
+    /// Only jobs of this provider account (as the config file names it).
+    #[arg(long, value_name = "NAME")]
+    account: Option<String>,
+
     /// Only jobs whose target contains this text.
     #[arg(long, value_name = "TEXT")]
     url: Option<String>,
@@ -83,6 +87,7 @@ impl Args {
             state: self.state,
             provider: self.provider,
             tag: self.tag.clone(),
+            account: self.account.clone(),
             url_contains: self.url.clone(),
             updated_since: self
                 .since

@@ -215,13 +215,22 @@ impl Args {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
         let config = self.config(ctx)?;
         let shutdown = crate::shutdown::on_signals().context("listening for SIGTERM and SIGINT")?;
-        // Secret files are checked (bounded reads) now, before anything long-running starts.
-        config::credential_pair("QINIU_ACCESS_KEY", "QINIU_SECRET_KEY")?;
-        config::credential_pair("PAN123_CLIENT_ID", "PAN123_CLIENT_SECRET")?;
+        let settings = ctx.settings()?.filter(|s| s.has_accounts());
+        // Secrets are checked (bounded reads) now, before anything long-running starts.
+        match &settings {
+            Some(s) => s.check_secrets()?,
+            None => {
+                config::credential_pair("QINIU_ACCESS_KEY", "QINIU_SECRET_KEY")?;
+                config::credential_pair("PAN123_CLIENT_ID", "PAN123_CLIENT_SECRET")?;
+            }
+        }
         let Some(store) = open_waiting(ctx, &shutdown).await? else {
             return Ok(ExitCode::Success);
         };
-        let accounts = provider::accounts_from_env(&store, self.env_settings()).await?;
+        let accounts = match &settings {
+            Some(s) => provider::accounts_from_settings(&store, s, self.env_settings()).await?,
+            None => provider::accounts_from_env(&store, self.env_settings()).await?,
+        };
         let handles = Handles::from_env();
         let metrics_stop = shutdown.child_token();
         let metrics_server = match self.http_listen {

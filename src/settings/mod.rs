@@ -262,6 +262,20 @@ impl Settings {
     pub fn has_accounts(&self) -> bool {
         !self.qiniu.is_empty() || !self.pan123.is_empty()
     }
+
+    /// Reads every account's identifier and secret once, so a missing variable or file is
+    /// reported (with its place) before anything starts. The values are dropped.
+    pub fn check_secrets(&self) -> Result<(), SettingsError> {
+        for q in &self.qiniu {
+            q.access_key.resolve()?;
+            q.secret_key.resolve()?;
+        }
+        for p in &self.pan123 {
+            p.client_id.resolve()?;
+            p.client_secret.resolve()?;
+        }
+        Ok(())
+    }
 }
 
 /// The config file to read: `explicit` (`--config`/`PURGEQ_CONFIG`), else the user's, else the

@@ -19,9 +19,9 @@ use sqlx::Transaction;
 
 use super::rows;
 use super::{
-    CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter,
-    JobUpdate, NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
-    Summary, VerbResult,
+    AccountCount, CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, GateChange, Job,
+    JobFilter, JobUpdate, NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount,
+    StoreError, Summary, VerbResult,
 };
 use crate::model::{Action, Lane, Provider};
 use crate::planner::DistinctTargets;
@@ -127,7 +127,12 @@ pub(super) trait Backend: Sync {
     ) -> Result<(), StoreError>;
 
     /// Deletes finished jobs and unreferenced calls older than `before` (ms).
-    async fn delete_before(&self, tx: &mut Tx<Self>, before: i64) -> Result<Pruned, StoreError>;
+    async fn delete_before(
+        &self,
+        tx: &mut Tx<Self>,
+        before: i64,
+        account: Option<&str>,
+    ) -> Result<Pruned, StoreError>;
 
     /// Puts every job whose lease expired before `now` back in the queue.
     async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError>;
@@ -245,6 +250,9 @@ pub(super) trait Backend: Sync {
 
     /// Whether any job of `provider` is queued or running.
     async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError>;
+
+    /// Queued and running jobs per provider, account and state (zero counts left out).
+    async fn pending_accounts(&self) -> Result<Vec<AccountCount>, StoreError>;
 }
 
 /// A lane gate's new pause state.
@@ -278,6 +286,26 @@ pub(super) async fn enqueue<B: Backend>(
     let ids = b.insert_jobs(&mut tx, jobs, now).await?;
     commit::<B>(tx).await?;
     b.after_bulk_insert(ids.len()).await?;
+    Ok(ids)
+}
+
+/// Inserts every group (one per provider account) in one transaction: all or none.
+pub(super) async fn enqueue_groups<B: Backend>(
+    b: &B,
+    groups: &[NewJobs],
+    now: i64,
+) -> Result<Vec<Vec<i64>>, StoreError> {
+    let mut tx = b.begin().await?;
+    let mut ids = Vec::with_capacity(groups.len());
+    for jobs in groups {
+        ids.push(if jobs.targets.is_empty() {
+            Vec::new()
+        } else {
+            b.insert_jobs(&mut tx, jobs, now).await?
+        });
+    }
+    commit::<B>(tx).await?;
+    b.after_bulk_insert(ids.iter().map(Vec::len).sum()).await?;
     Ok(ids)
 }
 
@@ -315,9 +343,13 @@ pub(super) async fn verb<B: Backend>(
 }
 
 /// Deletes jobs that ended before `before` (ms), and calls no remaining job refers to.
-pub(super) async fn prune<B: Backend>(b: &B, before: i64) -> Result<Pruned, StoreError> {
+pub(super) async fn prune<B: Backend>(
+    b: &B,
+    before: i64,
+    account: Option<&str>,
+) -> Result<Pruned, StoreError> {
     let mut tx = b.begin().await?;
-    let pruned = b.delete_before(&mut tx, before).await?;
+    let pruned = b.delete_before(&mut tx, before, account).await?;
     commit::<B>(tx).await?;
     Ok(pruned)
 }

@@ -19,8 +19,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::backend::{Backend, CLAIM_PAGE, Pause, ReadyRow, Tx, UpdateRow, Verb, update_row};
 use super::rows;
 use super::{
-    CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, Job, JobFilter, JobUpdate, NewCall,
-    NewJobs, OpenOptions, Pruned, Selection, StateCount, StoreError,
+    AccountCount, CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, Job, JobFilter,
+    JobUpdate, NewCall, NewJobs, OpenOptions, Pruned, Selection, StateCount, StoreError,
 };
 use crate::model::{Action, JobState, Lane, Provider};
 
@@ -218,6 +218,7 @@ impl Backend for PgStore {
                AND ($3::text IS NULL OR tag = $3)
                AND ($4::text IS NULL OR strpos(target, $4) > 0)
                AND ($5::bigint IS NULL OR updated_at >= $5)
+               AND ($7::text IS NULL OR account = $7)
              ORDER BY id DESC
              LIMIT $6"
         ))
@@ -227,6 +228,7 @@ impl Backend for PgStore {
         .bind(&filter.url_contains)
         .bind(filter.updated_since)
         .bind(filter.limit)
+        .bind(&filter.account)
         .fetch_all(&self.pool)
         .await
         .map_err(sql_err)?;
@@ -268,17 +270,20 @@ impl Backend for PgStore {
             Verb::Retry => {
                 "SELECT id FROM jobs WHERE state IN ('failed', 'cancelled')
                    AND ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR tag = $2)
+                   AND ($3::text IS NULL OR account = $3)
                  ORDER BY id FOR UPDATE"
             }
             Verb::Cancel => {
                 "SELECT id FROM jobs WHERE state = 'queued'
                    AND ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR tag = $2)
+                   AND ($3::text IS NULL OR account = $3)
                  ORDER BY id FOR UPDATE"
             }
         };
         sqlx::query_scalar(sql)
             .bind(selection.provider.map(Provider::as_str))
             .bind(&selection.tag)
+            .bind(&selection.account)
             .fetch_all(&mut **tx)
             .await
             .map_err(sql_err)
@@ -325,22 +330,29 @@ impl Backend for PgStore {
         Ok(())
     }
 
-    async fn delete_before(&self, tx: &mut Tx<Self>, before: i64) -> Result<Pruned, StoreError> {
+    async fn delete_before(
+        &self,
+        tx: &mut Tx<Self>,
+        before: i64,
+        account: Option<&str>,
+    ) -> Result<Pruned, StoreError> {
         let jobs = sqlx::query(concat!(
             "DELETE FROM jobs WHERE state IN ",
             super::final_states!(),
-            " AND finished_at < $1"
+            " AND finished_at < $1 AND ($2::text IS NULL OR account = $2)"
         ))
         .bind(before)
+        .bind(account)
         .execute(&mut **tx)
         .await
         .map_err(sql_err)?
         .rows_affected();
         let calls = sqlx::query(
-            "DELETE FROM calls WHERE started_at < $1
+            "DELETE FROM calls WHERE started_at < $1 AND ($2::text IS NULL OR account = $2)
                AND NOT EXISTS (SELECT 1 FROM call_jobs cj WHERE cj.call_id = calls.id)",
         )
         .bind(before)
+        .bind(account)
         .execute(&mut **tx)
         .await
         .map_err(sql_err)?
@@ -725,6 +737,18 @@ impl Backend for PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(sql_err)
+    }
+
+    async fn pending_accounts(&self) -> Result<Vec<AccountCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, account, state, COUNT(*) AS n FROM jobs
+             WHERE state IN ('queued', 'running')
+             GROUP BY provider, account, state ORDER BY provider, account, state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::account_count).collect()
     }
 }
 

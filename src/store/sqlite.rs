@@ -20,8 +20,8 @@ use super::backend::{Backend, CLAIM_PAGE, Pause, ReadyRow, Tx, Verb, encode, upd
 use super::guard;
 use super::rows;
 use super::{
-    CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Durability, Gate, Job, JobFilter,
-    JobUpdate, NewCall, NewJobs, OpenOptions, Pruned, Selection, StateCount, StoreError,
+    AccountCount, CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Durability, Gate, Job,
+    JobFilter, JobUpdate, NewCall, NewJobs, OpenOptions, Pruned, Selection, StateCount, StoreError,
 };
 use crate::model::{Action, JobState, Lane, Provider};
 
@@ -219,6 +219,7 @@ impl Backend for SqliteStore {
                AND (?3 IS NULL OR tag = ?3)
                AND (?4 IS NULL OR instr(target, ?4) > 0)
                AND (?5 IS NULL OR updated_at >= ?5)
+               AND (?7 IS NULL OR account = ?7)
              ORDER BY id DESC
              LIMIT ?6"
         ))
@@ -228,6 +229,7 @@ impl Backend for SqliteStore {
         .bind(&filter.url_contains)
         .bind(filter.updated_since)
         .bind(filter.limit)
+        .bind(&filter.account)
         .fetch_all(&self.pool)
         .await
         .map_err(sql_err)?;
@@ -268,16 +270,19 @@ impl Backend for SqliteStore {
         let sql = match verb {
             Verb::Retry => {
                 "SELECT id FROM jobs WHERE state IN ('failed', 'cancelled')
-                   AND (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR tag = ?2) ORDER BY id"
+                   AND (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR tag = ?2)
+                   AND (?3 IS NULL OR account = ?3) ORDER BY id"
             }
             Verb::Cancel => {
                 "SELECT id FROM jobs WHERE state = 'queued'
-                   AND (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR tag = ?2) ORDER BY id"
+                   AND (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR tag = ?2)
+                   AND (?3 IS NULL OR account = ?3) ORDER BY id"
             }
         };
         sqlx::query_scalar(sql)
             .bind(selection.provider.map(Provider::as_str))
             .bind(&selection.tag)
+            .bind(&selection.account)
             .fetch_all(&mut **tx)
             .await
             .map_err(sql_err)
@@ -325,22 +330,29 @@ impl Backend for SqliteStore {
         Ok(())
     }
 
-    async fn delete_before(&self, tx: &mut Tx<Self>, before: i64) -> Result<Pruned, StoreError> {
+    async fn delete_before(
+        &self,
+        tx: &mut Tx<Self>,
+        before: i64,
+        account: Option<&str>,
+    ) -> Result<Pruned, StoreError> {
         let jobs = sqlx::query(concat!(
             "DELETE FROM jobs WHERE state IN ",
             super::final_states!(),
-            " AND finished_at < ?1"
+            " AND finished_at < ?1 AND (?2 IS NULL OR account = ?2)"
         ))
         .bind(before)
+        .bind(account)
         .execute(&mut **tx)
         .await
         .map_err(sql_err)?
         .rows_affected();
         let calls = sqlx::query(
-            "DELETE FROM calls WHERE started_at < ?1
+            "DELETE FROM calls WHERE started_at < ?1 AND (?2 IS NULL OR account = ?2)
                AND NOT EXISTS (SELECT 1 FROM call_jobs cj WHERE cj.call_id = calls.id)",
         )
         .bind(before)
+        .bind(account)
         .execute(&mut **tx)
         .await
         .map_err(sql_err)?
@@ -717,6 +729,18 @@ impl Backend for SqliteStore {
         .fetch_one(&self.pool)
         .await
         .map_err(sql_err)
+    }
+
+    async fn pending_accounts(&self) -> Result<Vec<AccountCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, account, state, COUNT(*) AS n FROM jobs
+             WHERE state IN ('queued', 'running')
+             GROUP BY provider, account, state ORDER BY provider, account, state",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::account_count).collect()
     }
 }
 
