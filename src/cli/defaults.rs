@@ -13,7 +13,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _};
 
 use super::Cli;
-use crate::settings::{self, WorkerKey};
+use crate::settings::{self, Settings, WorkerKey};
 
 /// Keys that are not worker settings.
 const NOT_SETTINGS: &[&str] = &["help", "version", "config"];
@@ -47,7 +47,15 @@ fn worker_args(matches: &ArgMatches) -> anyhow::Result<Vec<OsString>> {
     let Some(path) = settings::locate(explicit.map(|p| p.as_path())) else {
         return Ok(Vec::new());
     };
-    let settings = settings::load(&path)?;
+    worker_defaults(&settings::load(&path)?, Some(sub))
+}
+
+/// The `--flag=value` arguments `settings`' `[worker]` table gives, leaving out flags `given`
+/// sets on the command line or in the environment. Every key is checked.
+pub(super) fn worker_defaults(
+    settings: &Settings,
+    given: Option<&ArgMatches>,
+) -> anyhow::Result<Vec<OsString>> {
     let mut command = Cli::command();
     command.build();
     let worker = command
@@ -59,10 +67,12 @@ fn worker_args(matches: &ArgMatches) -> anyhow::Result<Vec<OsString>> {
             .get_arguments()
             .find(|a| a.get_id() == key.key.as_str() && !NOT_SETTINGS.contains(&key.key.as_str()))
             .ok_or_else(|| unknown(key))?;
-        if matches!(
-            sub.value_source(&key.key),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        ) {
+        if given.is_some_and(|m| {
+            matches!(
+                m.value_source(&key.key),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        }) {
             continue;
         }
         let long = arg.get_long().ok_or_else(|| unknown(key))?;
@@ -72,8 +82,7 @@ fn worker_args(matches: &ArgMatches) -> anyhow::Result<Vec<OsString>> {
         };
         // Parsed alone first, so a bad value is refused naming its place in the file.
         if let Err(e) = Cli::command().try_get_matches_from(["purgeq", "worker", given.as_str()]) {
-            let why = e.kind().as_str().unwrap_or("invalid value").to_owned();
-            anyhow::bail!("{}: {why}: {}", key.place, first_line(&e.to_string()));
+            anyhow::bail!("{}: {}", key.place, first_line(&e.to_string()));
         }
         extra.push(OsString::from(given));
     }

@@ -2,6 +2,7 @@
 
 mod cancel;
 mod completions;
+mod config_check;
 mod defaults;
 mod demo;
 mod emulate;
@@ -101,6 +102,7 @@ enum Command {
     Worker(worker::Args),
     Emulate(emulate::Args),
     Demo(demo::Args),
+    Config(config_check::Args),
     Completions(completions::Args),
     Man(man::Args),
 }
@@ -192,6 +194,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Worker(args) => args.run(&ctx).await,
         Command::Emulate(args) => args.run().await,
         Command::Demo(args) => args.run().await,
+        Command::Config(args) => args.run(&ctx).await,
         Command::Completions(args) => args.run(),
         Command::Man(args) => args.run(),
     };

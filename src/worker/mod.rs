@@ -279,6 +279,7 @@ impl Shared {
             .await?;
         self.handles.metrics.observe_claim(
             lanes.account.provider(),
+            lanes.account.account(),
             lanes.route.operation,
             started.elapsed(),
         );
