@@ -240,6 +240,9 @@ impl Args {
     }
 }
 
+/// Targets by account name, in first-seen order.
+type Groups = Vec<(String, Vec<Option<String>>)>;
+
 /// The targets grouped by the account that serves them, in first-seen order; or every reason
 /// some target has no account (then nothing is queued).
 ///
@@ -251,7 +254,7 @@ fn assign(
     account: Option<&str>,
     settings: Option<&Settings>,
     targets: Vec<Option<String>>,
-) -> Result<Vec<(String, Vec<Option<String>>)>, Vec<String>> {
+) -> Result<Groups, Vec<String>> {
     let Some(settings) = settings.filter(|s| s.has_accounts()) else {
         return match account {
             None | Some(DEFAULT_ACCOUNT) => Ok(vec![(DEFAULT_ACCOUNT.to_owned(), targets)]),
@@ -287,11 +290,8 @@ fn assign(
 }
 
 /// Qiniu targets by the account whose hosts serve them.
-fn route(
-    settings: &Settings,
-    targets: Vec<Option<String>>,
-) -> Result<Vec<(String, Vec<Option<String>>)>, Vec<String>> {
-    let mut groups: Vec<(String, Vec<Option<String>>)> = Vec::new();
+fn route(settings: &Settings, targets: Vec<Option<String>>) -> Result<Groups, Vec<String>> {
+    let mut groups: Groups = Vec::new();
     let mut errors = Vec::new();
     for (i, target) in targets.into_iter().enumerate() {
         let Some(url) = target else { continue };

@@ -60,8 +60,8 @@ pub fn qiniu_account(
     defaults: &QiniuSettings,
 ) -> Result<QiniuAccount, BuildError> {
     let credentials = qiniu::Credentials {
-        access_key: entry.access_key.resolve()?,
-        secret_key: entry.secret_key.resolve()?,
+        access_key: entry.access_key.resolve().map_err(Box::new)?,
+        secret_key: entry.secret_key.resolve().map_err(Box::new)?,
     };
     let endpoint = entry
         .endpoint
@@ -91,8 +91,8 @@ fn pan123_account(
     defaults: &Pan123Settings,
 ) -> Result<Pan123Account, BuildError> {
     let credentials = pan123::Credentials {
-        client_id: entry.client_id.resolve()?,
-        client_secret: entry.client_secret.resolve()?,
+        client_id: entry.client_id.resolve().map_err(Box::new)?,
+        client_secret: entry.client_secret.resolve().map_err(Box::new)?,
     };
     let endpoint = entry
         .endpoint

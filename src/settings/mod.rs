@@ -80,7 +80,7 @@ pub enum SettingsError {
     #[error("{place}: {message}")]
     Invalid {
         /// Where.
-        place: Place,
+        place: Box<Place>,
         /// What is wrong, without any secret.
         message: String,
     },
@@ -88,10 +88,10 @@ pub enum SettingsError {
     #[error("{place}")]
     Secret {
         /// Where it is named.
-        place: Place,
+        place: Box<Place>,
         /// Why it can't be used.
         #[source]
-        source: ConfigError,
+        source: Box<ConfigError>,
     },
 }
 
@@ -117,10 +117,7 @@ impl IdSource {
             IdSource::Env { var, place } => match config::var_from_env(var) {
                 Ok(Some(v)) => Ok(v),
                 Ok(None) => Err(invalid(place, format!("names {var}, which is not set"))),
-                Err(source) => Err(SettingsError::Secret {
-                    place: place.clone(),
-                    source,
-                }),
+                Err(source) => Err(secret_error(place, source)),
             },
         }
     }
@@ -162,17 +159,11 @@ impl SecretSource {
                 Ok(Some(v)) if !v.trim().is_empty() => Ok(Secret::new(v)),
                 Ok(Some(_)) => Err(invalid(place, format!("{var} holds only whitespace"))),
                 Ok(None) => Err(invalid(place, format!("names {var}, which is not set"))),
-                Err(source) => Err(SettingsError::Secret {
-                    place: place.clone(),
-                    source,
-                }),
+                Err(source) => Err(secret_error(place, source)),
             },
             SecretSource::File { path, place } => config::read_secret_file(&place.key, path)
                 .map(Secret::new)
-                .map_err(|source| SettingsError::Secret {
-                    place: place.clone(),
-                    source,
-                }),
+                .map_err(|source| secret_error(place, source)),
         }
     }
 }
@@ -327,9 +318,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, SettingsError> {
     let at = Locator { path, text };
     // N.B. toml's own Display quotes the offending source line, which could hold a secret:
     // only its message (key names and expectations, never a value) and its position are used.
-    let doc: file::Document = toml::from_str(text).map_err(|e| SettingsError::Invalid {
-        place: at.place(e.span().map_or(0, |s| s.start), ""),
-        message: e.message().trim_end().to_owned(),
+    let doc: file::Document = toml::from_str(text).map_err(|e| {
+        invalid(
+            &at.place(e.span().map_or(0, |s| s.start), ""),
+            e.message().trim_end().to_owned(),
+        )
     })?;
     let mut names = BTreeSet::new();
     let qiniu = doc
@@ -432,8 +425,15 @@ impl Locator<'_> {
 
 fn invalid(place: &Place, message: String) -> SettingsError {
     SettingsError::Invalid {
-        place: place.clone(),
+        place: Box::new(place.clone()),
         message,
+    }
+}
+
+fn secret_error(place: &Place, source: ConfigError) -> SettingsError {
+    SettingsError::Secret {
+        place: Box::new(place.clone()),
+        source: Box::new(source),
     }
 }
 

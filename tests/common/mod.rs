@@ -57,6 +57,7 @@ pub const CLEARED: [&str; 11] = [
     "PAN123_CLIENT_SECRET_FILE",
     "PAN123_ENDPOINT",
     "RUST_LOG",
+    "PURGEQ_CONFIG",
 ];
 
 /// A scratch directory and one queue database: a SQLite file in the directory, or a fresh
