@@ -190,6 +190,8 @@ pub struct QiniuEntry {
     pub secret_key: SecretSource,
     /// The hosts it serves.
     pub hosts: Vec<HostPattern>,
+    /// Where each of `hosts` is written.
+    pub host_places: Vec<Place>,
     /// Another API endpoint.
     pub endpoint: Option<String>,
     /// URLs per request.
@@ -347,14 +349,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, SettingsError> {
         .map_err(|c| {
             let place = qiniu
                 .iter()
-                .find(|q| q.name == c.second)
-                .map(|q| q.place.clone())
-                .unwrap_or_else(|| at.place(0, ""));
+                .filter(|q| q.name == c.second)
+                .flat_map(|q| q.hosts.iter().zip(&q.host_places))
+                .find(|(h, _)| **h == c.pattern)
+                .map_or_else(|| at.place(0, "hosts"), |(_, p)| p.clone());
             invalid(
-                &Place {
-                    key: "hosts".to_owned(),
-                    ..place
-                },
+                &place,
                 format!(
                     "host {} is claimed by both account {:?} and account {:?}; a host belongs to one account",
                     c.pattern, c.first, c.second
@@ -622,6 +622,7 @@ fn qiniu_entry(
             t.secret_key_file,
         )?,
         hosts,
+        host_places: t.hosts.iter().map(|h| at.at(h, "hosts")).collect(),
         endpoint: endpoint(at, t.endpoint)?,
         batch_urls: as_usize(bounded(at, "batch_urls", t.batch_urls, 1, MAX_BATCH)?),
         batch_dirs: as_usize(bounded(at, "batch_dirs", t.batch_dirs, 1, MAX_BATCH)?),

@@ -96,7 +96,7 @@ fn a_duplicate_host_names_both_accounts() {
         "[[qiniu]]\nname = \"b\"\naccess_key = \"k\"\nsecret_key_env = \"S\"\nhosts = [\"X.com\"]\n",
     ));
     assert!(
-        e.contains("line 6, hosts") && e.contains("\"a\"") && e.contains("\"b\""),
+        e.contains("line 10, hosts") && e.contains("\"a\"") && e.contains("\"b\""),
         "{e}"
     );
 }
