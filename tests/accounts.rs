@@ -5,8 +5,9 @@
 
 mod common;
 
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 
 use common::worker::{AK, SK, emulator, emulator_config, urls};
 use common::{Scratch, count, stderr, write};
@@ -45,8 +46,9 @@ async fn two_account_emulator(main_quota: u64) -> Emulator {
     emulator(config).await
 }
 
-/// The config file for the two accounts (the staging secret from a file), pointed at `emu`.
-fn two_account_config(s: &Scratch, emu: &Emulator) -> PathBuf {
+/// The config file for the two accounts (the staging secret from a file), pointed at the
+/// emulator at `url`.
+fn two_account_config(s: &Scratch, url: &str) -> PathBuf {
     let secret = s.path("staging-sk");
     write(&secret, &format!("{STAGING_SK}\n"));
     let config = s.path("purgeq.toml");
@@ -73,7 +75,6 @@ max_requests_per_sec = 0
 poll_interval = "100ms"
 batch_size = 20
 "#,
-            url = emu.url(),
             secret = secret.display()
         ),
     );
@@ -136,7 +137,7 @@ fn enqueue_both(s: &Scratch, config: &Path) -> (Vec<String>, Vec<String>) {
 async fn two_accounts_drain_each_signed_by_its_own_keys() {
     let s = Scratch::new();
     let emu = two_account_emulator(1000).await;
-    let config = two_account_config(&s, &emu);
+    let config = two_account_config(&s, &emu.url());
     let (main, staging) = enqueue_both(&s, &config);
     drain(&s, &config);
 
@@ -163,7 +164,7 @@ async fn two_accounts_drain_each_signed_by_its_own_keys() {
 async fn one_accounts_spent_quota_leaves_the_other_draining() {
     let s = Scratch::new();
     let emu = two_account_emulator(60).await;
-    let config = two_account_config(&s, &emu);
+    let config = two_account_config(&s, &emu.url());
     enqueue_both(&s, &config);
     drain(&s, &config);
 
@@ -189,7 +190,7 @@ async fn one_accounts_spent_quota_leaves_the_other_draining() {
 async fn an_unroutable_url_is_refused_and_nothing_is_queued() {
     let s = Scratch::new();
     let emu = two_account_emulator(1000).await;
-    let config = two_account_config(&s, &emu);
+    let config = two_account_config(&s, &emu.url());
     let out = run(
         &s,
         &config,
@@ -288,6 +289,78 @@ hosts = ["*"]
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(states(&s, "rest").get("cancelled"), Some(&2));
     assert_eq!(states(&s, "img").get("queued"), Some(&2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_refuses_a_host_outside_the_signing_account() {
+    let s = Scratch::new();
+    let mut emu = std::process::Command::new(env!("CARGO_BIN_EXE_purgeq"))
+        .args(["emulate", "--listen", "127.0.0.1:0", "--account"])
+        .arg(format!(
+            "main:{MAIN_AK}:EMU_MAIN_SK:cdn.example.com,img.example.com"
+        ))
+        .arg("--account")
+        .arg(format!(
+            "staging:{STAGING_AK}:EMU_STAGING_SK:staging.example.org:5"
+        ))
+        .env("EMU_MAIN_SK", MAIN_SK)
+        .env("EMU_STAGING_SK", STAGING_SK)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(emu.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let config = two_account_config(&s, &url);
+    let mut targets = urls("staging.example.org", 10);
+    targets.extend(urls("cdn.example.com", 3));
+    let mut args = vec!["enqueue"];
+    args.extend(targets.iter().map(String::as_str));
+    assert!(run(&s, &config, &args).status.success());
+    // Sent with staging's keys, a host only main serves is refused by the emulator.
+    let wrong = "https://cdn.example.com/wrong-account.js";
+    assert!(
+        run(&s, &config, &["enqueue", "--account", "staging", wrong])
+            .status
+            .success()
+    );
+    drain(&s, &config);
+
+    let jobs = s.jobs(&[]);
+    let job = jobs.iter().find(|j| j["target"] == wrong).unwrap();
+    assert_eq!(
+        (&job["state"], &job["provider_code"]),
+        (&Value::from("failed"), &Value::from(400_032))
+    );
+    assert_eq!(states(&s, "main").get("succeeded"), Some(&3));
+    // staging's own URLs exceed its quota of 5: they wait, main was not held up.
+    assert_eq!(states(&s, "staging").get("queued"), Some(&10));
+    let stats: Value = reqwest::get(format!("{url}/_emulator/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let staging = &stats["more_qiniu"]["staging"];
+    assert_eq!(
+        staging["quota"]["url_refresh"],
+        serde_json::json!({"quota": 5, "surplus": 5})
+    );
+    assert_eq!(
+        stats["qiniu"]["issued"].as_array().unwrap().len(),
+        1,
+        "{stats}"
+    );
+    assert_eq!(staging["issued"].as_array().unwrap().len(), 0, "{stats}");
+    emu.kill().unwrap();
+    emu.wait().unwrap();
 }
 
 /// `config check` on `text`: the exit code and stderr.

@@ -163,6 +163,25 @@ impl Args {
             token_fail_next: None,
             slow_delay_ms: u64::try_from(self.slow.as_millis()).unwrap_or(u64::MAX),
         };
+        let (first, more) = self.qiniu_accounts()?;
+        Ok(EmulatorConfig {
+            qiniu: first,
+            more_qiniu: more,
+            pan123: Pan123Config {
+                client_id,
+                client_secret,
+                token_ttl: self.pan123_token_ttl,
+                refresh_per_sec: self.pan123_refresh_per_sec,
+                token_per_sec: self.pan123_token_per_sec,
+                body_only_errors: self.pan123_body_only_errors,
+            },
+            faults,
+        })
+    }
+
+    /// The Qiniu accounts: every --account, else the one from the environment (or the demo
+    /// pair) accepting --domain.
+    fn qiniu_accounts(&self) -> anyhow::Result<(QiniuConfig, Vec<QiniuConfig>)> {
         let quotas = DailyQuotas {
             url_refresh: self.url_quota,
             dir_refresh: self.dir_quota,
@@ -185,19 +204,7 @@ impl Args {
         } else {
             accounts.remove(0)
         };
-        Ok(EmulatorConfig {
-            qiniu: first,
-            more_qiniu: accounts,
-            pan123: Pan123Config {
-                client_id,
-                client_secret,
-                token_ttl: self.pan123_token_ttl,
-                refresh_per_sec: self.pan123_refresh_per_sec,
-                token_per_sec: self.pan123_token_per_sec,
-                body_only_errors: self.pan123_body_only_errors,
-            },
-            faults,
-        })
+        Ok((first, accounts))
     }
 }
 

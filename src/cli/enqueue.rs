@@ -196,6 +196,16 @@ impl Args {
                 return Ok(ExitCode::InvalidInput);
             }
         };
+        self.insert(ctx, action, groups).await
+    }
+
+    /// Inserts every account's jobs in one transaction and prints what was queued.
+    async fn insert(
+        &self,
+        ctx: &Context,
+        action: Action,
+        groups: Groups,
+    ) -> anyhow::Result<ExitCode> {
         let store = ctx.open(Durability::Full).await?;
         let now = clock::now_ms();
         let groups: Vec<NewJobs> = groups

@@ -345,22 +345,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, SettingsError> {
             Ok(entry)
         })
         .collect::<Result<Vec<_>, SettingsError>>()?;
-    let routing = RoutingTable::new(qiniu.iter().map(|q| (q.name.as_str(), q.hosts.as_slice())))
-        .map_err(|c| {
-            let place = qiniu
-                .iter()
-                .filter(|q| q.name == c.second)
-                .flat_map(|q| q.hosts.iter().zip(&q.host_places))
-                .find(|(h, _)| **h == c.pattern)
-                .map_or_else(|| at.place(0, "hosts"), |(_, p)| p.clone());
-            invalid(
-                &place,
-                format!(
-                    "host {} is claimed by both account {:?} and account {:?}; a host belongs to one account",
-                    c.pattern, c.first, c.second
-                ),
-            )
-        })?;
+    let routing = routing_table(&at, &qiniu)?;
     let worker = match doc.worker {
         Some(table) => {
             let start = table.span().start;
@@ -382,6 +367,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Settings, SettingsError> {
         pan123,
         worker,
         routing,
+    })
+}
+
+/// The route table of `qiniu`; a host claimed twice is an error at its second place.
+fn routing_table(at: &Locator, qiniu: &[QiniuEntry]) -> Result<RoutingTable, SettingsError> {
+    RoutingTable::new(qiniu.iter().map(|q| (q.name.as_str(), q.hosts.as_slice()))).map_err(|c| {
+        let place = qiniu
+            .iter()
+            .filter(|q| q.name == c.second)
+            .flat_map(|q| q.hosts.iter().zip(&q.host_places))
+            .find(|(h, _)| **h == c.pattern)
+            .map_or_else(|| at.place(0, "hosts"), |(_, p)| p.clone());
+        invalid(
+            &place,
+            format!(
+                "host {} is claimed by both account {:?} and account {:?}; a host belongs to one account",
+                c.pattern, c.first, c.second
+            ),
+        )
     })
 }
 
