@@ -93,9 +93,11 @@ fn run(s: &Scratch, config: &Path, args: &[&str]) -> Output {
         .expect("purgeq runs")
 }
 
-/// Runs a worker with `--once` (the file's batch_size of 20 overridden by the flag: 60).
-fn drain(s: &Scratch, config: &Path) -> Output {
-    let out = run(s, config, &["worker", "--once", "--batch-size", "60"]);
+/// Runs a worker with `--once` and `flags` (the file's `[worker]` table gives the rest).
+fn drain(s: &Scratch, config: &Path, flags: &[&str]) -> Output {
+    let mut args = vec!["worker", "--once"];
+    args.extend_from_slice(flags);
+    let out = run(s, config, &args);
     assert!(out.status.success(), "worker: {}", stderr(&out));
     out
 }
@@ -139,7 +141,8 @@ async fn two_accounts_drain_each_signed_by_its_own_keys() {
     let emu = two_account_emulator(1000).await;
     let config = two_account_config(&s, &emu.url());
     let (main, staging) = enqueue_both(&s, &config);
-    drain(&s, &config);
+    // The flag overrides the file's batch_size of 20.
+    drain(&s, &config, &["--batch-size", "60"]);
 
     assert_eq!(states(&s, "main").get("succeeded"), Some(&450));
     assert_eq!(states(&s, "staging").get("succeeded"), Some(&450));
@@ -166,7 +169,8 @@ async fn one_accounts_spent_quota_leaves_the_other_draining() {
     let emu = two_account_emulator(60).await;
     let config = two_account_config(&s, &emu.url());
     enqueue_both(&s, &config);
-    drain(&s, &config);
+    // The file's batch_size of 20 applies: no flag overrides it.
+    drain(&s, &config, &[]);
 
     // main spent its 60 URLs and paused; staging drained all of it in the fewest requests.
     let main = states(&s, "main");
@@ -174,8 +178,12 @@ async fn one_accounts_spent_quota_leaves_the_other_draining() {
     assert_eq!(main.get("queued"), Some(&270), "{main:?}");
     assert_eq!(states(&s, "staging").get("succeeded"), Some(&450));
     let stats = emu.stats();
-    assert_eq!(stats.qiniu.issued.len(), 1);
-    assert_eq!(stats.more_qiniu["staging"].issued.len(), 3);
+    assert_eq!(stats.qiniu.issued.len(), 3, "60 URLs at 20 a request");
+    assert_eq!(
+        stats.more_qiniu["staging"].issued.len(),
+        8,
+        "150 URLs at 20 a request"
+    );
     let status = s.status(&[]);
     let lanes = status["lanes"].as_array().unwrap();
     let paused: Vec<&Value> = lanes.iter().filter(|l| l["paused"] == true).collect();
@@ -331,7 +339,7 @@ async fn the_emulator_refuses_a_host_outside_the_signing_account() {
             .status
             .success()
     );
-    drain(&s, &config);
+    drain(&s, &config, &["--batch-size", "60"]);
 
     let jobs = s.jobs(&[]);
     let job = jobs.iter().find(|j| j["target"] == wrong).unwrap();
