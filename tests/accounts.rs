@@ -288,7 +288,7 @@ hosts = ["*"]
         let job = jobs.iter().find(|j| j["target"] == url).expect(url);
         assert_eq!(job["account"], account, "{url}");
     }
-    // status, retry and cancel take --account too.
+    // status, retry, cancel and prune take --account too.
     let out = run(
         &s,
         &config,
@@ -297,6 +297,19 @@ hosts = ["*"]
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(states(&s, "rest").get("cancelled"), Some(&2));
     assert_eq!(states(&s, "img").get("queued"), Some(&2));
+    for args in [
+        &["cancel", "--all", "--account", "img"][..],
+        &["retry", "--all", "--account", "rest"],
+        &["cancel", "--all", "--account", "rest"],
+        &["prune", "--older-than", "0s", "--account", "img"],
+    ] {
+        let out = run(&s, &config, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    // prune deleted img's finished jobs only; retry and cancel touched rest only.
+    assert!(states(&s, "img").is_empty());
+    assert_eq!(states(&s, "rest").get("cancelled"), Some(&2));
+    assert_eq!(states(&s, "wide").get("queued"), Some(&2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
