@@ -26,6 +26,10 @@ const MAX_TAG_LEN: usize = 200;
 /// One call reads at most 16 MiB from stdin or --file and queues at most 100000 targets; more
 /// is refused whole (exit 3, nothing queued): split bigger lists into several calls. Tags may
 /// not hold control, bidi or zero-width characters.
+///
+/// With accounts in the config file, each Qiniu URL goes to the account whose hosts serve it
+/// (an exact host before a wildcard); a URL no account serves is refused (exit 3, nothing
+/// queued) unless --account names the account.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     purgeq enqueue https://cdn.example.com/app.js https://cdn.example.com/app.css\n  \

@@ -21,10 +21,13 @@ use crate::worker::{self, Handles, Policies, Timeouts, WorkerConfig};
 /// Drain the queue: claim jobs per lane, collapse duplicates, call the provider within its
 /// limits, record every outcome.
 ///
-/// Credentials come from the environment: QINIU_ACCESS_KEY and QINIU_SECRET_KEY (or
-/// QINIU_SECRET_KEY_FILE) for Qiniu, PAN123_CLIENT_ID and PAN123_CLIENT_SECRET (or
-/// PAN123_CLIENT_SECRET_FILE) for 123pan; QINIU_ENDPOINT and PAN123_ENDPOINT point at another
-/// endpoint (a proxy, or `purgeq emulate`). On SIGTERM or SIGINT the worker stops claiming, lets the call in flight finish,
+/// The accounts come from the config file's [[qiniu]] and [[pan123]] tables (every route of
+/// every account runs on its own; `purgeq config check` shows them), else from the environment
+/// as the account `default`: QINIU_ACCESS_KEY and QINIU_SECRET_KEY (or QINIU_SECRET_KEY_FILE)
+/// for Qiniu, PAN123_CLIENT_ID and PAN123_CLIENT_SECRET (or PAN123_CLIENT_SECRET_FILE) for
+/// 123pan; QINIU_ENDPOINT and PAN123_ENDPOINT point at another endpoint (a proxy, or `purgeq
+/// emulate`). The config file's [worker] table gives defaults for these flags; flags and the
+/// environment override it. A changed config file takes effect on restart. On SIGTERM or SIGINT the worker stops claiming, lets the call in flight finish,
 /// records it, returns unsent jobs to the queue and exits 0.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \

@@ -37,7 +37,7 @@ pub enum BuildError {
     Settings(#[from] Box<crate::settings::SettingsError>),
     /// No provider has credentials at all.
     #[error(
-        "no provider has credentials: set QINIU_ACCESS_KEY and QINIU_SECRET_KEY, or PAN123_CLIENT_ID and PAN123_CLIENT_SECRET (or their *_FILE variants)"
+        "no provider has credentials: set QINIU_ACCESS_KEY and QINIU_SECRET_KEY, or PAN123_CLIENT_ID and PAN123_CLIENT_SECRET (or their *_FILE variants), or name accounts in the config file"
     )]
     NoCredentials,
 }
