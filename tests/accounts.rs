@@ -9,7 +9,7 @@ use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use common::worker::{AK, SK, emulator, emulator_config, urls};
+use common::worker::{AK, CLIENT_ID, CLIENT_SECRET, SK, emulator, emulator_config, urls};
 use common::{Scratch, count, stderr, write};
 use purgeq::emulator::Emulator;
 use purgeq::emulator::qiniu::{DailyQuotas, QiniuConfig};
@@ -382,6 +382,44 @@ async fn the_emulator_refuses_a_host_outside_the_signing_account() {
     assert_eq!(staging["issued"].as_array().unwrap().len(), 0, "{stats}");
     emu.kill().unwrap();
     emu.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pan123_account_from_the_file_drains() {
+    let s = Scratch::new();
+    let emu = emulator(emulator_config()).await;
+    let config = s.path("purgeq.toml");
+    write(
+        &config,
+        &format!(
+            "[[pan123]]\nname = \"files\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_env = \"TEST_FILES_SECRET\"\nendpoint = \"{}\"\n",
+            emu.url()
+        ),
+    );
+    let enqueue = |account: &[&str]| {
+        s.cmd(&[])
+            .arg("--config")
+            .arg(&config)
+            .args(["enqueue", "--provider", "123pan"])
+            .args(account)
+            .output()
+            .unwrap()
+    };
+    // The only [[pan123]] account is used; a name the file does not have is refused.
+    assert!(enqueue(&[]).status.success());
+    assert_eq!(enqueue(&["--account", "other"]).status.code(), Some(3));
+    let out = s
+        .cmd(&[])
+        .arg("--config")
+        .arg(&config)
+        .args(["worker", "--once"])
+        .env("TEST_FILES_SECRET", CLIENT_SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(CLIENT_SECRET));
+    assert_eq!(states(&s, "files").get("succeeded"), Some(&1));
+    assert_eq!(emu.stats().pan123.refreshes, 1);
 }
 
 /// `config check` on `text`: the exit code and stderr.
