@@ -102,7 +102,7 @@ pub fn secret_from_env(name: &str) -> Result<Option<Secret>, ConfigError> {
 /// Reads a secret file: a regular file (not a FIFO, a device or a directory, checked before
 /// it is opened for reading) of at most [`MAX_SECRET_FILE_BYTES`], read with a bound; one
 /// trailing newline is trimmed, and empty or whitespace-only content is refused.
-fn read_secret_file(var: &str, path: &Path) -> Result<String, ConfigError> {
+pub(crate) fn read_secret_file(var: &str, path: &Path) -> Result<String, ConfigError> {
     let bad = |why: String| ConfigError::BadSecretFile {
         var: var.to_owned(),
         path: path.to_owned(),

@@ -21,6 +21,7 @@ pub mod provider;
 pub mod seal;
 pub mod secret;
 pub mod service;
+pub mod settings;
 pub mod shutdown;
 pub mod store;
 pub mod target;

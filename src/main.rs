@@ -1,5 +1,3 @@
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
     // N.B. Rust ignores SIGPIPE, so `purgeq status | head` would panic on a closed pipe. A
     // command-line tool should end quietly instead, as the shell expects. Sockets are not
@@ -8,7 +6,7 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = purgeq::cli::Cli::parse();
+    let cli = purgeq::cli::parse_args();
     purgeq::logging::init(cli.log_format(), cli.verbosity());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

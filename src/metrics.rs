@@ -43,6 +43,7 @@ pub const PATH: &str = "/metrics";
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     provider: &'static str,
+    account: String,
     operation: String,
     outcome: String,
 }
@@ -51,6 +52,7 @@ struct CallLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     provider: &'static str,
+    account: String,
     operation: String,
 }
 
@@ -139,6 +141,7 @@ impl Metrics {
     pub fn observe_call(
         &self,
         provider: Provider,
+        account: &str,
         operation: &str,
         outcome: &str,
         elapsed: Duration,
@@ -146,19 +149,26 @@ impl Metrics {
         self.requests
             .get_or_create(&CallLabels {
                 provider: provider.as_str(),
+                account: account.to_owned(),
                 operation: operation.to_owned(),
                 outcome: outcome.to_owned(),
             })
             .inc();
         self.call_seconds
-            .get_or_create(&route_labels(provider, operation))
+            .get_or_create(&route_labels(provider, account, operation))
             .observe(elapsed.as_secs_f64());
     }
 
     /// Records the latency of one claim, whether or not it found jobs.
-    pub fn observe_claim(&self, provider: Provider, operation: &str, elapsed: Duration) {
+    pub fn observe_claim(
+        &self,
+        provider: Provider,
+        account: &str,
+        operation: &str,
+        elapsed: Duration,
+    ) {
         self.claim_seconds
-            .get_or_create(&route_labels(provider, operation))
+            .get_or_create(&route_labels(provider, account, operation))
             .observe(elapsed.as_secs_f64());
     }
 
@@ -174,9 +184,10 @@ impl Metrics {
     }
 }
 
-fn route_labels(provider: Provider, operation: &str) -> RouteLabels {
+fn route_labels(provider: Provider, account: &str, operation: &str) -> RouteLabels {
     RouteLabels {
         provider: provider.as_str(),
+        account: account.to_owned(),
         operation: operation.to_owned(),
     }
 }
@@ -403,20 +414,20 @@ mod tests {
     fn calls_and_claims_are_counted_by_route_and_outcome() {
         let metrics = Metrics::new();
         let ms = Duration::from_millis;
-        metrics.observe_call(Provider::Qiniu, "refresh", "accepted", ms(20));
-        metrics.observe_call(Provider::Qiniu, "refresh", "accepted", ms(30));
-        metrics.observe_call(Provider::Qiniu, "prefetch", "quota", ms(10));
-        metrics.observe_claim(Provider::Qiniu, "refresh", ms(1));
+        metrics.observe_call(Provider::Qiniu, "default", "refresh", "accepted", ms(20));
+        metrics.observe_call(Provider::Qiniu, "default", "refresh", "accepted", ms(30));
+        metrics.observe_call(Provider::Qiniu, "default", "prefetch", "quota", ms(10));
+        metrics.observe_claim(Provider::Qiniu, "default", "refresh", ms(1));
         let text = metrics.render(&summary(), 1_000);
         let lines = lines(&text);
         for line in [
             "# TYPE purgeq_provider_requests counter",
-            r#"purgeq_provider_requests_total{provider="qiniu",operation="refresh",outcome="accepted"} 2"#,
-            r#"purgeq_provider_requests_total{provider="qiniu",operation="prefetch",outcome="quota"} 1"#,
+            r#"purgeq_provider_requests_total{provider="qiniu",account="default",operation="refresh",outcome="accepted"} 2"#,
+            r#"purgeq_provider_requests_total{provider="qiniu",account="default",operation="prefetch",outcome="quota"} 1"#,
             "# TYPE purgeq_provider_call_duration_seconds histogram",
-            r#"purgeq_provider_call_duration_seconds_count{provider="qiniu",operation="refresh"} 2"#,
-            r#"purgeq_provider_call_duration_seconds_bucket{le="0.04",provider="qiniu",operation="refresh"} 2"#,
-            r#"purgeq_claim_duration_seconds_count{provider="qiniu",operation="refresh"} 1"#,
+            r#"purgeq_provider_call_duration_seconds_count{provider="qiniu",account="default",operation="refresh"} 2"#,
+            r#"purgeq_provider_call_duration_seconds_bucket{le="0.04",provider="qiniu",account="default",operation="refresh"} 2"#,
+            r#"purgeq_claim_duration_seconds_count{provider="qiniu",account="default",operation="refresh"} 1"#,
         ] {
             assert!(lines.contains(&line), "{line} missing from:\n{text}");
         }

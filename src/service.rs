@@ -21,7 +21,7 @@ pub struct Notifier {
 #[derive(Debug, Default)]
 struct State {
     status: String,
-    beats: HashMap<&'static str, Instant>,
+    beats: HashMap<String, Instant>,
     fed: Option<Instant>,
 }
 
@@ -67,14 +67,14 @@ impl Notifier {
     }
 
     /// Registers a loop that must keep beating; call before the loop starts.
-    pub fn register(&self, name: &'static str) {
+    pub fn register(&self, name: &str) {
         if let Ok(mut state) = self.state.lock() {
-            state.beats.insert(name, Instant::now());
+            state.beats.insert(name.to_owned(), Instant::now());
         }
     }
 
     /// A loop says it is alive. Feeds the watchdog when every registered loop beat recently.
-    pub fn beat(&self, name: &'static str) {
+    pub fn beat(&self, name: &str) {
         let Some(interval) = self.watchdog else {
             return;
         };
@@ -82,7 +82,12 @@ impl Notifier {
             return;
         };
         let now = Instant::now();
-        state.beats.insert(name, now);
+        match state.beats.get_mut(name) {
+            Some(beat) => *beat = now,
+            None => {
+                state.beats.insert(name.to_owned(), now);
+            }
+        }
         let all_alive = state
             .beats
             .values()

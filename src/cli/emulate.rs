@@ -38,8 +38,18 @@ pub struct Args {
 
     /// An accepted domain: it and its subdomains may be purged (repeatable). With none, every
     /// host is accepted.
-    #[arg(long = "domain", value_name = "DOMAIN")]
+    #[arg(long = "domain", value_name = "DOMAIN", conflicts_with = "accounts")]
     domains: Vec<String>,
+
+    /// A Qiniu account to play, as NAME:ACCESS_KEY:SECRET_VAR:DOMAINS[:URL_QUOTA] (repeatable;
+    /// the accounts replace the one from QINIU_ACCESS_KEY or the demo pair). The secret key is
+    /// read from the variable SECRET_VAR (or the file named by SECRET_VAR_FILE), never given
+    /// here. DOMAINS is a comma-separated list (empty: every host); URL_QUOTA defaults to
+    /// --url-quota. A request is served by the account whose key signed it: a URL outside that
+    /// account's domains is refused (400032). Example:
+    /// --account main:ak-main:MAIN_SK:cdn.example.com,img.example.com:1000
+    #[arg(long = "account", value_name = "SPEC")]
+    accounts: Vec<String>,
 
     /// Qiniu URL refreshes allowed per day.
     #[arg(long, value_name = "N", default_value_t = DailyQuotas::default().url_refresh)]
@@ -123,7 +133,6 @@ impl Args {
     }
 
     fn config(&self) -> anyhow::Result<EmulatorConfig> {
-        let (access_key, secret_key) = credentials(&QINIU_PAIR)?;
         let (client_id, client_secret) = credentials(&PAN123_PAIR)?;
         for (flag, rate) in [
             ("--pan123-refresh-per-sec", self.pan123_refresh_per_sec),
@@ -154,18 +163,10 @@ impl Args {
             token_fail_next: None,
             slow_delay_ms: u64::try_from(self.slow.as_millis()).unwrap_or(u64::MAX),
         };
+        let (first, more) = self.qiniu_accounts()?;
         Ok(EmulatorConfig {
-            qiniu: QiniuConfig {
-                access_key,
-                secret_key,
-                domains: self.domains.clone(),
-                quotas: DailyQuotas {
-                    url_refresh: self.url_quota,
-                    dir_refresh: self.dir_quota,
-                    prefetch: self.prefetch_quota,
-                },
-                ..QiniuConfig::default()
-            },
+            qiniu: first,
+            more_qiniu: more,
             pan123: Pan123Config {
                 client_id,
                 client_secret,
@@ -176,6 +177,34 @@ impl Args {
             },
             faults,
         })
+    }
+
+    /// The Qiniu accounts: every --account, else the one from the environment (or the demo
+    /// pair) accepting --domain.
+    fn qiniu_accounts(&self) -> anyhow::Result<(QiniuConfig, Vec<QiniuConfig>)> {
+        let quotas = DailyQuotas {
+            url_refresh: self.url_quota,
+            dir_refresh: self.dir_quota,
+            prefetch: self.prefetch_quota,
+        };
+        let mut accounts = self
+            .accounts
+            .iter()
+            .map(|spec| qiniu_account(spec, quotas))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let first = if accounts.is_empty() {
+            let (access_key, secret_key) = credentials(&QINIU_PAIR)?;
+            QiniuConfig {
+                access_key,
+                secret_key,
+                domains: self.domains.clone(),
+                quotas,
+                ..QiniuConfig::default()
+            }
+        } else {
+            accounts.remove(0)
+        };
+        Ok((first, accounts))
     }
 }
 
@@ -213,4 +242,43 @@ fn credentials(pair: &Pair) -> anyhow::Result<(String, Secret)> {
         pair.vars.id_var, pair.vars.secret_var, pair.demo_id, pair.secret_name
     );
     Ok((pair.demo_id.to_owned(), Secret::new(pair.demo_secret)))
+}
+
+/// One `--account NAME:ACCESS_KEY:SECRET_VAR:DOMAINS[:URL_QUOTA]`.
+fn qiniu_account(spec: &str, quotas: DailyQuotas) -> anyhow::Result<QiniuConfig> {
+    let fields: Vec<&str> = spec.split(':').collect();
+    let [name, access_key, secret_var, domains, rest @ ..] = fields.as_slice() else {
+        anyhow::bail!(
+            "--account {spec:?}: write NAME:ACCESS_KEY:SECRET_VAR:DOMAINS[:URL_QUOTA] (DOMAINS may be empty)"
+        );
+    };
+    let url_refresh = match rest {
+        [] => quotas.url_refresh,
+        [n] => n.parse().map_err(|_| {
+            anyhow::anyhow!("--account {spec:?}: URL_QUOTA {n:?} is not a whole number")
+        })?,
+        _ => anyhow::bail!("--account {spec:?}: too many fields"),
+    };
+    anyhow::ensure!(
+        !name.is_empty() && !access_key.is_empty(),
+        "--account {spec:?}: NAME and ACCESS_KEY may not be empty"
+    );
+    let secret_key = crate::config::secret_from_env(secret_var)?.ok_or_else(|| {
+        anyhow::anyhow!("--account {name}: {secret_var} (or {secret_var}_FILE) is not set")
+    })?;
+    Ok(QiniuConfig {
+        name: (*name).to_owned(),
+        access_key: (*access_key).to_owned(),
+        secret_key,
+        domains: domains
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        quotas: DailyQuotas {
+            url_refresh,
+            ..quotas
+        },
+        ..QiniuConfig::default()
+    })
 }

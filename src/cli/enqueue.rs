@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use super::{Context, ExitCode, delay_arg};
 use crate::clock;
 use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
+use crate::settings::Settings;
 use crate::store::{Durability, NewJobs};
 use crate::target::{self, Input};
 
@@ -25,6 +26,10 @@ const MAX_TAG_LEN: usize = 200;
 /// One call reads at most 16 MiB from stdin or --file and queues at most 100000 targets; more
 /// is refused whole (exit 3, nothing queued): split bigger lists into several calls. Tags may
 /// not hold control, bidi or zero-width characters.
+///
+/// With accounts in the config file, each Qiniu URL goes to the account whose hosts serve it
+/// (an exact host before a wildcard); a URL no account serves is refused (exit 3, nothing
+/// queued) unless --account names the account.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     purgeq enqueue https://cdn.example.com/app.js https://cdn.example.com/app.css\n  \
@@ -51,6 +56,12 @@ pub struct Args {
     /// Prefetch the URLs into the CDN cache instead of refreshing them (qiniu).
     #[arg(long)]
     prefetch: bool,
+
+    /// The provider account to use, as the config file names it. Qiniu URLs otherwise go to
+    /// the account whose `hosts` serve them; a 123pan enqueue otherwise uses the only
+    /// [[pan123]] account. Without a config file the only account is `default`.
+    #[arg(long, value_name = "NAME")]
+    account: Option<String>,
 
     /// A label for the jobs (pipeline, build id), for `status --tag`.
     #[arg(long, short, value_name = "TAG")]
@@ -173,25 +184,61 @@ impl Args {
             }
             Ok(good) => good.into_iter().map(Some).collect(),
         };
+        let settings = ctx.settings()?;
+        let groups = match assign(
+            self.provider,
+            self.account.as_deref(),
+            settings.as_ref(),
+            targets,
+        ) {
+            Ok(groups) => groups,
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("error: {e}");
+                }
+                eprintln!("error: nothing was queued");
+                return Ok(ExitCode::InvalidInput);
+            }
+        };
+        self.insert(ctx, action, groups).await
+    }
+
+    /// Inserts every account's jobs in one transaction and prints what was queued.
+    async fn insert(
+        &self,
+        ctx: &Context,
+        action: Action,
+        groups: Groups,
+    ) -> anyhow::Result<ExitCode> {
         let store = ctx.open(Durability::Full).await?;
         let now = clock::now_ms();
-        let jobs = NewJobs {
-            provider: self.provider,
-            account: DEFAULT_ACCOUNT.to_owned(),
-            action,
-            tag: self.tag.clone(),
-            not_before: clock::add(now, self.delay.unwrap_or_default()),
-            targets,
-        };
-        let ids = store
-            .enqueue(&jobs, now)
+        let groups: Vec<NewJobs> = groups
+            .into_iter()
+            .map(|(account, targets)| NewJobs {
+                provider: self.provider,
+                account,
+                action,
+                tag: self.tag.clone(),
+                not_before: clock::add(now, self.delay.unwrap_or_default()),
+                targets,
+            })
+            .collect();
+        let per_group = store
+            .enqueue_groups(&groups, now)
             .await
             .context("queueing the jobs")?;
+        let ids: Vec<i64> = per_group.iter().flatten().copied().collect();
         if self.json {
+            let accounts: serde_json::Map<String, serde_json::Value> = groups
+                .iter()
+                .zip(&per_group)
+                .map(|(g, ids)| (g.account.clone(), ids.len().into()))
+                .collect();
             let out = serde_json::json!({
                 "queued": ids.len(),
                 "provider": self.provider,
                 "action": action,
+                "accounts": accounts,
                 "ids": ids,
             });
             println!("{out}");
@@ -204,5 +251,80 @@ impl Args {
             );
         }
         Ok(ExitCode::Success)
+    }
+}
+
+/// Targets by account name, in first-seen order.
+type Groups = Vec<(String, Vec<Option<String>>)>;
+
+/// The targets grouped by the account that serves them, in first-seen order; or every reason
+/// some target has no account (then nothing is queued).
+///
+/// With accounts in the config file: `--account` names one of the provider's accounts and takes
+/// every target; otherwise a Qiniu URL goes to the account whose hosts serve it, and a 123pan
+/// enqueue uses the only `[[pan123]]` account. Without: the only account is `default`.
+fn assign(
+    provider: Provider,
+    account: Option<&str>,
+    settings: Option<&Settings>,
+    targets: Vec<Option<String>>,
+) -> Result<Groups, Vec<String>> {
+    let Some(settings) = settings.filter(|s| s.has_accounts()) else {
+        return match account {
+            None | Some(DEFAULT_ACCOUNT) => Ok(vec![(DEFAULT_ACCOUNT.to_owned(), targets)]),
+            Some(other) => Err(vec![format!(
+                "--account {other}: no config file names accounts, so the only account is {DEFAULT_ACCOUNT}"
+            )]),
+        };
+    };
+    let names: Vec<&str> = match provider {
+        Provider::Qiniu => settings.qiniu.iter().map(|q| q.name.as_str()).collect(),
+        Provider::Pan123 => settings.pan123.iter().map(|p| p.name.as_str()).collect(),
+    };
+    let table = if provider == Provider::Qiniu {
+        "[[qiniu]]"
+    } else {
+        "[[pan123]]"
+    };
+    let file = settings.path.display();
+    match (account, provider, names.as_slice()) {
+        (Some(name), _, _) if names.contains(&name) => Ok(vec![(name.to_owned(), targets)]),
+        (Some(name), _, _) => Err(vec![format!(
+            "--account {name}: {file} has no {table} account of that name (it has: {})",
+            names.join(", ")
+        )]),
+        (None, Provider::Pan123, [only]) => Ok(vec![((*only).to_owned(), targets)]),
+        (None, Provider::Pan123, []) => Err(vec![format!("{file} has no {table} account")]),
+        (None, Provider::Pan123, _) => Err(vec![format!(
+            "{file} has several {table} accounts: name one with --account ({})",
+            names.join(", ")
+        )]),
+        (None, Provider::Qiniu, _) => route(settings, targets),
+    }
+}
+
+/// Qiniu targets by the account whose hosts serve them.
+fn route(settings: &Settings, targets: Vec<Option<String>>) -> Result<Groups, Vec<String>> {
+    let mut groups: Groups = Vec::new();
+    let mut errors = Vec::new();
+    for (i, target) in targets.into_iter().enumerate() {
+        let Some(url) = target else { continue };
+        match settings.routing.account_for(&url) {
+            Ok(account) => match groups.iter_mut().find(|(a, _)| a == account) {
+                Some((_, list)) => list.push(Some(url)),
+                None => groups.push((account.to_owned(), vec![Some(url)])),
+            },
+            Err(why) => errors.push(format!(
+                "target {}: {} is not routable: {why} (in {})",
+                i + 1,
+                crate::text::display_safe(&url, 200),
+                settings.path.display()
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(groups)
+    } else {
+        Err(errors)
     }
 }

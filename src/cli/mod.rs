@@ -2,6 +2,8 @@
 
 mod cancel;
 mod completions;
+mod config_check;
+mod defaults;
 mod demo;
 mod emulate;
 mod enqueue;
@@ -13,6 +15,8 @@ mod table;
 mod verb;
 mod worker;
 
+pub use defaults::parse_args;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,6 +25,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config;
 use crate::logging::LogFormat;
+use crate::settings::{self, Settings};
 use crate::store::{Durability, Location, OpenOptions, Store};
 
 /// Process exit codes. Scripts can rely on these; the README lists them.
@@ -64,6 +69,13 @@ pub struct Cli {
           value_parser = busy_timeout_arg, hide_env_values = true, allow_hyphen_values = true)]
     busy_timeout: Duration,
 
+    /// The config file: accounts, the hosts each serves, and worker defaults. Default:
+    /// $XDG_CONFIG_HOME/purgeq/purgeq.toml (or ~/.config/purgeq/purgeq.toml), else
+    /// /etc/purgeq/purgeq.toml, whichever exists. Without one (or with no account in it), one
+    /// account named `default` per provider comes from the environment.
+    #[arg(long, global = true, env = "PURGEQ_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
     /// Log line format (logs go to stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -90,6 +102,7 @@ enum Command {
     Worker(worker::Args),
     Emulate(emulate::Args),
     Demo(demo::Args),
+    Config(config_check::Args),
     Completions(completions::Args),
     Man(man::Args),
 }
@@ -111,6 +124,7 @@ impl Cli {
 pub struct Context {
     db: Option<PathBuf>,
     busy_timeout: Duration,
+    config: Option<PathBuf>,
 }
 
 impl Context {
@@ -125,6 +139,14 @@ impl Context {
                 Ok(Location::parse(text))
             }
             None => Ok(Location::Sqlite(config::default_db_path()?)),
+        }
+    }
+
+    /// The config file, validated (no secret is read), or `None` when there is none.
+    pub fn settings(&self) -> anyhow::Result<Option<Settings>> {
+        match settings::locate(self.config.as_deref()) {
+            Some(path) => Ok(Some(settings::load(&path)?)),
+            None => Ok(None),
         }
     }
 
@@ -161,6 +183,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let ctx = Context {
         db: cli.db,
         busy_timeout: cli.busy_timeout,
+        config: cli.config,
     };
     let result = match cli.command {
         Command::Enqueue(args) => args.run(&ctx).await,
@@ -171,6 +194,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Worker(args) => args.run(&ctx).await,
         Command::Emulate(args) => args.run().await,
         Command::Demo(args) => args.run().await,
+        Command::Config(args) => args.run(&ctx).await,
         Command::Completions(args) => args.run(),
         Command::Man(args) => args.run(),
     };

@@ -20,6 +20,10 @@ pub struct Args {
     #[arg(long, value_name = "DUR", value_parser = duration_arg)]
     older_than: Duration,
 
+    /// Only jobs (and call records) of this provider account.
+    #[arg(long, value_name = "NAME")]
+    account: Option<String>,
+
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -30,7 +34,10 @@ impl Args {
         let store = ctx.open(Durability::Full).await?;
         let before =
             clock::now_ms() - i64::try_from(self.older_than.as_millis()).unwrap_or(i64::MAX);
-        let pruned = store.prune(before).await.context("pruning")?;
+        let pruned = store
+            .prune(before, self.account.as_deref())
+            .await
+            .context("pruning")?;
         if self.json {
             println!(
                 "{}",

@@ -11,7 +11,10 @@ use super::table::Table;
 use super::{Context, ExitCode, duration_arg};
 use crate::clock;
 use crate::dashboard::shape::{call_json, job_json, summary_json};
-use crate::model::{JobState, Provider};
+use serde::Serialize;
+
+use crate::model::{DEFAULT_ACCOUNT, JobState, Provider};
+use crate::settings::Settings;
 use crate::store::{Call, Job, JobFilter, Store, Summary};
 use crate::text::display_safe;
 
@@ -42,6 +45,10 @@ pub struct Args {
     /// Only jobs with this tag.
     #[arg(long)]
     tag: Option<String>,
+
+    /// Only jobs of this provider account (as the config file names it).
+    #[arg(long, value_name = "NAME")]
+    account: Option<String>,
 
     /// Only jobs whose target contains this text.
     #[arg(long, value_name = "TEXT")]
@@ -83,6 +90,7 @@ impl Args {
             state: self.state,
             provider: self.provider,
             tag: self.tag.clone(),
+            account: self.account.clone(),
             url_contains: self.url.clone(),
             updated_since: self
                 .since
@@ -90,13 +98,114 @@ impl Args {
             limit: self.limit,
         };
         let jobs = store.list_jobs(&filter).await?;
+        let accounts = self.accounts(ctx, &store).await?;
         if self.json {
-            println!("{}", summary_json(&summary, &jobs, now));
+            let mut out = summary_json(&summary, &jobs, now);
+            out["accounts"] = json!(accounts);
+            println!("{out}");
         } else {
-            print!("{}", render_summary(&summary, &jobs, now, self.limit));
+            let mut text = render_summary(&summary, &jobs, now, self.limit);
+            if let Some(at) = text.find("\n\n").filter(|_| !accounts.is_empty()) {
+                text.insert_str(at + 1, &accounts_table(&accounts));
+            }
+            print!("{text}");
         }
         Ok(ExitCode::Success)
     }
+}
+
+/// Queued and running jobs of one provider account, and why they wait if no worker can send
+/// them.
+#[derive(Debug, Clone, Serialize)]
+struct AccountRow {
+    provider: Provider,
+    account: String,
+    queued: i64,
+    running: i64,
+    /// Set when the account is not configured: its jobs stay queued.
+    reason: Option<String>,
+}
+
+impl Args {
+    /// The accounts with queued or running jobs (narrowed by --provider and --account), each
+    /// checked against the config file (names only: no secret is read).
+    async fn accounts(&self, ctx: &Context, store: &Store) -> anyhow::Result<Vec<AccountRow>> {
+        let configured = match ctx.settings() {
+            Ok(settings) => Some(settings.filter(|s| s.has_accounts())),
+            Err(e) => {
+                eprintln!("warning: {e:#}");
+                None
+            }
+        };
+        let mut rows: Vec<AccountRow> = Vec::new();
+        for c in store.pending_accounts().await? {
+            if self.provider.is_some_and(|p| p != c.provider)
+                || self.account.as_ref().is_some_and(|a| *a != c.account)
+            {
+                continue;
+            }
+            let row = match rows
+                .iter_mut()
+                .find(|r| r.provider == c.provider && r.account == c.account)
+            {
+                Some(row) => row,
+                None => {
+                    rows.push(AccountRow {
+                        reason: configured
+                            .as_ref()
+                            .and_then(|s| unconfigured(s.as_ref(), c.provider, &c.account)),
+                        provider: c.provider,
+                        account: c.account.clone(),
+                        queued: 0,
+                        running: 0,
+                    });
+                    rows.last_mut().ok_or_else(|| anyhow::anyhow!("no row"))?
+                }
+            };
+            match c.state {
+                JobState::Running => row.running += c.count,
+                _ => row.queued += c.count,
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Why no worker sends `account`'s jobs, if it is not configured.
+fn unconfigured(settings: Option<&Settings>, provider: Provider, account: &str) -> Option<String> {
+    match settings {
+        None if account == DEFAULT_ACCOUNT => None,
+        None => Some(format!(
+            "not configured: no config file names accounts (the environment serves only `{DEFAULT_ACCOUNT}`); its jobs stay queued"
+        )),
+        Some(s) => {
+            let known = match provider {
+                Provider::Qiniu => s.qiniu.iter().any(|q| q.name == account),
+                Provider::Pan123 => s.pan123.iter().any(|p| p.name == account),
+            };
+            (!known).then(|| {
+                format!(
+                    "not configured: {} has no [[{}]] account named {account:?}; its jobs stay queued",
+                    s.path.display(),
+                    if provider == Provider::Qiniu { "qiniu" } else { "pan123" }
+                )
+            })
+        }
+    }
+}
+
+fn accounts_table(rows: &[AccountRow]) -> String {
+    let mut t = Table::new(vec!["PROVIDER", "ACCOUNT", "QUEUED", "RUNNING", "NOTE"]);
+    for r in rows {
+        t.row(vec![
+            r.provider.to_string(),
+            display_safe(&r.account, 80),
+            r.queued.to_string(),
+            r.running.to_string(),
+            r.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    format!("\n{}", t.render())
 }
 
 /// Prints the summary and the `limit` most recent jobs, as `purgeq status` does.

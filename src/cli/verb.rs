@@ -15,7 +15,7 @@ pub struct VerbArgs {
     #[arg(value_name = "JOB_ID", required_unless_present = "all")]
     ids: Vec<i64>,
 
-    /// Every job in a state the verb applies to, narrowed by --provider and --tag.
+    /// Every job in a state the verb applies to, narrowed by --provider, --tag and --account.
     #[arg(long, conflicts_with = "ids")]
     all: bool,
 
@@ -26,6 +26,10 @@ pub struct VerbArgs {
     /// With --all: only jobs with this tag.
     #[arg(long, requires = "all")]
     tag: Option<String>,
+
+    /// With --all: only jobs of this provider account (as the config file names it).
+    #[arg(long, value_name = "NAME", requires = "all")]
+    account: Option<String>,
 
     /// Print the result as JSON.
     #[arg(long)]
@@ -48,6 +52,7 @@ impl VerbArgs {
             ids: self.ids,
             provider: self.provider,
             tag: self.tag,
+            account: self.account,
         };
         let now = clock::now_ms();
         let (name, done) = match verb {

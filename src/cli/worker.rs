@@ -21,10 +21,13 @@ use crate::worker::{self, Handles, Policies, Timeouts, WorkerConfig};
 /// Drain the queue: claim jobs per lane, collapse duplicates, call the provider within its
 /// limits, record every outcome.
 ///
-/// Credentials come from the environment: QINIU_ACCESS_KEY and QINIU_SECRET_KEY (or
-/// QINIU_SECRET_KEY_FILE) for Qiniu, PAN123_CLIENT_ID and PAN123_CLIENT_SECRET (or
-/// PAN123_CLIENT_SECRET_FILE) for 123pan; QINIU_ENDPOINT and PAN123_ENDPOINT point at another
-/// endpoint (a proxy, or `purgeq emulate`). On SIGTERM or SIGINT the worker stops claiming, lets the call in flight finish,
+/// The accounts come from the config file's [[qiniu]] and [[pan123]] tables (every route of
+/// every account runs on its own; `purgeq config check` shows them), else from the environment
+/// as the account `default`: QINIU_ACCESS_KEY and QINIU_SECRET_KEY (or QINIU_SECRET_KEY_FILE)
+/// for Qiniu, PAN123_CLIENT_ID and PAN123_CLIENT_SECRET (or PAN123_CLIENT_SECRET_FILE) for
+/// 123pan; QINIU_ENDPOINT and PAN123_ENDPOINT point at another endpoint (a proxy, or `purgeq
+/// emulate`). The config file's [worker] table gives defaults for these flags; flags and the
+/// environment override it. A changed config file takes effect on restart. On SIGTERM or SIGINT the worker stops claiming, lets the call in flight finish,
 /// records it, returns unsent jobs to the queue and exits 0.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -215,13 +218,22 @@ impl Args {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<ExitCode> {
         let config = self.config(ctx)?;
         let shutdown = crate::shutdown::on_signals().context("listening for SIGTERM and SIGINT")?;
-        // Secret files are checked (bounded reads) now, before anything long-running starts.
-        config::credential_pair("QINIU_ACCESS_KEY", "QINIU_SECRET_KEY")?;
-        config::credential_pair("PAN123_CLIENT_ID", "PAN123_CLIENT_SECRET")?;
+        let settings = ctx.settings()?.filter(|s| s.has_accounts());
+        // Secrets are checked (bounded reads) now, before anything long-running starts.
+        match &settings {
+            Some(s) => s.check_secrets()?,
+            None => {
+                config::credential_pair("QINIU_ACCESS_KEY", "QINIU_SECRET_KEY")?;
+                config::credential_pair("PAN123_CLIENT_ID", "PAN123_CLIENT_SECRET")?;
+            }
+        }
         let Some(store) = open_waiting(ctx, &shutdown).await? else {
             return Ok(ExitCode::Success);
         };
-        let accounts = provider::accounts_from_env(&store, self.env_settings()).await?;
+        let accounts = match &settings {
+            Some(s) => provider::accounts_from_settings(&store, s, self.env_settings()).await?,
+            None => provider::accounts_from_env(&store, self.env_settings()).await?,
+        };
         let handles = Handles::from_env();
         let metrics_stop = shutdown.child_token();
         let metrics_server = match self.http_listen {

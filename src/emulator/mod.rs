@@ -47,8 +47,12 @@ const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Everything the emulator is told at start.
 #[derive(Debug, Clone, Default)]
 pub struct EmulatorConfig {
-    /// The Qiniu fusion CDN account.
+    /// The Qiniu fusion CDN account (the first, when there are several).
     pub qiniu: qiniu::QiniuConfig,
+    /// More Qiniu accounts, each with its own keys, domains and quotas. A request is served
+    /// by the account whose access key signed it, so a URL outside that account's domains is
+    /// refused (400032) even if another account serves it.
+    pub more_qiniu: Vec<qiniu::QiniuConfig>,
     /// The 123pan open platform account.
     pub pan123: pan123::Pan123Config,
     /// The faults to inject from the first request on.
@@ -58,8 +62,11 @@ pub struct EmulatorConfig {
 /// What the emulator has seen and done, as served on `GET /_emulator/stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
-    /// The Qiniu side.
+    /// The Qiniu side: the first account, and every request counted by endpoint.
     pub qiniu: qiniu::QiniuStats,
+    /// The other Qiniu accounts' issued requests, purges, refusals and quotas, by name.
+    #[serde(default)]
+    pub more_qiniu: BTreeMap<String, qiniu::QiniuStats>,
     /// The 123pan side.
     #[serde(default)]
     pub pan123: pan123::Pan123Stats,
@@ -116,10 +123,7 @@ impl Emulator {
 
     /// Refills every daily quota, as midnight (UTC+8) would.
     pub fn reset_quota(&self) {
-        self.shared
-            .lock()
-            .qiniu
-            .reset_quota(&self.shared.config.qiniu);
+        self.shared.reset_quota();
     }
 
     /// Makes every 123pan access token issued so far expired, as if its `expiredAt` had passed.
@@ -158,6 +162,8 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) qiniu: qiniu::QiniuState,
+    /// The extra Qiniu accounts' states, in `EmulatorConfig::more_qiniu` order.
+    pub(crate) more_qiniu: Vec<qiniu::QiniuState>,
     pub(crate) pan123: pan123::Pan123State,
     injector: fault::Injector,
     faults: BTreeMap<String, u64>,
@@ -186,6 +192,14 @@ impl State {
             .collect()
     }
 
+    /// The state of Qiniu account `index` among the extra ones (`None`: the first account).
+    pub(crate) fn qiniu_of(&mut self, index: Option<usize>) -> &mut qiniu::QiniuState {
+        match index.and_then(|i| self.more_qiniu.get_mut(i)) {
+            Some(state) => state,
+            None => &mut self.qiniu,
+        }
+    }
+
     pub(crate) fn injector(&mut self) -> &mut fault::Injector {
         &mut self.injector
     }
@@ -195,6 +209,11 @@ impl Shared {
     fn new(config: EmulatorConfig) -> Self {
         let state = State {
             qiniu: qiniu::QiniuState::new(&config.qiniu),
+            more_qiniu: config
+                .more_qiniu
+                .iter()
+                .map(qiniu::QiniuState::new)
+                .collect(),
             pan123: pan123::Pan123State::new(&config.pan123),
             injector: fault::Injector::new(config.faults.clone()),
             faults: BTreeMap::new(),
@@ -216,10 +235,27 @@ impl Shared {
 
     fn stats(&self) -> Stats {
         let mut state = self.lock();
+        let more_qiniu = self
+            .config
+            .more_qiniu
+            .iter()
+            .zip(state.more_qiniu.iter_mut())
+            .map(|(config, s)| (config.name.clone(), s.stats(config)))
+            .collect();
         Stats {
+            more_qiniu,
             qiniu: state.qiniu.stats(&self.config.qiniu),
             pan123: state.pan123.stats(),
             faults: state.faults.clone(),
+        }
+    }
+
+    /// Refills every Qiniu account's daily quotas.
+    fn reset_quota(&self) {
+        let mut state = self.lock();
+        state.qiniu.reset_quota(&self.config.qiniu);
+        for (s, config) in state.more_qiniu.iter_mut().zip(&self.config.more_qiniu) {
+            s.reset_quota(config);
         }
     }
 
@@ -312,7 +348,7 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Answer {
     Ok(match (&parts.method, path.as_str()) {
         (&Method::GET, "/_emulator/stats") => json(StatusCode::OK, &shared.stats()),
         (&Method::POST, "/_emulator/reset-quota") => {
-            shared.lock().qiniu.reset_quota(&shared.config.qiniu);
+            shared.reset_quota();
             json(StatusCode::OK, &serde_json::json!({"ok": true}))
         }
         (&Method::POST, "/_emulator/faults") => set_faults(shared, &body),

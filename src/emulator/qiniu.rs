@@ -46,9 +46,11 @@ pub const CODE_BAD_REQUEST: i64 = 400_000;
 /// (developer.qiniu.com/fusion/13361).
 pub const SERVER_ERROR_CODES: [i64; 3] = [500_002, 500_005, 500_010];
 
-/// The account the emulator plays.
+/// An account the emulator plays.
 #[derive(Debug, Clone)]
 pub struct QiniuConfig {
+    /// Its name, for the stats of a multi-account emulator.
+    pub name: String,
     /// The access key requests must be signed with.
     pub access_key: String,
     /// The secret key requests must be signed with.
@@ -65,6 +67,7 @@ pub struct QiniuConfig {
 impl Default for QiniuConfig {
     fn default() -> Self {
         QiniuConfig {
+            name: crate::model::DEFAULT_ACCOUNT.to_owned(),
             access_key: DEMO_ACCESS_KEY.to_owned(),
             secret_key: Secret::new(DEMO_SECRET_KEY),
             domains: Vec::new(),
@@ -134,6 +137,9 @@ pub struct QiniuStats {
 /// A request that was processed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedRequest {
+    /// The account that signed it.
+    #[serde(default)]
+    pub account: String,
     /// The `requestId` of the answer (also when the answer was never delivered).
     pub request_id: String,
     /// `refresh` or `prefetch`.
@@ -297,13 +303,21 @@ pub(crate) fn handle(
     body: &[u8],
     fault: Option<FaultKind>,
 ) -> Response<Full<Bytes>> {
-    let config = &shared.config.qiniu;
+    // The account whose access key signed the request; the first when none matches (then
+    // the signature check refuses it).
+    let signer = signed_by(parts);
+    let account = shared
+        .config
+        .more_qiniu
+        .iter()
+        .position(|a| Some(a.access_key.as_str()) == signer.as_deref());
+    let config = account.map_or(&shared.config.qiniu, |i| &shared.config.more_qiniu[i]);
     let mut state = shared.lock();
-    state.qiniu.roll_day(config);
+    state.qiniu_of(account).roll_day(config);
     let request = PurgeRequest::parse(body);
     let reply = match fault {
         Some(kind) => fault_reply(&mut state, config, op, kind, request.as_ref().ok()),
-        None => process(&mut state, config, op, parts, body, request),
+        None => process(&mut state, (account, config), op, parts, body, request),
     };
     let trace_id = state.trace_id();
     drop(state);
@@ -428,17 +442,25 @@ fn process_unreachable(kind: FaultKind) -> Reply {
     )
 }
 
-/// Checks and, if everything passes, carries out a request.
+/// The access key of a request's `Authorization: QBox <AK>:<sign>` header.
+fn signed_by(parts: &Parts) -> Option<String> {
+    let header = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (access_key, _) = header.strip_prefix("QBox ")?.trim().split_once(':')?;
+    Some(access_key.to_owned())
+}
+
+/// Checks and, if everything passes, carries out a request for `account` (an index into the
+/// extra accounts; `None`: the first).
 fn process(
     state: &mut State,
-    config: &QiniuConfig,
+    (account, config): (Option<usize>, &QiniuConfig),
     op: Operation,
     parts: &Parts,
     body: &[u8],
     request: Result<PurgeRequest, String>,
 ) -> Reply {
     if let Err((code, error)) = check_signature(config, parts, body) {
-        state.qiniu.stats.unauthorized += 1;
+        state.qiniu_of(account).stats.unauthorized += 1;
         return Reply::coded(code, error, json!({}));
     }
     let request = match request {
@@ -461,11 +483,11 @@ fn process(
     if let Some(reply) = check_targets(config, urls, dirs) {
         return reply;
     }
-    if let Some(reply) = spend_quota(&mut state.qiniu, config, op, urls, dirs) {
+    if let Some(reply) = spend_quota(state.qiniu_of(account), config, op, urls, dirs) {
         return reply;
     }
     let request_id = state.request_id();
-    let qiniu = &mut state.qiniu;
+    let qiniu = state.qiniu_of(account);
     let mut task_ids = serde_json::Map::new();
     for target in urls.iter().chain(dirs) {
         qiniu.task_serial += 1;
@@ -476,6 +498,7 @@ fn process(
         *qiniu.stats.purged.entry(target.clone()).or_default() += 1;
     }
     qiniu.stats.issued.push(IssuedRequest {
+        account: config.name.clone(),
         request_id: request_id.clone(),
         operation: op.as_str().to_owned(),
         urls: urls.to_vec(),

@@ -32,9 +32,12 @@ pub enum BuildError {
     /// The HTTP client could not be built.
     #[error("building the HTTP client")]
     Http(#[source] reqwest::Error),
+    /// The config file names an account it can't build.
+    #[error(transparent)]
+    Settings(#[from] Box<crate::settings::SettingsError>),
     /// No provider has credentials at all.
     #[error(
-        "no provider has credentials: set QINIU_ACCESS_KEY and QINIU_SECRET_KEY, or PAN123_CLIENT_ID and PAN123_CLIENT_SECRET (or their *_FILE variants)"
+        "no provider has credentials: set QINIU_ACCESS_KEY and QINIU_SECRET_KEY, or PAN123_CLIENT_ID and PAN123_CLIENT_SECRET (or their *_FILE variants), or name accounts in the config file"
     )]
     NoCredentials,
 }

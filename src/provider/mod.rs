@@ -12,6 +12,7 @@
 //!   `Outcome` to job states and lane gates; nothing else inspects provider codes or error
 //!   strings.
 
+mod configured;
 mod env;
 pub mod pan123;
 pub mod qiniu;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use configured::accounts_from_settings;
 pub use env::{BuildError, CredentialVars, EnvSettings, accounts_from_env, http_client};
 
 use crate::model::{Action, Provider};

@@ -20,9 +20,9 @@ use sqlx::Transaction;
 use super::dashboard::JobPage;
 use super::rows;
 use super::{
-    CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobUpdate,
-    NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount, StoreError, Summary,
-    VerbResult,
+    AccountCount, CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, GateChange, Job,
+    JobUpdate, NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
+    Summary, VerbResult,
 };
 use crate::model::{Action, Lane, Provider};
 use crate::planner::DistinctTargets;
@@ -70,11 +70,11 @@ pub(super) struct Dialect {
     /// The oldest `created_at` of a queued job; `$1` the providers (list).
     pub oldest_queued: &'static str,
     /// A page of jobs, newest first: state, provider, tag, URL part, updated since, id below,
-    /// limit (`$1`..`$7`, each filter NULL for any).
+    /// limit, account (`$1`..`$8`, each filter NULL for any).
     pub job_page: &'static str,
-    /// Failed or cancelled job ids under the provider and tag filters, locked.
+    /// Failed or cancelled job ids under the provider, tag and account filters, locked.
     pub retry_candidates: &'static str,
-    /// Queued job ids under the provider and tag filters, locked.
+    /// Queued job ids under the provider, tag and account filters, locked.
     pub cancel_candidates: &'static str,
     /// The listed jobs (`$1`, list), locked, by id.
     pub lock_jobs: &'static str,
@@ -198,7 +198,12 @@ pub(super) trait Backend: Sync {
     async fn apply_verb(&self, tx: &mut Tx<Self>, verb: Verb, ids: (&[i64], i64)) -> Done;
 
     /// Deletes finished jobs and unreferenced calls older than `before` (ms).
-    async fn delete_before(&self, tx: &mut Tx<Self>, before: i64) -> Result<Pruned, StoreError>;
+    async fn delete_before(
+        &self,
+        tx: &mut Tx<Self>,
+        before: i64,
+        account: Option<&str>,
+    ) -> Result<Pruned, StoreError>;
 
     /// Puts every job whose lease expired before `now` back in the queue.
     async fn requeue_expired(&self, now: i64) -> Result<u64, StoreError>;
@@ -290,6 +295,9 @@ pub(super) trait Backend: Sync {
 
     /// Whether any job of `provider` is queued or running.
     async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError>;
+
+    /// Queued and running jobs per provider, account and state (zero counts left out).
+    async fn pending_accounts(&self) -> Result<Vec<AccountCount>, StoreError>;
 }
 
 /// A lane's quota reading.
@@ -337,6 +345,26 @@ pub(super) async fn enqueue<B: Backend>(
     Ok(ids)
 }
 
+/// Inserts every group (one per provider account) in one transaction: all or none.
+pub(super) async fn enqueue_groups<B: Backend>(
+    b: &B,
+    groups: &[NewJobs],
+    now: i64,
+) -> Result<Vec<Vec<i64>>, StoreError> {
+    let mut tx = b.begin().await?;
+    let mut ids = Vec::with_capacity(groups.len());
+    for jobs in groups {
+        ids.push(if jobs.targets.is_empty() {
+            Vec::new()
+        } else {
+            b.insert_jobs(&mut tx, jobs, now).await?
+        });
+    }
+    commit::<B>(tx).await?;
+    b.after_bulk_insert(ids.iter().map(Vec::len).sum()).await?;
+    Ok(ids)
+}
+
 /// Counts per provider and state, every lane gate, and the oldest queued job.
 pub(super) async fn summary<B: Backend>(b: &B) -> Result<Summary, StoreError> {
     Ok(Summary {
@@ -371,9 +399,13 @@ pub(super) async fn verb<B: Backend>(
 }
 
 /// Deletes jobs that ended before `before` (ms), and calls no remaining job refers to.
-pub(super) async fn prune<B: Backend>(b: &B, before: i64) -> Result<Pruned, StoreError> {
+pub(super) async fn prune<B: Backend>(
+    b: &B,
+    before: i64,
+    account: Option<&str>,
+) -> Result<Pruned, StoreError> {
     let mut tx = b.begin().await?;
-    let pruned = b.delete_before(&mut tx, before).await?;
+    let pruned = b.delete_before(&mut tx, before, account).await?;
     commit::<B>(tx).await?;
     Ok(pruned)
 }

@@ -209,6 +209,16 @@ impl Store {
         dispatch!(self, s => backend::enqueue(s, jobs, now).await)
     }
 
+    /// Inserts every group's jobs (one group per provider account) in one transaction, and
+    /// returns each group's ids.
+    pub async fn enqueue_groups(
+        &self,
+        groups: &[NewJobs],
+        now: i64,
+    ) -> Result<Vec<Vec<i64>>, StoreError> {
+        dispatch!(self, s => backend::enqueue_groups(s, groups, now).await)
+    }
+
     /// Counts per provider and state, every lane gate, and the oldest queued job.
     pub async fn summary(&self) -> Result<Summary, StoreError> {
         dispatch!(self, s => backend::summary(s).await)
@@ -255,8 +265,8 @@ impl Store {
     }
 
     /// Deletes jobs that ended before `before` (ms), and calls no remaining job refers to.
-    pub async fn prune(&self, before: i64) -> Result<Pruned, StoreError> {
-        dispatch!(self, s => backend::prune(s, before).await)
+    pub async fn prune(&self, before: i64, account: Option<&str>) -> Result<Pruned, StoreError> {
+        dispatch!(self, s => backend::prune(s, before, account).await)
     }
 
     /// Puts every job whose lease expired before `now` back in the queue.
@@ -323,6 +333,11 @@ impl Store {
     /// Whether any job of `provider` is queued or running.
     pub async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
         dispatch!(self, s => backend::Backend::has_pending(s, provider).await)
+    }
+
+    /// Queued and running jobs per provider, account and state (zero counts left out).
+    pub async fn pending_accounts(&self) -> Result<Vec<AccountCount>, StoreError> {
+        dispatch!(self, s => backend::Backend::pending_accounts(s).await)
     }
 }
 
@@ -465,6 +480,19 @@ pub struct StateCount {
     pub count: i64,
 }
 
+/// Queued or running jobs of one provider account in one state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountCount {
+    /// Provider.
+    pub provider: Provider,
+    /// Account.
+    pub account: String,
+    /// State (queued or running).
+    pub state: JobState,
+    /// How many.
+    pub count: i64,
+}
+
 /// Filters for listing jobs. Every set field must match.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
@@ -478,6 +506,8 @@ pub struct JobFilter {
     pub url_contains: Option<String>,
     /// Changed at or after (ms).
     pub updated_since: Option<i64>,
+    /// Provider account.
+    pub account: Option<String>,
     /// At most this many, newest first.
     pub limit: i64,
 }
@@ -489,8 +519,10 @@ pub struct Selection {
     pub ids: Vec<i64>,
     /// With no ids: every job of this provider...
     pub provider: Option<Provider>,
-    /// ...and this tag, in a state the verb accepts.
+    /// ...and this tag...
     pub tag: Option<String>,
+    /// ...and this account, in a state the verb accepts.
+    pub account: Option<String>,
 }
 
 /// A job an operator verb refused, and why.

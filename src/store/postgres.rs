@@ -27,8 +27,8 @@ use super::statements::{
     update_set,
 };
 use super::{
-    CachedToken, Call, CallEnd, Gate, Job, NewCall, NewJobs, OpenOptions, Pruned, Record,
-    Selection, StateCount, StoreError,
+    AccountCount, CachedToken, Call, CallEnd, Gate, Job, NewCall, NewJobs, OpenOptions, Pruned,
+    Record, Selection, StateCount, StoreError,
 };
 use crate::model::{JobState, Lane, Provider};
 
@@ -147,16 +147,19 @@ impl Backend for PgStore {
                AND ($4::text IS NULL OR strpos(target, $4) > 0)
                AND ($5::bigint IS NULL OR updated_at >= $5)
                AND ($6::bigint IS NULL OR id < $6)
+               AND ($8::text IS NULL OR account = $8)
              ORDER BY id DESC
              LIMIT $7"
         ),
         retry_candidates: "SELECT id FROM jobs WHERE state IN ('failed', 'cancelled')
                              AND ($1::text IS NULL OR provider = $1)
                              AND ($2::text IS NULL OR tag = $2)
+                             AND ($3::text IS NULL OR account = $3)
                            ORDER BY id FOR UPDATE",
         cancel_candidates: "SELECT id FROM jobs WHERE state = 'queued'
                               AND ($1::text IS NULL OR provider = $1)
                               AND ($2::text IS NULL OR tag = $2)
+                              AND ($3::text IS NULL OR account = $3)
                             ORDER BY id FOR UPDATE",
         lock_jobs: concat!(
             "SELECT ",

@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::backend::ReadyRow;
-use super::{CachedToken, Call, ClaimedJob, Gate, Job, StateCount, StoreError};
+use super::{AccountCount, CachedToken, Call, ClaimedJob, Gate, Job, StateCount, StoreError};
 use crate::model::Lane;
 
 /// The column reads the mapping needs, implemented for each backend's row type.
@@ -136,6 +136,15 @@ pub(super) fn ready(row: &impl Columns) -> Result<ReadyRow, StoreError> {
 pub(super) fn state_count(row: &impl Columns) -> Result<StateCount, StoreError> {
     Ok(StateCount {
         provider: row.name("provider")?,
+        state: row.name("state")?,
+        count: row.int("n")?,
+    })
+}
+
+pub(super) fn account_count(row: &impl Columns) -> Result<AccountCount, StoreError> {
+    Ok(AccountCount {
+        provider: row.name("provider")?,
+        account: row.text("account")?,
         state: row.name("state")?,
         count: row.int("n")?,
     })

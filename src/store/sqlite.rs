@@ -28,8 +28,8 @@ use super::statements::{
     update_set,
 };
 use super::{
-    CachedToken, Call, CallEnd, Durability, Gate, Job, NewCall, NewJobs, OpenOptions, Pruned,
-    Record, Selection, StateCount, StoreError,
+    AccountCount, CachedToken, Call, CallEnd, Durability, Gate, Job, NewCall, NewJobs, OpenOptions,
+    Pruned, Record, Selection, StateCount, StoreError,
 };
 use crate::model::{JobState, Lane, Provider};
 
@@ -145,15 +145,18 @@ impl Backend for SqliteStore {
                AND ($4 IS NULL OR instr(target, $4) > 0)
                AND ($5 IS NULL OR updated_at >= $5)
                AND ($6 IS NULL OR id < $6)
+               AND ($8 IS NULL OR account = $8)
              ORDER BY id DESC
              LIMIT $7"
         ),
         // The transaction's write lock (BEGIN IMMEDIATE) already keeps every row still.
         retry_candidates: "SELECT id FROM jobs WHERE state IN ('failed', 'cancelled')
                              AND ($1 IS NULL OR provider = $1) AND ($2 IS NULL OR tag = $2)
+                             AND ($3 IS NULL OR account = $3)
                            ORDER BY id",
         cancel_candidates: "SELECT id FROM jobs WHERE state = 'queued'
                               AND ($1 IS NULL OR provider = $1) AND ($2 IS NULL OR tag = $2)
+                              AND ($3 IS NULL OR account = $3)
                             ORDER BY id",
         lock_jobs: concat!(
             "SELECT ",

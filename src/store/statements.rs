@@ -62,6 +62,7 @@ macro_rules! shared_statements {
                 .bind(f.updated_since)
                 .bind(page.before)
                 .bind(f.limit)
+                .bind(&f.account)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(sql_err)?;
@@ -132,6 +133,7 @@ macro_rules! shared_statements {
             sqlx::query_scalar(sql)
                 .bind(selection.provider.map(Provider::as_str))
                 .bind(&selection.tag)
+                .bind(&selection.account)
                 .fetch_all(&mut **tx)
                 .await
                 .map_err(sql_err)
@@ -160,18 +162,23 @@ macro_rules! shared_statements {
             &self,
             tx: &mut Tx<Self>,
             before: i64,
+            account: Option<&str>,
         ) -> Result<Pruned, StoreError> {
+            // `CAST`: PostgreSQL must know the type of a parameter that may be NULL.
             let sql = concat!(
                 "DELETE FROM jobs WHERE state IN ",
                 super::final_states!(),
-                " AND finished_at < $1"
+                " AND finished_at < $1 AND (CAST($2 AS TEXT) IS NULL OR account = $2)"
             );
-            let jobs = sqlx::query(sql).bind(before).execute(&mut **tx).await;
+            let jobs = sqlx::query(sql).bind(before).bind(account);
+            let jobs = jobs.execute(&mut **tx).await;
             let calls = sqlx::query(
                 "DELETE FROM calls WHERE started_at < $1
+                   AND (CAST($2 AS TEXT) IS NULL OR account = $2)
                    AND NOT EXISTS (SELECT 1 FROM call_jobs cj WHERE cj.call_id = calls.id)",
             )
-            .bind(before);
+            .bind(before)
+            .bind(account);
             let jobs = jobs.map_err(sql_err)?.rows_affected();
             let calls = calls.execute(&mut **tx).await.map_err(sql_err)?;
             Ok(Pruned {
@@ -389,6 +396,18 @@ macro_rules! shared_statements {
         async fn optimize(&self) -> Result<(), StoreError> {
             let done = sqlx::query(Self::SQL.optimize).execute(&self.pool).await;
             done.map(drop).map_err(sql_err)
+        }
+
+        async fn pending_accounts(&self) -> Result<Vec<AccountCount>, StoreError> {
+            let rows = sqlx::query(
+                "SELECT provider, account, state, COUNT(*) AS n FROM jobs
+                 WHERE state IN ('queued', 'running')
+                 GROUP BY provider, account, state ORDER BY provider, account, state",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_err)?;
+            rows.iter().map(rows::account_count).collect()
         }
 
         async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {

@@ -175,11 +175,16 @@ impl Shared {
         let started = Instant::now();
         let report = lanes.account.send(&lanes.route, batch, credential).await;
         let outcome = report.outcome.label();
-        self.handles
-            .metrics
-            .observe_call(provider, operation, outcome, started.elapsed());
+        self.handles.metrics.observe_call(
+            provider,
+            lanes.account.account(),
+            operation,
+            outcome,
+            started.elapsed(),
+        );
         info!(
             lane = %format!("{provider}/{operation}"),
+            account = lanes.account.account(),
             targets = lanes.route.targets_sent(batch),
             jobs = batch.job_ids().len(),
             request_id = report.request_id.as_deref().unwrap_or("-"),

@@ -59,6 +59,11 @@ struct Lanes {
 }
 
 impl Lanes {
+    /// The loop's name for the watchdog and logs: `qiniu/refresh@main`.
+    fn name(&self) -> String {
+        format!("{}@{}", self.route.name, self.account.account())
+    }
+
     fn lane(&self, action: Action) -> Lane {
         Lane {
             provider: self.account.provider(),
@@ -118,7 +123,7 @@ pub async fn run(
         .collect();
     let mut tasks = tokio::task::JoinSet::new();
     for lanes in &routes {
-        shared.handles.notifier.register(lanes.route.name);
+        shared.handles.notifier.register(&lanes.name());
     }
     for lanes in routes {
         let shared = Arc::clone(&shared);
@@ -189,13 +194,14 @@ impl Shared {
             .notifier
             .heartbeat_every()
             .unwrap_or(Duration::MAX);
+        let name = lanes.name();
         while !self.shutdown.is_cancelled() {
-            self.handles.notifier.beat(lanes.route.name);
+            self.handles.notifier.beat(&name);
             let wait = match self.step(lanes).await {
                 Ok(Step::Served) => continue,
                 Ok(Step::Idle(wait)) => wait.min(beat),
                 Err(e) => {
-                    warn!(route = lanes.route.operation, error = %e, "worker step failed; retrying");
+                    warn!(route = lanes.route.operation, account = lanes.account.account(), error = %e, "worker step failed; retrying");
                     self.config.poll_interval
                 }
             };
@@ -273,6 +279,7 @@ impl Shared {
             .await?;
         self.handles.metrics.observe_claim(
             lanes.account.provider(),
+            lanes.account.account(),
             lanes.route.operation,
             started.elapsed(),
         );

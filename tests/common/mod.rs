@@ -45,7 +45,7 @@ fn psql(admin: &str, sql: &str) {
 }
 
 /// Environment variables of the developer's shell that must not reach the processes under test.
-pub const CLEARED: [&str; 11] = [
+pub const CLEARED: [&str; 12] = [
     "PURGEQ_DB",
     "PURGEQ_HTTP_TOKEN_FILE",
     "QINIU_ACCESS_KEY",
@@ -57,6 +57,7 @@ pub const CLEARED: [&str; 11] = [
     "PAN123_CLIENT_SECRET_FILE",
     "PAN123_ENDPOINT",
     "RUST_LOG",
+    "PURGEQ_CONFIG",
 ];
 
 /// A scratch directory and one queue database: a SQLite file in the directory, or a fresh

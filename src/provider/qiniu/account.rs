@@ -23,6 +23,8 @@ pub struct QiniuSettings {
     pub targets_per_sec: f64,
     /// Requests per second (0: unlimited).
     pub requests_per_sec: f64,
+    /// Used by directory escalation: the config file's `escalate_dir_after` (at least 2).
+    pub escalate_dir_after: Option<u32>,
 }
 
 impl Default for QiniuSettings {
@@ -34,6 +36,7 @@ impl Default for QiniuSettings {
             batch_dirs: MAX_REFRESH_DIRS,
             targets_per_sec: f64::from(super::RATE_TARGETS_PER_SEC),
             requests_per_sec: f64::from(super::RATE_REQUESTS_PER_SEC),
+            escalate_dir_after: None,
         }
     }
 }
