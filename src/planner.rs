@@ -6,7 +6,7 @@
 //! [`Batch::from_claimed`] then turns claimed jobs back into the request body: each target once,
 //! with the ids of every job it serves.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::model::{Action, ClaimedJob};
 
@@ -51,6 +51,9 @@ pub struct Batch {
     /// Each distinct `(action, target)` with the jobs it serves. Account-wide jobs (no target)
     /// are keyed by `None`.
     pub targets: BTreeMap<(Action, Option<String>), Vec<i64>>,
+    /// URL jobs carried by a directory refresh in place of their own URL (directory
+    /// escalation): on success each records the directory that served it.
+    pub stand_ins: BTreeSet<i64>,
 }
 
 impl Batch {
@@ -63,7 +66,31 @@ impl Batch {
                 .or_default()
                 .push(job.id);
         }
-        Batch { targets }
+        Batch {
+            targets,
+            stand_ins: BTreeSet::new(),
+        }
+    }
+
+    /// Sends the URL jobs under `dir` as one refresh of `dir`: they ride its key and each is
+    /// marked as served by it.
+    pub fn escalate(&mut self, dir: &str) {
+        let under =
+            self.take(|a, t| a == Action::RefreshUrl && t.is_some_and(|t| t.starts_with(dir)));
+        let ids = self
+            .targets
+            .entry((Action::RefreshDir, Some(dir.to_owned())))
+            .or_default();
+        for (_, jobs) in under {
+            self.stand_ins.extend(jobs.iter().copied());
+            ids.extend(jobs);
+        }
+        ids.sort_unstable();
+    }
+
+    /// Whether job `id` rides a directory refresh in place of its own URL.
+    pub fn stands_in(&self, id: i64) -> bool {
+        self.stand_ins.contains(&id)
     }
 
     /// Whether nothing is left to send.

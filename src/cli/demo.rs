@@ -166,6 +166,7 @@ async fn enqueue_jobs(store: &Store) -> anyhow::Result<()> {
                     action,
                     tag: Some("build-42".to_owned()),
                     not_before: now,
+                    priority: crate::model::Priority::Normal,
                     targets: targets.into_iter().map(Some).collect(),
                 },
                 now,

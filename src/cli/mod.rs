@@ -6,6 +6,7 @@ mod demo;
 mod emulate;
 mod enqueue;
 mod man;
+mod prioritize;
 mod prune;
 mod retry;
 mod status;
@@ -86,6 +87,7 @@ enum Command {
     Status(status::Args),
     Retry(retry::Args),
     Cancel(cancel::Args),
+    Prioritize(prioritize::Args),
     Prune(prune::Args),
     Worker(worker::Args),
     Emulate(emulate::Args),
@@ -167,6 +169,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => args.run(&ctx).await,
         Command::Retry(args) => args.run(&ctx).await,
         Command::Cancel(args) => args.run(&ctx).await,
+        Command::Prioritize(args) => args.run(&ctx).await,
         Command::Prune(args) => args.run(&ctx).await,
         Command::Worker(args) => args.run(&ctx).await,
         Command::Emulate(args) => args.run().await,

@@ -19,8 +19,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::backend::{Backend, CLAIM_PAGE, Pause, ReadyRow, Tx, UpdateRow, Verb, update_row};
 use super::rows;
 use super::{
-    CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, Job, JobFilter, JobUpdate, NewCall,
-    NewJobs, OpenOptions, Pruned, Selection, StateCount, StoreError,
+    CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, Job, JobFilter, JobUpdate,
+    LaneTargets, NewCall, NewJobs, OpenOptions, Pruned, Selection, StateCount, StoreError,
 };
 use crate::model::{Action, JobState, Lane, Provider};
 
@@ -138,8 +138,8 @@ impl Backend for PgStore {
     ) -> Result<Vec<i64>, StoreError> {
         let mut ids: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO jobs (provider, account, action, target, tag, state, attempts, next_at,
-                               created_at, updated_at)
-             SELECT $1, $2, $3, t, $4, 'queued', 0, $5, $6, $6
+                               created_at, updated_at, priority)
+             SELECT $1, $2, $3, t, $4, 'queued', 0, $5, $6, $6, $8
              FROM unnest($7::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n
              RETURNING id",
         )
@@ -150,6 +150,7 @@ impl Backend for PgStore {
         .bind(jobs.not_before)
         .bind(now)
         .bind(&jobs.targets)
+        .bind(jobs.priority.rank())
         .fetch_all(&mut **tx)
         .await
         .map_err(sql_err)?;
@@ -270,7 +271,7 @@ impl Backend for PgStore {
                    AND ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR tag = $2)
                  ORDER BY id FOR UPDATE"
             }
-            Verb::Cancel => {
+            Verb::Cancel | Verb::Prioritize(_) => {
                 "SELECT id FROM jobs WHERE state = 'queued'
                    AND ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR tag = $2)
                  ORDER BY id FOR UPDATE"
@@ -315,10 +316,19 @@ impl Backend for PgStore {
                         last_error = 'cancelled by operator'
                  WHERE id = ANY($1::bigint[]) AND state = 'queued'"
             }
+            Verb::Prioritize(_) => {
+                "UPDATE jobs SET priority = $3, updated_at = $2
+                 WHERE id = ANY($1::bigint[]) AND state = 'queued'"
+            }
+        };
+        let rank = match verb {
+            Verb::Prioritize(p) => p.rank(),
+            Verb::Retry | Verb::Cancel => 0,
         };
         sqlx::query(sql)
             .bind(ids)
             .bind(now)
+            .bind(rank)
             .execute(&mut **tx)
             .await
             .map_err(sql_err)?;
@@ -406,13 +416,14 @@ impl Backend for PgStore {
         tx: &mut Tx<Self>,
         req: &ClaimRequest,
         action: Action,
-        after: (i64, i64),
+        after: (i64, i64, i64),
     ) -> Result<Vec<ReadyRow>, StoreError> {
+        // The claim's order: higher priority (lower rank) first, then the oldest.
         let rows = sqlx::query(
-            "SELECT id, next_at, target FROM jobs
+            "SELECT id, priority, next_at, target FROM jobs
              WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3 AND next_at <= $4
-               AND (next_at, id) > ($5, $6)
-             ORDER BY next_at, id LIMIT $7",
+               AND (priority, next_at, id) > ($5, $6, $7)
+             ORDER BY priority, next_at, id LIMIT $8",
         )
         .bind(req.provider.as_str())
         .bind(&req.account)
@@ -420,6 +431,7 @@ impl Backend for PgStore {
         .bind(req.now)
         .bind(after.0)
         .bind(after.1)
+        .bind(after.2)
         .bind(CLAIM_PAGE)
         .fetch_all(&mut **tx)
         .await
@@ -578,6 +590,7 @@ impl Backend for PgStore {
                  request_id = coalesce(u.request_id, jobs.request_id),
                  provider_code = coalesce(u.provider_code, jobs.provider_code),
                  last_error = coalesce(u.last_error, jobs.last_error),
+                 served_by_dir = coalesce(u.served_by_dir, jobs.served_by_dir),
                  lease_owner = NULL,
                  lease_expires_at = NULL,
                  updated_at = $8,
@@ -585,8 +598,9 @@ impl Backend for PgStore {
             super::final_states!(),
             " THEN $8 END
              FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
-                         $6::bigint[], $7::text[])
-                  AS u(id, state, attempts, next_at, request_id, provider_code, last_error)
+                         $6::bigint[], $7::text[], $10::text[])
+                  AS u(id, state, attempts, next_at, request_id, provider_code, last_error,
+                       served_by_dir)
              WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.lease_owner = $9"
         ))
         .bind(cols.id)
@@ -598,6 +612,7 @@ impl Backend for PgStore {
         .bind(cols.last_error)
         .bind(now)
         .bind(owner)
+        .bind(cols.served_by_dir)
         .execute(&mut **tx)
         .await
         .map_err(sql_err)?;
@@ -726,6 +741,60 @@ impl Backend for PgStore {
         .await
         .map_err(sql_err)
     }
+
+    async fn queued_targets(&self) -> Result<Vec<LaneTargets>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, account, action, COUNT(DISTINCT target) AS n FROM jobs
+             WHERE state = 'queued' GROUP BY provider, account, action
+             ORDER BY provider, account, action",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::lane_targets).collect()
+    }
+
+    async fn ready_targets(
+        &self,
+        lane: &Lane,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT target FROM jobs
+             WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3
+               AND next_at <= $4 AND target IS NOT NULL
+             ORDER BY target LIMIT $5",
+        )
+        .bind(lane.provider.as_str())
+        .bind(&lane.account)
+        .bind(lane.action.as_str())
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err)
+    }
+
+    async fn ready_arrivals(
+        &self,
+        lane: &Lane,
+        now: i64,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let (oldest, newest): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT MIN(created_at), MAX(created_at) FROM jobs
+             WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3
+               AND next_at <= $4",
+        )
+        .bind(lane.provider.as_str())
+        .bind(&lane.account)
+        .bind(lane.action.as_str())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        Ok(oldest.zip(newest))
+    }
 }
 
 /// Job updates as one array per column, in `UpdateRow` order.
@@ -738,11 +807,13 @@ struct UpdateColumns<'a> {
     request_id: Vec<Option<&'a str>>,
     provider_code: Vec<Option<i64>>,
     last_error: Vec<Option<&'a str>>,
+    served_by_dir: Vec<Option<&'a str>>,
 }
 
 impl<'a> UpdateColumns<'a> {
     fn push(&mut self, row: UpdateRow<'a>) {
-        let (id, state, attempts, next_at, request_id, provider_code, last_error) = row;
+        let (id, state, attempts, next_at, request_id, provider_code, last_error, served_by_dir) =
+            row;
         self.id.push(id);
         self.state.push(state);
         self.attempts.push(attempts);
@@ -750,5 +821,6 @@ impl<'a> UpdateColumns<'a> {
         self.request_id.push(request_id);
         self.provider_code.push(provider_code);
         self.last_error.push(last_error);
+        self.served_by_dir.push(served_by_dir);
     }
 }

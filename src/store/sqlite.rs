@@ -21,7 +21,8 @@ use super::guard;
 use super::rows;
 use super::{
     CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Durability, Gate, Job, JobFilter,
-    JobUpdate, NewCall, NewJobs, OpenOptions, Pruned, Selection, StateCount, StoreError,
+    JobUpdate, LaneTargets, NewCall, NewJobs, OpenOptions, Pruned, Selection, StateCount,
+    StoreError,
 };
 use crate::model::{Action, JobState, Lane, Provider};
 
@@ -139,8 +140,8 @@ impl Backend for SqliteStore {
     ) -> Result<Vec<i64>, StoreError> {
         let done = sqlx::query(
             "INSERT INTO jobs (provider, account, action, target, tag, state, attempts, next_at, \
-                               created_at, updated_at)
-             SELECT ?1, ?2, ?3, value, ?4, 'queued', 0, ?5, ?6, ?6 FROM json_each(?7)",
+                               created_at, updated_at, priority)
+             SELECT ?1, ?2, ?3, value, ?4, 'queued', 0, ?5, ?6, ?6, ?8 FROM json_each(?7)",
         )
         .bind(jobs.provider.as_str())
         .bind(&jobs.account)
@@ -149,6 +150,7 @@ impl Backend for SqliteStore {
         .bind(jobs.not_before)
         .bind(now)
         .bind(encode(&jobs.targets)?)
+        .bind(jobs.priority.rank())
         .execute(&mut **tx)
         .await
         .map_err(sql_err)?;
@@ -270,7 +272,7 @@ impl Backend for SqliteStore {
                 "SELECT id FROM jobs WHERE state IN ('failed', 'cancelled')
                    AND (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR tag = ?2) ORDER BY id"
             }
-            Verb::Cancel => {
+            Verb::Cancel | Verb::Prioritize(_) => {
                 "SELECT id FROM jobs WHERE state = 'queued'
                    AND (?1 IS NULL OR provider = ?1) AND (?2 IS NULL OR tag = ?2) ORDER BY id"
             }
@@ -315,10 +317,19 @@ impl Backend for SqliteStore {
                         last_error = 'cancelled by operator'
                  WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'"
             }
+            Verb::Prioritize(_) => {
+                "UPDATE jobs SET priority = ?3, updated_at = ?2
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued'"
+            }
+        };
+        let rank = match verb {
+            Verb::Prioritize(p) => p.rank(),
+            Verb::Retry | Verb::Cancel => 0,
         };
         sqlx::query(sql)
             .bind(encode(ids)?)
             .bind(now)
+            .bind(rank)
             .execute(&mut **tx)
             .await
             .map_err(sql_err)?;
@@ -401,13 +412,14 @@ impl Backend for SqliteStore {
         tx: &mut Tx<Self>,
         req: &ClaimRequest,
         action: Action,
-        after: (i64, i64),
+        after: (i64, i64, i64),
     ) -> Result<Vec<ReadyRow>, StoreError> {
+        // The claim's order: higher priority (lower rank) first, then the oldest.
         let rows = sqlx::query(
-            "SELECT id, next_at, target FROM jobs
+            "SELECT id, priority, next_at, target FROM jobs
              WHERE state = 'queued' AND provider = ?1 AND account = ?2 AND action = ?3 AND next_at <= ?4
-               AND (next_at, id) > (?5, ?6)
-             ORDER BY next_at, id LIMIT ?7",
+               AND (priority, next_at, id) > (?5, ?6, ?7)
+             ORDER BY priority, next_at, id LIMIT ?8",
         )
         .bind(req.provider.as_str())
         .bind(&req.account)
@@ -415,6 +427,7 @@ impl Backend for SqliteStore {
         .bind(req.now)
         .bind(after.0)
         .bind(after.1)
+        .bind(after.2)
         .bind(CLAIM_PAGE)
         .fetch_all(&mut **tx)
         .await
@@ -567,7 +580,8 @@ impl Backend for SqliteStore {
             "WITH u AS MATERIALIZED (
                  SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS attempts,
                         value ->> 3 AS next_at, value ->> 4 AS request_id,
-                        value ->> 5 AS provider_code, value ->> 6 AS last_error
+                        value ->> 5 AS provider_code, value ->> 6 AS last_error,
+                        value ->> 7 AS served_by_dir
                  FROM json_each(?1))
              UPDATE jobs SET
                  state = u.state,
@@ -576,6 +590,7 @@ impl Backend for SqliteStore {
                  request_id = coalesce(u.request_id, jobs.request_id),
                  provider_code = coalesce(u.provider_code, jobs.provider_code),
                  last_error = coalesce(u.last_error, jobs.last_error),
+                 served_by_dir = coalesce(u.served_by_dir, jobs.served_by_dir),
                  lease_owner = NULL,
                  lease_expires_at = NULL,
                  updated_at = ?2,
@@ -717,6 +732,60 @@ impl Backend for SqliteStore {
         .fetch_one(&self.pool)
         .await
         .map_err(sql_err)
+    }
+
+    async fn queued_targets(&self) -> Result<Vec<LaneTargets>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, account, action, COUNT(DISTINCT target) AS n FROM jobs
+             WHERE state = 'queued' GROUP BY provider, account, action
+             ORDER BY provider, account, action",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        rows.iter().map(rows::lane_targets).collect()
+    }
+
+    async fn ready_targets(
+        &self,
+        lane: &Lane,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT target FROM jobs
+             WHERE state = 'queued' AND provider = ?1 AND account = ?2 AND action = ?3
+               AND next_at <= ?4 AND target IS NOT NULL
+             ORDER BY target LIMIT ?5",
+        )
+        .bind(lane.provider.as_str())
+        .bind(&lane.account)
+        .bind(lane.action.as_str())
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_err)
+    }
+
+    async fn ready_arrivals(
+        &self,
+        lane: &Lane,
+        now: i64,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        let (oldest, newest): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT MIN(created_at), MAX(created_at) FROM jobs
+             WHERE state = 'queued' AND provider = ?1 AND account = ?2 AND action = ?3
+               AND next_at <= ?4",
+        )
+        .bind(lane.provider.as_str())
+        .bind(&lane.account)
+        .bind(lane.action.as_str())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql_err)?;
+        Ok(oldest.zip(newest))
     }
 }
 

@@ -147,6 +147,7 @@ impl Settling<'_> {
                 request_id: report.request_id.clone(),
                 provider_code: report.code,
                 last_error: error.clone(),
+                served_by_dir: None,
             })
             .collect()
     }
@@ -161,6 +162,7 @@ impl Settling<'_> {
                 request_id: None,
                 provider_code: report.code,
                 last_error: Some(reason(report)),
+                served_by_dir: None,
             })
             .collect()
     }
@@ -185,9 +187,13 @@ impl Settling<'_> {
                     report,
                     Some(rejection(r.code, &r.reason)),
                 )),
-                None => out
-                    .updates
-                    .extend(self.done(&ids, JobState::Succeeded, report, None)),
+                None => {
+                    let mut done = self.done(&ids, JobState::Succeeded, report, None);
+                    for job in done.iter_mut().filter(|j| batch.stands_in(j.id)) {
+                        job.served_by_dir.clone_from(&target);
+                    }
+                    out.updates.extend(done);
+                }
             }
         }
         for action in actions {
@@ -360,6 +366,7 @@ impl Settling<'_> {
                     } else {
                         reason(report)
                     }),
+                    served_by_dir: None,
                 }
             })
             .collect();

@@ -119,6 +119,7 @@ pub async fn enqueue(store: &Store, action: Action, targets: &[String]) -> Vec<i
                 action,
                 tag: None,
                 not_before: now,
+                priority: purgeq::model::Priority::Normal,
                 targets: targets.iter().cloned().map(Some).collect(),
             },
             now,
