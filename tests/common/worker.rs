@@ -78,8 +78,13 @@ pub fn providers_with(emu: &Emulator, qiniu: QiniuSettings) -> Vec<Arc<dyn Accou
             client_secret: Secret::new(CLIENT_SECRET),
         },
     );
+    // No coalescing window: tests of other behaviour send 123pan jobs at once.
     let pan123 = Pan123Settings {
         requests_per_sec: 0.0,
+        coalesce: purgeq::provider::Coalesce {
+            settle: Duration::ZERO,
+            max_delay: Duration::ZERO,
+        },
         ..Pan123Settings::default()
     };
     vec![
