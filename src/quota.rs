@@ -12,7 +12,8 @@
 use serde::Serialize;
 
 use crate::model::Lane;
-use crate::store::Gate;
+use crate::provider::daily_reset;
+use crate::store::{Gate, LaneTargets};
 
 /// A lane's last quota reading, as the provider reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +138,29 @@ pub fn forecast(
         reset_at: resets.next,
         reset_name: resets.name,
     }
+}
+
+/// The forecast of every lane with a quota reading, from the lanes' gates and their distinct
+/// queued targets.
+pub fn forecasts(gates: &[Gate], queued: &[LaneTargets], now: i64) -> Vec<Forecast> {
+    gates
+        .iter()
+        .filter_map(|gate| {
+            let reading = Reading::of(gate)?;
+            let (after_reading, _) = daily_reset(gate.lane.provider, reading.at)?;
+            let (next, name) = daily_reset(gate.lane.provider, now)?;
+            let targets = queued
+                .iter()
+                .find(|q| q.lane == gate.lane)
+                .map_or(0, |q| q.targets);
+            let resets = Resets {
+                after_reading,
+                next,
+                name,
+            };
+            Some(forecast(gate.lane.clone(), reading, targets, now, resets))
+        })
+        .collect()
 }
 
 #[cfg(test)]

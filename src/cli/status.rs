@@ -10,8 +10,9 @@ use serde_json::json;
 use super::table::Table;
 use super::{Context, ExitCode, duration_arg};
 use crate::clock;
-use crate::dashboard::shape::{call_json, job_json, summary_json};
+use crate::dashboard::shape::{call_json, forecast_json, job_json, summary_json};
 use crate::model::{JobState, Provider};
+use crate::quota::{self, Forecast};
 use crate::store::{Call, Job, JobFilter, Store, Summary};
 use crate::text::display_safe;
 
@@ -90,10 +91,14 @@ impl Args {
             limit: self.limit,
         };
         let jobs = store.list_jobs(&filter).await?;
+        let forecasts = quota::forecasts(&summary.lanes, &store.queued_targets().await?, now);
         if self.json {
-            println!("{}", summary_json(&summary, &jobs, now));
+            let mut out = summary_json(&summary, &jobs, now);
+            out["forecast"] = forecasts.iter().map(forecast_json).collect();
+            println!("{out}");
         } else {
             print!("{}", render_summary(&summary, &jobs, now, self.limit));
+            print!("{}", render_forecasts(&forecasts));
         }
         Ok(ExitCode::Success)
     }
@@ -201,6 +206,30 @@ fn render_summary(summary: &Summary, jobs: &[Job], now: i64, limit: i64) -> Stri
     out
 }
 
+/// Per lane with a quota: used today, left, distinct targets queued, and the forecast.
+fn render_forecasts(forecasts: &[Forecast]) -> String {
+    if forecasts.is_empty() {
+        return String::new();
+    }
+    let mut table = Table::new(vec![
+        "LANE",
+        "USED TODAY",
+        "LEFT",
+        "QUEUED TARGETS",
+        "FORECAST",
+    ]);
+    for f in forecasts {
+        table.row(vec![
+            f.lane.to_string(),
+            format!("{}/{}", f.used_today, f.quota_day),
+            f.left.to_string(),
+            f.queued_targets.to_string(),
+            f.message(),
+        ]);
+    }
+    format!("\nQuota forecast:\n{}", table.render())
+}
+
 /// The most recent jobs, a failed one with its error.
 fn jobs_table(jobs: &[Job]) -> String {
     let mut table = Table::new(vec![
@@ -208,6 +237,7 @@ fn jobs_table(jobs: &[Job]) -> String {
         "STATE",
         "PROVIDER",
         "ACTION",
+        "PRIORITY",
         "TRIES",
         "UPDATED",
         "REQUEST ID",
@@ -228,6 +258,7 @@ fn jobs_table(jobs: &[Job]) -> String {
             job.state.to_string(),
             job.provider.to_string(),
             job.action.to_string(),
+            job.priority.to_string(),
             job.attempts.to_string(),
             clock::short(job.updated_at),
             job.request_id.clone().unwrap_or_else(|| "-".to_owned()),
@@ -256,6 +287,10 @@ fn render_job(job: &Job, calls: &[Call], now: i64) -> String {
     );
     field("account", job.account.clone());
     field("tag", job.tag.clone().unwrap_or_else(dash));
+    field("priority", job.priority.to_string());
+    if let Some(dir) = &job.served_by_dir {
+        field("served by", format!("the refresh of the directory {dir}"));
+    }
     field("attempts", job.attempts.to_string());
     field(
         "created",
