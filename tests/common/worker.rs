@@ -7,9 +7,9 @@ use std::time::Duration;
 use purgeq::emulator::{self, Emulator, EmulatorConfig};
 use purgeq::model::{Action, DEFAULT_ACCOUNT, Provider};
 use purgeq::policy::RetryPolicy;
-use purgeq::provider::Account;
 use purgeq::provider::pan123::{Pan123Account, Pan123Client, Pan123Settings};
 use purgeq::provider::qiniu::{Credentials, QiniuAccount, QiniuClient, QiniuSettings};
+use purgeq::provider::{Account, Coalesce};
 use purgeq::secret::Secret;
 use purgeq::store::{NewJobs, Store};
 use purgeq::worker::{DEFAULT_LEASE, Handles, Policies, Timeouts, WorkerConfig, worker_id};
@@ -70,7 +70,24 @@ pub fn providers_with(emu: &Emulator, qiniu: QiniuSettings) -> Vec<Arc<dyn Accou
             secret_key: Secret::new(SK),
         },
     );
-    let pan123_client = Pan123Client::new(
+    // No coalescing window: tests of other behaviour send 123pan jobs at once.
+    let at_once = Coalesce {
+        settle: Duration::ZERO,
+        max_delay: Duration::ZERO,
+    };
+    vec![
+        Arc::new(QiniuAccount::new(qiniu_client, qiniu)),
+        pan123_account(emu, at_once),
+    ]
+}
+
+/// The test 123pan account at the emulator, unpaced, holding bursts as `coalesce` says.
+pub fn pan123_account(emu: &Emulator, coalesce: Coalesce) -> Arc<dyn Account> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    let client = Pan123Client::new(
         http,
         emu.url(),
         purgeq::provider::pan123::Credentials {
@@ -78,19 +95,12 @@ pub fn providers_with(emu: &Emulator, qiniu: QiniuSettings) -> Vec<Arc<dyn Accou
             client_secret: Secret::new(CLIENT_SECRET),
         },
     );
-    // No coalescing window: tests of other behaviour send 123pan jobs at once.
-    let pan123 = Pan123Settings {
+    let settings = Pan123Settings {
         requests_per_sec: 0.0,
-        coalesce: purgeq::provider::Coalesce {
-            settle: Duration::ZERO,
-            max_delay: Duration::ZERO,
-        },
+        coalesce,
         ..Pan123Settings::default()
     };
-    vec![
-        Arc::new(QiniuAccount::new(qiniu_client, qiniu)),
-        Arc::new(Pan123Account::new(pan123_client, pan123)),
-    ]
+    Arc::new(Pan123Account::new(client, settings))
 }
 
 /// A worker config with millisecond backoffs, so tests never wait minutes.
