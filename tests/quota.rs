@@ -12,7 +12,7 @@ use common::worker::{
 };
 use purgeq::emulator::Emulator;
 use purgeq::emulator::qiniu::DayUsage;
-use purgeq::model::{Action, DEFAULT_ACCOUNT, JobState, Lane, Priority, Provider};
+use purgeq::model::{Action, DEFAULT_ACCOUNT, JobState, Priority, Provider};
 use purgeq::provider::Account;
 use purgeq::provider::qiniu::QiniuSettings;
 use purgeq::store::{Job, JobFilter, NewJobs, Store};
@@ -105,19 +105,24 @@ async fn a_day_never_asks_for_more_than_is_left_and_the_rest_waits_for_the_reset
     let waiting = in_state(&jobs, JobState::Queued);
     assert_eq!(waiting.len(), 80);
     assert!(waiting.iter().all(|j| j.attempts == 0), "no attempt spent");
-    let gate = store
-        .gate(&Lane::new(Provider::Qiniu, Action::RefreshUrl))
-        .await
-        .unwrap()
-        .unwrap();
-    let reset = purgeq::provider::qiniu::next_china_midnight(purgeq::clock::now_ms());
-    assert_eq!(
-        gate.paused_until,
-        Some(reset),
-        "paused until China midnight"
+
+    // Nothing more is sent today, and `status` says why and until when.
+    drain_with(&store, providers_with(&emu, unpaced_qiniu())).await;
+    assert_eq!(emu.stats().qiniu.requests["refresh"], 9);
+    let text = common::stdout(&scratch.cmd(&["status"]).output().unwrap());
+    let lane = text
+        .lines()
+        .find(|l| l.starts_with("qiniu/default/refresh_url"))
+        .unwrap_or_default();
+    assert!(
+        lane.contains("waiting until") && lane.contains("16:00:00"),
+        "{text}"
     );
-    let reason = gate.reason.unwrap_or_default();
-    assert!(reason.contains("daily quota used up"), "{reason}");
+    assert!(lane.contains("daily quota used up"), "{text}");
+    assert!(
+        text.contains("80 targets wait until 16:00 UTC (China midnight)"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -277,13 +282,9 @@ async fn fifty_123pan_jobs_enqueued_over_two_seconds_cost_one_refresh() {
     let emu = emulator(emulator_config()).await;
     let mut accounts = providers_with(&emu, unpaced_qiniu());
     accounts.pop();
-    accounts.push(common::worker::pan123_account(
-        &emu,
-        purgeq::provider::Coalesce {
-            settle: Duration::from_millis(1500),
-            max_delay: Duration::from_secs(30),
-        },
-    ));
+    // The default window: 3 s of quiet, at most 30 s.
+    let window = purgeq::provider::pan123::Pan123Settings::default().coalesce;
+    accounts.push(common::worker::pan123_account(&emu, window));
     let stop = CancellationToken::new();
     let worker = {
         let (store, stop) = (store.clone(), stop.clone());

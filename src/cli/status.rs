@@ -174,25 +174,7 @@ fn render_summary(summary: &Summary, jobs: &[Job], now: i64, limit: i64) -> Stri
     }
     if !summary.lanes.is_empty() {
         out.push('\n');
-        let mut lanes = Table::new(vec!["LANE", "STATE", "QUOTA LEFT", "REASON"]);
-        for gate in &summary.lanes {
-            let state = match gate.paused_until {
-                Some(t) if t > now => {
-                    format!("paused until {} ({})", clock::short(t), until(now, t))
-                }
-                _ => "open".to_owned(),
-            };
-            let quota = match (gate.surplus_day, gate.quota_day) {
-                (Some(s), Some(q)) => format!("{s}/{q}"),
-                _ => "-".to_owned(),
-            };
-            let reason = match gate.paused_until {
-                Some(t) if t > now => gate.reason.clone().unwrap_or_default(),
-                _ => String::new(),
-            };
-            lanes.row(vec![gate.lane.to_string(), state, quota, reason]);
-        }
-        out.push_str(&lanes.render());
+        out.push_str(&lanes_table(summary, now));
     }
     out.push('\n');
     if jobs.is_empty() {
@@ -204,6 +186,40 @@ fn render_summary(summary: &Summary, jobs: &[Job], now: i64, limit: i64) -> Stri
     ));
     out.push_str(&jobs_table(jobs));
     out
+}
+
+/// Every lane: open, paused (and why) or waiting for its quota's reset, and the quota left.
+fn lanes_table(summary: &Summary, now: i64) -> String {
+    let quotas = quota::forecasts(&summary.lanes, &[], now);
+    let mut lanes = Table::new(vec!["LANE", "STATE", "QUOTA LEFT", "REASON"]);
+    for gate in &summary.lanes {
+        let used_up = quotas.iter().find(|f| f.lane == gate.lane && f.left == 0);
+        let (state, reason) = match (gate.paused_until, used_up) {
+            (Some(t), _) if t > now => (
+                format!("paused until {} ({})", clock::short(t), until(now, t)),
+                gate.reason.clone().unwrap_or_default(),
+            ),
+            (_, Some(f)) => (
+                format!(
+                    "waiting until {} ({})",
+                    clock::short(f.reset_at),
+                    until(now, f.reset_at)
+                ),
+                format!(
+                    "daily quota used up: nothing is sent before the reset ({})",
+                    f.reset_name
+                ),
+            ),
+            _ => ("open".to_owned(), String::new()),
+        };
+        let left = quotas.iter().find(|f| f.lane == gate.lane);
+        let quota = match left {
+            Some(f) => format!("{}/{}", f.left, f.quota_day),
+            None => "-".to_owned(),
+        };
+        lanes.row(vec![gate.lane.to_string(), state, quota, reason]);
+    }
+    lanes.render()
 }
 
 /// Per lane with a quota: used today, left, distinct targets queued, and the forecast.

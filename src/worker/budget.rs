@@ -3,8 +3,8 @@
 //!
 //! Invariants:
 //! - A lane never asks for more than its known surplus (`crate::quota`): with nothing left it
-//!   pauses until the account's reset with a reason for `status`, and no job is claimed, so no
-//!   attempt is spent.
+//!   is not claimed from until the account's reset (`status` shows it waiting), so no attempt
+//!   is spent.
 //! - A coalescing route ([`crate::provider::Coalesce`]) holds ready jobs until none has
 //!   arrived for its settle time, or its oldest ready job has waited its maximum delay. A
 //!   `--once` run does not hold: it drains what is ready.
@@ -23,7 +23,7 @@ use crate::clock;
 use crate::model::Action;
 use crate::planner;
 use crate::quota::Reading;
-use crate::store::{ClaimRequest, ClaimedJob, Gate, GateChange, Record, StoreError};
+use crate::store::{ClaimRequest, ClaimedJob, Gate, StoreError};
 
 /// The most distinct ready URLs read when looking for a directory to escalate.
 const ESCALATION_SCAN: i64 = 100_000;
@@ -42,39 +42,6 @@ impl Shared {
         let reading = Reading::of(gate)?;
         let reset = lanes.account.quota_reset_at(reading.at)?;
         Some(reading.left(now, reset))
-    }
-
-    /// Pauses a lane whose quota is used up until the account's reset; returns when that is.
-    pub(super) async fn wait_for_reset(
-        &self,
-        lanes: &Lanes,
-        gate: &Gate,
-        now: i64,
-    ) -> Result<i64, StoreError> {
-        let until = lanes
-            .account
-            .quota_reset_at(now)
-            .unwrap_or_else(|| clock::add(now, super::PAUSED_RECHECK));
-        let reason = format!(
-            "daily quota used up (0 of {} left): waiting for the reset, nothing is sent",
-            gate.quota_day.unwrap_or_default()
-        );
-        info!(lane = %gate.lane, until = %clock::short(until), "daily quota used up; waiting for the reset without sending");
-        self.store
-            .record(&Record {
-                owner: self.config.id.clone(),
-                now,
-                call: None,
-                jobs: Vec::new(),
-                gates: vec![GateChange::Pause {
-                    lane: gate.lane.clone(),
-                    until,
-                    strikes: gate.strikes,
-                    reason,
-                }],
-            })
-            .await?;
-        Ok(until)
     }
 
     /// How long to hold the route's ready jobs so a burst costs one call; `None` to send now.

@@ -211,7 +211,7 @@ impl Shared {
     }
 
     /// Which of the route's lanes are open now and how many targets each may send, or how
-    /// long until one may be. A lane with no quota left is paused until the reset.
+    /// long until one may be. A lane with no quota left waits for the reset.
     async fn open_lanes(&self, lanes: &Lanes, now: i64) -> Result<Open, StoreError> {
         let mut limits = Vec::new();
         let mut strikes = HashMap::new();
@@ -232,16 +232,16 @@ impl Shared {
                 wake = wake.min(until);
                 continue;
             }
-            match (quota::allowance(*limit, known), gate) {
-                (Allowance::Send(limit), gate) => {
+            match quota::allowance(*limit, known) {
+                Allowance::Send(limit) => {
                     strikes.insert(*action, gate.map_or(0, |g| g.strikes));
                     limits.push((*action, limit));
                 }
-                // Only a reading says nothing is left, so there is a gate.
-                (Allowance::Exhausted, gate) => {
-                    if let Some(gate) = gate {
-                        wake = wake.min(self.wait_for_reset(lanes, &gate, now).await?);
-                    }
+                // N.B. Nothing is written: the reading itself keeps the lane shut until the
+                // reset (`status` shows it waiting), so its gate and strikes stay as they are.
+                Allowance::Exhausted => {
+                    let reset = lanes.account.quota_reset_at(now);
+                    wake = wake.min(reset.unwrap_or(wake));
                 }
             }
         }
