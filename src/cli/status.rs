@@ -113,10 +113,10 @@ pub(super) async fn print_summary(store: &Store, limit: i64) -> anyhow::Result<(
             ..JobFilter::default()
         })
         .await?;
-    print!(
-        "{}",
-        render_summary(&summary, &jobs, clock::now_ms(), limit)
-    );
+    let now = clock::now_ms();
+    let forecasts = quota::forecasts(&summary.lanes, &store.queued_targets().await?, now);
+    print!("{}", render_summary(&summary, &jobs, now, limit));
+    print!("{}", render_forecasts(&forecasts));
     Ok(())
 }
 
