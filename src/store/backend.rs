@@ -20,8 +20,8 @@ use sqlx::Transaction;
 use super::rows;
 use super::{
     CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, GateChange, Job, JobFilter,
-    JobUpdate, LaneTargets, NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount,
-    StoreError, Summary, VerbResult,
+    JobUpdate, NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
+    Summary, VerbResult,
 };
 use crate::model::{Action, Lane, Priority, Provider};
 use crate::planner::DistinctTargets;
@@ -251,21 +251,6 @@ pub(super) trait Backend: Sync {
 
     /// Whether any job of `provider` is queued or running.
     async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError>;
-
-    /// Distinct queued targets per lane, lanes with none left out.
-    async fn queued_targets(&self) -> Result<Vec<LaneTargets>, StoreError>;
-
-    /// Up to `limit` distinct targets of the lane's jobs ready at `now`, in target order.
-    async fn ready_targets(
-        &self,
-        lane: &Lane,
-        now: i64,
-        limit: i64,
-    ) -> Result<Vec<String>, StoreError>;
-
-    /// The enqueue times (ms) of the oldest and the newest job of the lane ready at `now`.
-    async fn ready_arrivals(&self, lane: &Lane, now: i64)
-    -> Result<Option<(i64, i64)>, StoreError>;
 }
 
 /// A lane gate's new pause state.

@@ -13,6 +13,7 @@
 mod backend;
 mod dashboard;
 mod guard;
+mod lanes;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -328,31 +329,6 @@ impl Store {
     /// Whether any job of `provider` is queued or running.
     pub async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
         dispatch!(self, s => backend::Backend::has_pending(s, provider).await)
-    }
-
-    /// Distinct queued targets per lane (for the quota forecast), lanes with none left out.
-    pub async fn queued_targets(&self) -> Result<Vec<LaneTargets>, StoreError> {
-        dispatch!(self, s => backend::Backend::queued_targets(s).await)
-    }
-
-    /// Up to `limit` distinct targets of the lane's jobs ready at `now`, in target order.
-    pub async fn ready_targets(
-        &self,
-        lane: &Lane,
-        now: i64,
-        limit: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, s => backend::Backend::ready_targets(s, lane, now, limit).await)
-    }
-
-    /// The enqueue times (ms) of the oldest and the newest job of the lane ready at `now`, if
-    /// it has any.
-    pub async fn ready_arrivals(
-        &self,
-        lane: &Lane,
-        now: i64,
-    ) -> Result<Option<(i64, i64)>, StoreError> {
-        dispatch!(self, s => backend::Backend::ready_arrivals(s, lane, now).await)
     }
 
     /// Claims every ready job of one of the request's lanes whose target is in `targets`, in

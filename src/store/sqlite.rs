@@ -21,8 +21,7 @@ use super::guard;
 use super::rows;
 use super::{
     CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Durability, Gate, Job, JobFilter,
-    JobUpdate, LaneTargets, NewCall, NewJobs, OpenOptions, Pruned, Selection, StateCount,
-    StoreError,
+    JobUpdate, NewCall, NewJobs, OpenOptions, Pruned, Selection, StateCount, StoreError,
 };
 use crate::model::{Action, JobState, Lane, Provider};
 
@@ -732,60 +731,6 @@ impl Backend for SqliteStore {
         .fetch_one(&self.pool)
         .await
         .map_err(sql_err)
-    }
-
-    async fn queued_targets(&self) -> Result<Vec<LaneTargets>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT provider, account, action, COUNT(DISTINCT target) AS n FROM jobs
-             WHERE state = 'queued' GROUP BY provider, account, action
-             ORDER BY provider, account, action",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(sql_err)?;
-        rows.iter().map(rows::lane_targets).collect()
-    }
-
-    async fn ready_targets(
-        &self,
-        lane: &Lane,
-        now: i64,
-        limit: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT DISTINCT target FROM jobs
-             WHERE state = 'queued' AND provider = ?1 AND account = ?2 AND action = ?3
-               AND next_at <= ?4 AND target IS NOT NULL
-             ORDER BY target LIMIT ?5",
-        )
-        .bind(lane.provider.as_str())
-        .bind(&lane.account)
-        .bind(lane.action.as_str())
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(sql_err)
-    }
-
-    async fn ready_arrivals(
-        &self,
-        lane: &Lane,
-        now: i64,
-    ) -> Result<Option<(i64, i64)>, StoreError> {
-        let (oldest, newest): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT MIN(created_at), MAX(created_at) FROM jobs
-             WHERE state = 'queued' AND provider = ?1 AND account = ?2 AND action = ?3
-               AND next_at <= ?4",
-        )
-        .bind(lane.provider.as_str())
-        .bind(&lane.account)
-        .bind(lane.action.as_str())
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(sql_err)?;
-        Ok(oldest.zip(newest))
     }
 }
 
