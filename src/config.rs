@@ -60,6 +60,16 @@ pub enum ConfigError {
         /// What needs it.
         why: String,
     },
+    /// A variable holds a value it can't take.
+    #[error("{var}={value:?} is refused: {why}")]
+    Invalid {
+        /// The variable.
+        var: String,
+        /// Its value.
+        value: String,
+        /// Why.
+        why: &'static str,
+    },
     /// No default database location can be found.
     #[error(
         "no database location: set --db or PURGEQ_DB (neither STATE_DIRECTORY, XDG_STATE_HOME nor HOME is set)"
@@ -75,6 +85,21 @@ pub fn var_from_env(name: &str) -> Result<Option<String>, ConfigError> {
         Err(env::VarError::NotPresent) => Ok(None),
         Err(env::VarError::NotUnicode(_)) => Err(ConfigError::NotUnicode {
             var: name.to_owned(),
+        }),
+    }
+}
+
+/// Reads a count of at least 1 from variable `name`; unset or empty is `None`.
+pub fn count_from_env(name: &str) -> Result<Option<u32>, ConfigError> {
+    let Some(value) = var_from_env(name)? else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(ConfigError::Invalid {
+            var: name.to_owned(),
+            value,
+            why: "it must be a whole number from 1 to 4294967295",
         }),
     }
 }

@@ -18,6 +18,7 @@ pub mod pacer;
 pub mod planner;
 pub mod policy;
 pub mod provider;
+pub mod quota;
 pub mod seal;
 pub mod secret;
 pub mod service;

@@ -193,6 +193,20 @@ fn route_labels(provider: Provider, account: &str, operation: &str) -> RouteLabe
 }
 
 /// The queue gauges for one scrape.
+/// What is left of each lane's daily quota now (lanes never read are left out).
+fn quota_left(summary: &Summary, now: i64) -> Family<LaneLabels, Gauge> {
+    let left = Family::<LaneLabels, Gauge>::default();
+    for f in crate::quota::forecasts(&summary.lanes, &[], now) {
+        let labels = LaneLabels {
+            provider: f.lane.provider.as_str(),
+            account: f.lane.account.clone(),
+            action: f.lane.action.as_str(),
+        };
+        left.get_or_create(&labels).set(f.left);
+    }
+    left
+}
+
 fn queue_registry(summary: &Summary, now: i64) -> Registry {
     let jobs = Family::<JobLabels, Gauge>::default();
     // Every provider and state, so a state that empties reads 0 rather than vanishing.
@@ -254,6 +268,11 @@ fn queue_registry(summary: &Summary, now: i64) -> Registry {
         "purgeq_lane_quota_day",
         "Daily quota of a lane, as the provider last reported it",
         quota,
+    );
+    registry.register(
+        "purgeq_lane_quota_left",
+        "Daily quota left on a lane now: the last reading, or the whole quota once a reset has passed since it",
+        quota_left(summary, now),
     );
     registry.register_with_unit(
         "purgeq_oldest_queued_age",
@@ -380,6 +399,14 @@ mod tests {
     }
 
     #[test]
+    fn the_quota_left_is_whole_again_after_the_reset() {
+        let after_reset = crate::provider::qiniu::next_china_midnight(900);
+        let text = Metrics::new().render(&summary(), after_reset);
+        let line = r#"purgeq_lane_quota_left{provider="qiniu",account="default",action="refresh_url"} 500"#;
+        assert!(lines(&text).contains(&line), "{line} missing from:\n{text}");
+    }
+
+    #[test]
     fn lanes_report_pauses_and_known_quotas() {
         let text = Metrics::new().render(&summary(), 1_000);
         let lines = lines(&text);
@@ -388,6 +415,7 @@ mod tests {
             r#"purgeq_lane_paused{provider="qiniu",account="default",action="prefetch_url"} 0"#,
             r#"purgeq_lane_quota_surplus{provider="qiniu",account="default",action="refresh_url"} 0"#,
             r#"purgeq_lane_quota_day{provider="qiniu",account="default",action="refresh_url"} 500"#,
+            r#"purgeq_lane_quota_left{provider="qiniu",account="default",action="refresh_url"} 0"#,
         ] {
             assert!(lines.contains(&line), "{line} missing from:\n{text}");
         }

@@ -115,6 +115,38 @@ named_enum!(
     }
 );
 
+named_enum!(
+    /// How soon a job should go out. Claims take higher priority first, then the oldest; a
+    /// target queued at several priorities rides one request at its highest.
+    Priority, "priority", {
+        /// Before everything else.
+        Urgent => "urgent",
+        /// Before routine purges.
+        High => "high",
+        /// The default.
+        Normal => "normal",
+        /// After everything else.
+        Low => "low",
+    }
+);
+
+impl Priority {
+    /// The number stored in `jobs.priority`: 0 (urgent) to 3 (low); lower goes first.
+    pub const fn rank(self) -> i64 {
+        match self {
+            Priority::Urgent => 0,
+            Priority::High => 1,
+            Priority::Normal => 2,
+            Priority::Low => 3,
+        }
+    }
+
+    /// The priority stored as `rank`, if it is one.
+    pub fn from_rank(rank: i64) -> Option<Priority> {
+        Priority::ALL.iter().copied().find(|p| p.rank() == rank)
+    }
+}
+
 impl JobState {
     /// Whether the job has reached an end state and will never change again on its own.
     pub const fn is_final(self) -> bool {
@@ -186,6 +218,9 @@ mod tests {
         }
         for s in JobState::ALL {
             assert_eq!(s.as_str().parse::<JobState>().ok(), Some(*s));
+        }
+        for p in Priority::ALL {
+            assert_eq!(Priority::from_rank(p.rank()), Some(*p));
         }
     }
 

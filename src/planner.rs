@@ -6,7 +6,7 @@
 //! [`Batch::from_claimed`] then turns claimed jobs back into the request body: each target once,
 //! with the ids of every job it serves.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::model::{Action, ClaimedJob};
 
@@ -51,6 +51,9 @@ pub struct Batch {
     /// Each distinct `(action, target)` with the jobs it serves. Account-wide jobs (no target)
     /// are keyed by `None`.
     pub targets: BTreeMap<(Action, Option<String>), Vec<i64>>,
+    /// URL jobs carried by a directory refresh in place of their own URL (directory
+    /// escalation): on success each records the directory that served it.
+    pub stand_ins: BTreeSet<i64>,
 }
 
 impl Batch {
@@ -63,7 +66,30 @@ impl Batch {
                 .or_default()
                 .push(job.id);
         }
-        Batch { targets }
+        Batch {
+            targets,
+            stand_ins: BTreeSet::new(),
+        }
+    }
+
+    /// Sends every URL job of the batch as one refresh of `dir` (the directory they share):
+    /// they ride its key and each is marked as served by it.
+    pub fn escalate(&mut self, dir: &str) {
+        let under = self.take(|a, _| a == Action::RefreshUrl);
+        let ids = self
+            .targets
+            .entry((Action::RefreshDir, Some(dir.to_owned())))
+            .or_default();
+        for (_, jobs) in under {
+            self.stand_ins.extend(jobs.iter().copied());
+            ids.extend(jobs);
+        }
+        ids.sort_unstable();
+    }
+
+    /// Whether job `id` rides a directory refresh in place of its own URL.
+    pub fn stands_in(&self, id: i64) -> bool {
+        self.stand_ins.contains(&id)
     }
 
     /// Whether nothing is left to send.
@@ -112,6 +138,36 @@ impl Batch {
             .filter_map(|k| self.targets.remove(&k).map(|ids| (k, ids)))
             .collect()
     }
+}
+
+/// The directory of a URL, textually: everything up to its path's last `/` (query and fragment
+/// dropped), so the URL always starts with it. `None` without a scheme and host.
+pub fn directory_of(url: &str) -> Option<&str> {
+    let bare = url.split(['?', '#']).next()?;
+    let host_at = bare.find("://")? + 3;
+    let path_at = host_at + bare[host_at..].find('/')?;
+    if path_at == host_at {
+        return None;
+    }
+    let last = bare.rfind('/')?;
+    Some(&bare[..=last.max(path_at)])
+}
+
+/// The directory holding the most of `urls`, if it holds at least `threshold` of them, with
+/// those URLs.
+pub fn crowded_dir(urls: &[String], threshold: u32) -> Option<(String, Vec<String>)> {
+    let mut by_dir: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for url in urls {
+        if let Some(dir) = directory_of(url) {
+            by_dir.entry(dir).or_default().push(url.clone());
+        }
+    }
+    let threshold = usize::try_from(threshold).unwrap_or(usize::MAX);
+    by_dir
+        .into_iter()
+        .filter(|(_, under)| under.len() >= threshold)
+        .max_by_key(|(_, under)| under.len())
+        .map(|(dir, under)| (dir.to_owned(), under))
 }
 
 /// How many requests a drain of `distinct` targets needs at `per_request` targets each.
@@ -170,6 +226,41 @@ mod tests {
         batch.retain_jobs(&[4]);
         assert_eq!(batch.target_count(), 1);
         assert_eq!(batch.targets_of(Action::RefreshDir), vec!["http://a/d/"]);
+    }
+
+    #[test]
+    fn a_url_is_in_the_directory_up_to_its_last_slash() {
+        assert_eq!(
+            directory_of("https://a.com/d/x.js?v=1/2"),
+            Some("https://a.com/d/")
+        );
+        assert_eq!(directory_of("https://a.com/x.js"), Some("https://a.com/"));
+        assert_eq!(
+            directory_of("https://a.com/d/e/"),
+            Some("https://a.com/d/e/")
+        );
+        assert_eq!(directory_of("https://a.com"), None);
+        assert_eq!(directory_of("a.com/x"), None);
+    }
+
+    #[test]
+    fn the_crowded_directory_needs_the_threshold_and_its_urls_ride_one_dir_refresh() {
+        let urls: Vec<String> = (0..3)
+            .map(|i| format!("http://a/d/{i}"))
+            .chain(["http://a/e/1".to_owned()])
+            .collect();
+        assert_eq!(crowded_dir(&urls, 4), None);
+        let (dir, under) = crowded_dir(&urls, 3).unwrap();
+        assert_eq!((dir.as_str(), under.len()), ("http://a/d/", 3));
+        let jobs: Vec<ClaimedJob> = (1..=3)
+            .map(|i| job(i, Action::RefreshUrl, &format!("http://a/d/{}", i - 1)))
+            .collect();
+        let mut batch = Batch::from_claimed(&jobs);
+        batch.escalate(&dir);
+        assert_eq!(batch.targets_of(Action::RefreshUrl), Vec::<String>::new());
+        assert_eq!(batch.targets_of(Action::RefreshDir), vec!["http://a/d/"]);
+        assert_eq!(batch.job_ids(), vec![1, 2, 3]);
+        assert!((1..=3).all(|id| batch.stands_in(id)));
     }
 
     #[test]

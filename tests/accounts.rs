@@ -172,7 +172,8 @@ async fn one_accounts_spent_quota_leaves_the_other_draining() {
     // The file's batch_size of 20 applies: no flag overrides it.
     drain(&s, &config, &[]);
 
-    // main spent its 60 URLs and paused; staging drained all of it in the fewest requests.
+    // main spent its 60 URLs and waits for the reset (it knows none is left, so it sends no
+    // request to be refused); staging drained all of it in the fewest requests.
     let main = states(&s, "main");
     assert_eq!(main.get("succeeded"), Some(&180), "{main:?}");
     assert_eq!(main.get("queued"), Some(&270), "{main:?}");
@@ -184,12 +185,16 @@ async fn one_accounts_spent_quota_leaves_the_other_draining() {
         8,
         "150 URLs at 20 a request"
     );
+    let refused: u64 = stats.qiniu.days.values().map(|d| d.quota_refused).sum();
+    assert_eq!(refused, 0, "{:?}", stats.qiniu.days);
     let status = s.status(&[]);
-    let lanes = status["lanes"].as_array().unwrap();
-    let paused: Vec<&Value> = lanes.iter().filter(|l| l["paused"] == true).collect();
-    assert_eq!(paused.len(), 1, "{lanes:?}");
-    assert_eq!(paused[0]["account"], "main", "{lanes:?}");
-    assert_eq!(paused[0]["action"], "refresh_url", "{lanes:?}");
+    let forecast = status["forecast"].as_array().unwrap();
+    let waiting: Vec<&Value> = forecast.iter().filter(|f| f["waiting"] != 0).collect();
+    assert_eq!(waiting.len(), 1, "{forecast:?}");
+    assert_eq!(waiting[0]["account"], "main", "{forecast:?}");
+    assert_eq!(waiting[0]["action"], "refresh_url", "{forecast:?}");
+    assert_eq!(waiting[0]["left"], 0, "{forecast:?}");
+    assert_eq!(waiting[0]["waiting"], 90, "{forecast:?}");
     assert_eq!(status["accounts"][0]["account"], "main", "{status}");
     assert_eq!(status["accounts"][0]["queued"], 270, "{status}");
 }

@@ -50,6 +50,7 @@ async fn five_hundred_jobs_are_served_by_one_call_and_carry_its_trace_id() {
                 action: Action::RefreshAll,
                 tag: None,
                 not_before: 0,
+                priority: purgeq::model::Priority::Normal,
                 targets: vec![None],
             },
             purgeq::clock::now_ms(),

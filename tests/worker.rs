@@ -5,11 +5,17 @@ mod common;
 use std::collections::HashMap;
 
 use common::worker::{
-    drain_once, emulator, emulator_config, enqueue, fast_config, run_until, urls,
+    AK, SK, ShortDays, drain_once, emulator, emulator_config, enqueue, fast_config, providers,
+    run_until, run_until_with, urls,
 };
 use purgeq::emulator::{FaultKind, FaultPlan, RandomFaults, ScriptedFaults};
 use purgeq::model::{Action, JobState, Lane, Provider};
+use purgeq::provider::Account;
+use purgeq::provider::qiniu::{Credentials, QiniuClient};
+use purgeq::secret::Secret;
 use purgeq::store::{Job, JobFilter, Store};
+use std::sync::Arc;
+use std::time::Duration;
 
 async fn all_jobs(store: &Store) -> Vec<Job> {
     store
@@ -119,10 +125,24 @@ async fn a_quota_that_runs_out_pauses_the_lane_without_spending_attempts_then_dr
     let mut config = emulator_config();
     config.qiniu.quotas.url_refresh = 100;
     let emu = emulator(config).await;
-    enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 250)).await;
+    let targets = urls("cdn.example.com", 250);
+    enqueue(&store, Action::RefreshUrl, &targets[..60]).await;
+    drain_once(&store, &emu, fast_config()).await;
+    // Another client of the account spends the 40 units the worker knows are left, so its
+    // next request (40, never more than it knows is left) is refused whole all the same.
+    let other = QiniuClient::new(
+        reqwest::Client::new(),
+        emu.url(),
+        Credentials {
+            access_key: AK.to_owned(),
+            secret_key: Secret::new(SK),
+        },
+    );
+    let theirs = urls("other.example.com", 40);
+    assert_eq!(other.refresh(&theirs, &[]).await.code, Some(200));
+    enqueue(&store, Action::RefreshUrl, &targets[60..]).await;
     drain_once(&store, &emu, fast_config()).await;
 
-    // 60 fit the quota; the next request asks for 60 of the 40 left and is refused whole.
     assert_eq!(count_state(&store, JobState::Succeeded).await, 60);
     let queued: Vec<Job> = all_jobs(&store)
         .await
@@ -146,8 +166,17 @@ async fn a_quota_that_runs_out_pauses_the_lane_without_spending_attempts_then_dr
     );
     assert_eq!(gate.strikes, 1);
 
-    // Each day brings 100 more: reset whenever the lane has paused again.
-    run_until(&store, &emu, fast_config(), || async {
+    // Each day brings 100 more: quota days of 300 ms, the emulator refilled all the while.
+    let accounts: Vec<Arc<dyn Account>> = providers(&emu)
+        .into_iter()
+        .map(|inner| {
+            Arc::new(ShortDays {
+                inner,
+                day: Duration::from_millis(300),
+            }) as Arc<dyn Account>
+        })
+        .collect();
+    run_until_with(&store, accounts, fast_config(), || async {
         emu.reset_quota();
         count_state(&store, JobState::Succeeded).await == 250
     })
@@ -165,7 +194,13 @@ async fn a_quota_that_runs_out_pauses_the_lane_without_spending_attempts_then_dr
     assert!(all_jobs(&store).await.iter().all(|j| j.attempts == 1));
     assert_eq!(gate.quota_day, Some(100), "quota fields kept per lane");
     assert!(gate.surplus_day.is_some_and(|s| s < 100));
-    let sent: u64 = emu.stats().qiniu.purged.values().sum();
+    let stats = emu.stats().qiniu;
+    let sent: u64 = stats
+        .purged
+        .iter()
+        .filter(|(t, _)| t.contains("cdn.example.com"))
+        .map(|(_, n)| n)
+        .sum();
     assert_eq!(sent, 250, "no target purged twice");
 }
 

@@ -111,6 +111,7 @@ async fn fill(location: &Location, sizes: &Sizes) -> anyhow::Result<()> {
         action: Action::RefreshUrl,
         tag: None,
         not_before: now,
+        priority: purgeq::model::Priority::Normal,
         targets: (0..sizes.drain_jobs)
             .map(|i| Some(distinct[i % distinct.len()].clone()))
             .collect(),

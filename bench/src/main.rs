@@ -19,15 +19,21 @@
 //! - **scale**: one database filled to 10k, 100k and 1M rows (92% finished, 6.5% queued); at
 //!   each size, `Store::claim` (as the worker asks, then released) and `status` (library and
 //!   process) p50/p99, beside the minimal queries a plain client needs for the same answers.
+//! - **quota-week**: a simulated week (days of 2 s) of over-quota traffic through the worker
+//!   (the library's loop, in process) against the emulator: quota units per distinct target,
+//!   units left unused at each reset while work was queued, refusals. Baseline: the same week
+//!   with the provider's quota readings hidden from the worker (full batches, as before issue
+//!   14).
 //!
 //! Build the product first (`cargo build --release`), then `cargo run --release -p
-//! purgeq-bench [-- --quick] [-- --only enqueue|single|drain|scale] [-- --pg URL]`.
+//! purgeq-bench [-- --quick] [-- --only enqueue|single|drain|scale|quota-week] [-- --pg URL]`.
 
 mod backend;
 mod baseline;
 mod drain;
 mod enqueue;
 mod pgbase;
+mod quota_week;
 mod report;
 mod scale;
 mod util;
@@ -62,6 +68,7 @@ enum Bench {
     Single,
     Drain,
     Scale,
+    QuotaWeek,
 }
 
 /// How big each benchmark is.
@@ -87,6 +94,12 @@ pub struct Sizes {
     pub status_iters: usize,
     /// Timed `purgeq status` processes at each size.
     pub status_spawns: usize,
+    /// Simulated days in the quota week.
+    pub week_days: usize,
+    /// How long a simulated day lasts.
+    pub week_day: std::time::Duration,
+    /// New distinct URLs each simulated day (over the quota of 500).
+    pub week_urls_per_day: usize,
 }
 
 impl Sizes {
@@ -103,6 +116,9 @@ impl Sizes {
                 claim_iters: 30,
                 status_iters: 20,
                 status_spawns: 5,
+                week_days: 3,
+                week_day: std::time::Duration::from_millis(1500),
+                week_urls_per_day: 800,
             }
         } else {
             Sizes {
@@ -116,6 +132,9 @@ impl Sizes {
                 claim_iters: 200,
                 status_iters: 100,
                 status_spawns: 20,
+                week_days: 7,
+                week_day: std::time::Duration::from_secs(2),
+                week_urls_per_day: 800,
             }
         }
     }
@@ -156,6 +175,10 @@ fn main() -> anyhow::Result<()> {
         if wanted(Bench::Drain) {
             drain::run(&purgeq, backend, &sizes, &mut report)
                 .with_context(|| format!("the {name} drain benchmark"))?;
+        }
+        if wanted(Bench::QuotaWeek) {
+            quota_week::run(backend, &sizes, &mut report)
+                .with_context(|| format!("the {name} quota week benchmark"))?;
         }
         if wanted(Bench::Scale) {
             scale::run(&purgeq, backend, &sizes, &mut report)

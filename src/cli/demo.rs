@@ -2,7 +2,8 @@
 //!
 //! A temporary database, the provider emulator on 127.0.0.1, and the demo credentials. It
 //! enqueues Qiniu jobs with duplicates and an invalid host, and a 123pan refresh, shows a rejected input, drains until the
-//! emulator's small daily quota runs out and the lane pauses, and prints `status`.
+//! emulator's small daily quota is spent to the last unit and the lane waits for the reset, and
+//! prints `status`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,7 +91,7 @@ impl Args {
         enqueue_jobs(&store).await?;
 
         step(
-            "The worker drains the queue: duplicates share one request, invalid hosts fail alone, the Qiniu quota runs out, and one 123pan call refreshes the whole account.",
+            "The worker drains the queue: duplicates share one request, invalid hosts fail alone, the Qiniu quota is spent to the last unit, and one 123pan call refreshes the whole account.",
         );
         drain(&store, &emu.url()).await?;
         let stats = emu.stats();
@@ -102,7 +103,7 @@ impl Args {
             stats.pan123.refresh_calls
         );
 
-        step("purgeq status: counts, the paused lane and its quota, recent jobs.");
+        step("purgeq status: counts, the lane waiting for its quota, the forecast, recent jobs.");
         status::print_summary(&store, 8).await?;
         if let Some(failed) = store
             .list_jobs(&crate::store::JobFilter {
@@ -166,6 +167,7 @@ async fn enqueue_jobs(store: &Store) -> anyhow::Result<()> {
                     action,
                     tag: Some("build-42".to_owned()),
                     not_before: now,
+                    priority: crate::model::Priority::Normal,
                     targets: targets.into_iter().map(Some).collect(),
                 },
                 now,

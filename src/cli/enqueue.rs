@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use super::{Context, ExitCode, delay_arg};
 use crate::clock;
-use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
+use crate::model::{Action, DEFAULT_ACCOUNT, Priority, Provider};
 use crate::settings::Settings;
 use crate::store::{Durability, NewJobs};
 use crate::target::{self, Input};
@@ -35,6 +35,7 @@ const MAX_TAG_LEN: usize = 200;
     purgeq enqueue https://cdn.example.com/app.js https://cdn.example.com/app.css\n  \
     purgeq enqueue --dir https://cdn.example.com/assets/\n  \
     find dist -type f | sed 's|^dist|https://cdn.example.com|' | purgeq enqueue --tag build-42 -\n  \
+    purgeq enqueue --priority urgent https://cdn.example.com/index.html\n  \
     purgeq enqueue --provider 123pan")]
 pub struct Args {
     /// URLs (or directories with --dir) to purge; `-` reads them from stdin.
@@ -70,6 +71,11 @@ pub struct Args {
     /// Do not send the jobs before this much time has passed (e.g. 30s, 5m; at most 30d).
     #[arg(long, value_name = "DUR", value_parser = delay_arg, allow_hyphen_values = true)]
     delay: Option<Duration>,
+
+    /// How soon the jobs go out: urgent, high, normal or low. Workers send higher priority
+    /// first, then the oldest; `purgeq prioritize` changes it while the jobs are queued.
+    #[arg(long, value_enum, value_name = "PRIORITY", default_value_t = Priority::Normal)]
+    priority: Priority,
 
     /// Print the result as JSON, with the new job ids.
     #[arg(long)]
@@ -220,6 +226,7 @@ impl Args {
                 action,
                 tag: self.tag.clone(),
                 not_before: clock::add(now, self.delay.unwrap_or_default()),
+                priority: self.priority,
                 targets,
             })
             .collect();
@@ -239,6 +246,7 @@ impl Args {
                 "provider": self.provider,
                 "action": action,
                 "accounts": accounts,
+                "priority": self.priority,
                 "ids": ids,
             });
             println!("{out}");

@@ -8,6 +8,7 @@ mod demo;
 mod emulate;
 mod enqueue;
 mod man;
+mod prioritize;
 mod prune;
 mod retry;
 mod status;
@@ -98,6 +99,7 @@ enum Command {
     Status(status::Args),
     Retry(retry::Args),
     Cancel(cancel::Args),
+    Prioritize(prioritize::Args),
     Prune(prune::Args),
     Worker(worker::Args),
     Emulate(emulate::Args),
@@ -190,6 +192,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => args.run(&ctx).await,
         Command::Retry(args) => args.run(&ctx).await,
         Command::Cancel(args) => args.run(&ctx).await,
+        Command::Prioritize(args) => args.run(&ctx).await,
         Command::Prune(args) => args.run(&ctx).await,
         Command::Worker(args) => args.run(&ctx).await,
         Command::Emulate(args) => args.run().await,
@@ -218,7 +221,11 @@ pub(crate) fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Parses a duration flag that must lie within `min..=max` (named in the refusal).
-fn bounded_duration(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+pub(crate) fn bounded_duration(
+    text: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
     let d = duration_arg(text)?;
     if d < min || d > max {
         return Err(format!(

@@ -10,10 +10,11 @@ use serde_json::json;
 use super::table::Table;
 use super::{Context, ExitCode, duration_arg};
 use crate::clock;
-use crate::dashboard::shape::{call_json, job_json, summary_json};
+use crate::dashboard::shape::{call_json, forecast_json, job_json, summary_json};
 use serde::Serialize;
 
 use crate::model::{DEFAULT_ACCOUNT, JobState, Provider};
+use crate::quota::{self, Forecast};
 use crate::settings::Settings;
 use crate::store::{Call, Job, JobFilter, Store, Summary};
 use crate::text::display_safe;
@@ -99,9 +100,11 @@ impl Args {
         };
         let jobs = store.list_jobs(&filter).await?;
         let accounts = self.accounts(ctx, &store).await?;
+        let forecasts = quota::forecasts(&summary.lanes, &store.queued_targets().await?, now);
         if self.json {
             let mut out = summary_json(&summary, &jobs, now);
             out["accounts"] = json!(accounts);
+            out["forecast"] = forecasts.iter().map(forecast_json).collect();
             println!("{out}");
         } else {
             let mut text = render_summary(&summary, &jobs, now, self.limit);
@@ -109,6 +112,7 @@ impl Args {
                 text.insert_str(at + 1, &accounts_table(&accounts));
             }
             print!("{text}");
+            print!("{}", render_forecasts(&forecasts));
         }
         Ok(ExitCode::Success)
     }
@@ -217,10 +221,10 @@ pub(super) async fn print_summary(store: &Store, limit: i64) -> anyhow::Result<(
             ..JobFilter::default()
         })
         .await?;
-    print!(
-        "{}",
-        render_summary(&summary, &jobs, clock::now_ms(), limit)
-    );
+    let now = clock::now_ms();
+    let forecasts = quota::forecasts(&summary.lanes, &store.queued_targets().await?, now);
+    print!("{}", render_summary(&summary, &jobs, now, limit));
+    print!("{}", render_forecasts(&forecasts));
     Ok(())
 }
 
@@ -278,25 +282,7 @@ fn render_summary(summary: &Summary, jobs: &[Job], now: i64, limit: i64) -> Stri
     }
     if !summary.lanes.is_empty() {
         out.push('\n');
-        let mut lanes = Table::new(vec!["LANE", "STATE", "QUOTA LEFT", "REASON"]);
-        for gate in &summary.lanes {
-            let state = match gate.paused_until {
-                Some(t) if t > now => {
-                    format!("paused until {} ({})", clock::short(t), until(now, t))
-                }
-                _ => "open".to_owned(),
-            };
-            let quota = match (gate.surplus_day, gate.quota_day) {
-                (Some(s), Some(q)) => format!("{s}/{q}"),
-                _ => "-".to_owned(),
-            };
-            let reason = match gate.paused_until {
-                Some(t) if t > now => gate.reason.clone().unwrap_or_default(),
-                _ => String::new(),
-            };
-            lanes.row(vec![gate.lane.to_string(), state, quota, reason]);
-        }
-        out.push_str(&lanes.render());
+        out.push_str(&lanes_table(summary, now));
     }
     out.push('\n');
     if jobs.is_empty() {
@@ -310,6 +296,64 @@ fn render_summary(summary: &Summary, jobs: &[Job], now: i64, limit: i64) -> Stri
     out
 }
 
+/// Every lane: open, paused (and why) or waiting for its quota's reset, and the quota left.
+fn lanes_table(summary: &Summary, now: i64) -> String {
+    let quotas = quota::forecasts(&summary.lanes, &[], now);
+    let mut lanes = Table::new(vec!["LANE", "STATE", "QUOTA LEFT", "REASON"]);
+    for gate in &summary.lanes {
+        let used_up = quotas.iter().find(|f| f.lane == gate.lane && f.left == 0);
+        let (state, reason) = match (gate.paused_until, used_up) {
+            (Some(t), _) if t > now => (
+                format!("paused until {} ({})", clock::short(t), until(now, t)),
+                gate.reason.clone().unwrap_or_default(),
+            ),
+            (_, Some(f)) => (
+                format!(
+                    "waiting until {} ({})",
+                    clock::short(f.reset_at),
+                    until(now, f.reset_at)
+                ),
+                format!(
+                    "daily quota used up: nothing is sent before the reset ({})",
+                    f.reset_name
+                ),
+            ),
+            _ => ("open".to_owned(), String::new()),
+        };
+        let left = quotas.iter().find(|f| f.lane == gate.lane);
+        let quota = match left {
+            Some(f) => format!("{}/{}", f.left, f.quota_day),
+            None => "-".to_owned(),
+        };
+        lanes.row(vec![gate.lane.to_string(), state, quota, reason]);
+    }
+    lanes.render()
+}
+
+/// Per lane with a quota: used today, left, distinct targets queued, and the forecast.
+fn render_forecasts(forecasts: &[Forecast]) -> String {
+    if forecasts.is_empty() {
+        return String::new();
+    }
+    let mut table = Table::new(vec![
+        "LANE",
+        "USED TODAY",
+        "LEFT",
+        "QUEUED TARGETS",
+        "FORECAST",
+    ]);
+    for f in forecasts {
+        table.row(vec![
+            f.lane.to_string(),
+            format!("{}/{}", f.used_today, f.quota_day),
+            f.left.to_string(),
+            f.queued_targets.to_string(),
+            f.message(),
+        ]);
+    }
+    format!("\nQuota forecast:\n{}", table.render())
+}
+
 /// The most recent jobs, a failed one with its error.
 fn jobs_table(jobs: &[Job]) -> String {
     let mut table = Table::new(vec![
@@ -317,6 +361,7 @@ fn jobs_table(jobs: &[Job]) -> String {
         "STATE",
         "PROVIDER",
         "ACTION",
+        "PRIORITY",
         "TRIES",
         "UPDATED",
         "REQUEST ID",
@@ -337,6 +382,7 @@ fn jobs_table(jobs: &[Job]) -> String {
             job.state.to_string(),
             job.provider.to_string(),
             job.action.to_string(),
+            job.priority.to_string(),
             job.attempts.to_string(),
             clock::short(job.updated_at),
             job.request_id.clone().unwrap_or_else(|| "-".to_owned()),
@@ -365,6 +411,10 @@ fn render_job(job: &Job, calls: &[Call], now: i64) -> String {
     );
     field("account", job.account.clone());
     field("tag", job.tag.clone().unwrap_or_else(dash));
+    field("priority", job.priority.to_string());
+    if let Some(dir) = &job.served_by_dir {
+        field("served by", format!("the refresh of the directory {dir}"));
+    }
     field("attempts", job.attempts.to_string());
     field(
         "created",

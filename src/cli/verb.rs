@@ -1,11 +1,11 @@
-//! The selection shared by the operator verbs `retry` and `cancel`.
+//! The selection shared by the operator verbs `retry`, `cancel` and `prioritize`.
 
 use anyhow::Context as _;
 use serde_json::json;
 
 use super::{Context, ExitCode};
 use crate::clock;
-use crate::model::Provider;
+use crate::model::{Priority, Provider};
 use crate::store::{Durability, Selection, VerbResult};
 
 /// Which jobs an operator verb applies to.
@@ -43,6 +43,8 @@ pub enum Verb {
     Retry,
     /// Queued -> cancelled.
     Cancel,
+    /// A queued job's priority set.
+    Prioritize(Priority),
 }
 
 impl VerbArgs {
@@ -58,10 +60,12 @@ impl VerbArgs {
         let (name, done) = match verb {
             Verb::Retry => ("retry", "queued again"),
             Verb::Cancel => ("cancel", "cancelled"),
+            Verb::Prioritize(_) => ("prioritize", "reprioritized"),
         };
         let result = match verb {
             Verb::Retry => store.retry(&selection, now).await,
             Verb::Cancel => store.cancel(&selection, now).await,
+            Verb::Prioritize(p) => store.prioritize(&selection, p, now).await,
         }
         .with_context(|| format!("{name}: updating the jobs"))?;
         match result {

@@ -14,7 +14,7 @@ use crate::dashboard;
 use crate::metrics::Metrics;
 use crate::provider::pan123::Pan123Settings;
 use crate::provider::qiniu::{self, QiniuSettings};
-use crate::provider::{self, EnvSettings};
+use crate::provider::{self, Coalesce, EnvSettings};
 use crate::store::{Durability, Store, StoreError};
 use crate::worker::{self, Handles, Policies, Timeouts, WorkerConfig};
 
@@ -26,9 +26,11 @@ use crate::worker::{self, Handles, Policies, Timeouts, WorkerConfig};
 /// as the account `default`: QINIU_ACCESS_KEY and QINIU_SECRET_KEY (or QINIU_SECRET_KEY_FILE)
 /// for Qiniu, PAN123_CLIENT_ID and PAN123_CLIENT_SECRET (or PAN123_CLIENT_SECRET_FILE) for
 /// 123pan; QINIU_ENDPOINT and PAN123_ENDPOINT point at another endpoint (a proxy, or `purgeq
-/// emulate`). The config file's [worker] table gives defaults for these flags; flags and the
-/// environment override it. A changed config file takes effect on restart. On SIGTERM or SIGINT the worker stops claiming, lets the call in flight finish,
-/// records it, returns unsent jobs to the queue and exits 0.
+/// emulate`); PURGEQ_QINIU_ESCALATE_DIR_AFTER=N turns on directory escalation for the
+/// environment's Qiniu account (`escalate_dir_after` in the config file). The config file's
+/// [worker] table gives defaults for these flags; flags and the environment override it. A
+/// changed config file takes effect on restart. On SIGTERM or SIGINT the worker stops claiming,
+/// lets the call in flight finish, records it, returns unsent jobs to the queue and exits 0.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     purgeq worker\n  \
@@ -82,6 +84,16 @@ pub struct Args {
           allow_negative_numbers = true)]
     max_requests_per_sec: f64,
 
+    /// Hold 123pan jobs until none has arrived for this long (0s to 10m), so a burst of
+    /// uploads costs one account-wide refresh; longer saves calls, shorter purges sooner.
+    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = coalesce_arg, allow_hyphen_values = true)]
+    pan123_settle: Duration,
+
+    /// The longest a 123pan job is held while jobs keep arriving (0s to 10m): a steady trickle
+    /// still gets a refresh at least this often.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = coalesce_arg, allow_hyphen_values = true)]
+    pan123_max_delay: Duration,
+
     /// Serve the dashboard (/), its read-only JSON API (/api/v1/...) and Prometheus metrics
     /// (/metrics) on ADDR (e.g. 127.0.0.1:9464; port 0 picks a free port, logged at start).
     /// Off by default. A non-loopback address needs --http-token-file.
@@ -96,6 +108,11 @@ pub struct Args {
     /// Serve /metrics without the token (for a Prometheus without credentials).
     #[arg(long, requires = "http_token_file")]
     metrics_without_token: bool,
+}
+
+/// `--pan123-settle`, `--pan123-max-delay`: 0s to 10m.
+fn coalesce_arg(text: &str) -> Result<Duration, String> {
+    super::bounded_duration(text, Duration::ZERO, Duration::from_secs(600))
 }
 
 fn batch_size(text: &str) -> Result<usize, String> {
@@ -211,7 +228,13 @@ impl Args {
                 requests_per_sec: self.max_requests_per_sec,
                 ..QiniuSettings::default()
             },
-            pan123: Pan123Settings::default(),
+            pan123: Pan123Settings {
+                coalesce: Coalesce {
+                    settle: self.pan123_settle,
+                    max_delay: self.pan123_max_delay,
+                },
+                ..Pan123Settings::default()
+            },
         }
     }
 

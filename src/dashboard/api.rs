@@ -121,9 +121,11 @@ fn percentiles(times: &[i64]) -> Value {
 async fn lanes(store: &Store) -> Result<Value, StoreError> {
     let now = clock::now_ms();
     let gates = store.gates().await?;
-    Ok(
-        json!({ "lanes": gates.iter().map(|g| super::shape::gate_json(g, now)).collect::<Vec<_>>() }),
-    )
+    let forecasts = crate::quota::forecasts(&gates, &store.queued_targets().await?, now);
+    Ok(json!({
+        "lanes": gates.iter().map(|g| super::shape::gate_json(g, now)).collect::<Vec<_>>(),
+        "forecast": forecasts.iter().map(super::shape::forecast_json).collect::<Vec<_>>(),
+    }))
 }
 
 async fn jobs(store: &Store, page: &JobPage) -> Result<Value, StoreError> {

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::clock;
+use crate::quota::Forecast;
 use crate::store::{Call, Gate, Job, Summary};
 
 /// An optional time (ms) as RFC 3339, or null.
@@ -31,6 +32,26 @@ pub fn job_json(job: &Job) -> Value {
         "created_at": clock::rfc3339(job.created_at),
         "updated_at": clock::rfc3339(job.updated_at),
         "finished_at": opt_time(job.finished_at),
+        "priority": job.priority,
+        "served_by_dir": job.served_by_dir,
+    })
+}
+
+/// A lane's quota forecast: used today, left, distinct targets queued, and whether they fit
+/// before the reset.
+pub fn forecast_json(f: &Forecast) -> Value {
+    json!({
+        "provider": f.lane.provider,
+        "account": f.lane.account,
+        "action": f.lane.action,
+        "quota_day": f.quota_day,
+        "used_today": f.used_today,
+        "left": f.left,
+        "queued_targets": f.queued_targets,
+        "fits": f.waiting == 0,
+        "waiting": f.waiting,
+        "reset_at": clock::rfc3339(f.reset_at),
+        "message": f.message(),
     })
 }
 

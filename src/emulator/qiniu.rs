@@ -132,6 +132,22 @@ pub struct QiniuStats {
     pub issued: Vec<IssuedRequest>,
     /// The daily quotas and what is left of them.
     pub quota: QuotaStats,
+    /// Quota units spent and requests refused for a used-up quota, per China-time day
+    /// (`2026-12-01`), faults included.
+    pub days: BTreeMap<String, DayUsage>,
+}
+
+/// One China-time day at the Qiniu side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayUsage {
+    /// URL refresh units spent.
+    pub url_refresh: u64,
+    /// Directory refresh units spent.
+    pub dir_refresh: u64,
+    /// Prefetch units spent.
+    pub prefetch: u64,
+    /// Requests refused because a daily quota could not cover them (400033/400034/400035).
+    pub quota_refused: u64,
 }
 
 /// A request that was processed.
@@ -193,6 +209,11 @@ impl QiniuState {
     pub(crate) fn reset_quota(&mut self, config: &QiniuConfig) {
         self.day = china_today();
         self.surplus = config.quotas;
+    }
+
+    /// Today's usage counters.
+    fn today(&mut self) -> &mut DayUsage {
+        self.stats.days.entry(self.day.to_string()).or_default()
     }
 
     /// Refills the quotas when the China-time day has turned since the last request.
@@ -401,6 +422,7 @@ fn fault_reply(
                 Operation::Refresh if only_dirs => (400_035, "refresh dir limit error"),
                 Operation::Refresh => (400_034, "refresh url limit error"),
             };
+            state.qiniu.today().quota_refused += 1;
             Reply::coded(code, error, state.qiniu.quota_fields(config, op))
         }
         FaultKind::Throttle => Reply {
@@ -662,13 +684,20 @@ fn spend_quota(
         _ => None,
     };
     if let Some((code, error)) = short {
+        qiniu.today().quota_refused += 1;
         return Some(Reply::coded(code, error, qiniu.quota_fields(config, op)));
     }
     match op {
-        Operation::Prefetch => qiniu.surplus.prefetch -= n(urls),
+        Operation::Prefetch => {
+            qiniu.surplus.prefetch -= n(urls);
+            qiniu.today().prefetch += n(urls);
+        }
         Operation::Refresh => {
             qiniu.surplus.url_refresh -= n(urls);
             qiniu.surplus.dir_refresh -= n(dirs);
+            let today = qiniu.today();
+            today.url_refresh += n(urls);
+            today.dir_refresh += n(dirs);
         }
     }
     None

@@ -104,6 +104,7 @@ fn pan123_account(
         requests_per_sec: entry
             .max_requests_per_sec
             .unwrap_or(defaults.requests_per_sec),
+        coalesce: defaults.coalesce,
     };
     let client = Pan123Client::new(http.clone(), endpoint, credentials);
     Ok(Pan123Account::new(client, settings))

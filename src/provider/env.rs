@@ -92,6 +92,9 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, BuildError> {
         .map_err(BuildError::Http)
 }
 
+/// The variable setting the default Qiniu account's directory escalation threshold.
+pub const ESCALATE_VAR: &str = "PURGEQ_QINIU_ESCALATE_DIR_AFTER";
+
 /// Builds one account per provider with credentials in the environment (`QINIU_ENDPOINT` and
 /// `PAN123_ENDPOINT` point at another endpoint).
 pub async fn accounts_from_env(
@@ -109,7 +112,11 @@ pub async fn accounts_from_env(
                 secret_key,
             };
             let client = QiniuClient::new(http.clone(), endpoint, credentials);
-            accounts.push(Arc::new(QiniuAccount::new(client, settings.qiniu)));
+            let mut qiniu = settings.qiniu;
+            if qiniu.escalate_dir_after.is_none() {
+                qiniu.escalate_dir_after = config::count_from_env(ESCALATE_VAR)?;
+            }
+            accounts.push(Arc::new(QiniuAccount::new(client, qiniu)));
         }
         None => missing(store, Provider::Qiniu, CredentialVars::QINIU).await?,
     }

@@ -25,7 +25,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use configured::accounts_from_settings;
-pub use env::{BuildError, CredentialVars, EnvSettings, accounts_from_env, http_client};
+pub use env::{
+    BuildError, CredentialVars, ESCALATE_VAR, EnvSettings, accounts_from_env, http_client,
+};
 
 use crate::model::{Action, Provider};
 use crate::pacer::Pacer;
@@ -69,6 +71,22 @@ pub trait Account: std::fmt::Debug + Send + Sync {
 
     /// When this account's daily quotas next reset after `now` (ms); `None` if it has none.
     fn quota_reset_at(&self, now: i64) -> Option<i64>;
+
+    /// Directory escalation, opt-in: when at least this many distinct queued URLs share a
+    /// directory and the URL quota cannot cover today's queue while the directory quota can,
+    /// one refresh of that directory serves them all. `None` (the default): never.
+    fn escalate_dir_after(&self) -> Option<u32> {
+        None
+    }
+}
+
+/// When a provider's daily quotas next reset after `now` (ms), and what that moment is called;
+/// `None` for a provider without daily quotas. For readers that hold no [`Account`] (`status`).
+pub fn daily_reset(provider: Provider, now: i64) -> Option<(i64, &'static str)> {
+    match provider {
+        Provider::Qiniu => Some((qiniu::next_china_midnight(now), "China midnight")),
+        Provider::Pan123 => None,
+    }
 }
 
 /// A kind of request an account sends, with the lanes whose jobs it carries.
@@ -83,6 +101,32 @@ pub struct Route {
     pub lanes: Vec<(Action, Option<usize>)>,
     /// One call acts on the whole account, whatever the jobs' targets (123pan's refresh).
     pub account_wide: bool,
+    /// Hold ready jobs until they stop arriving, so a burst costs one call; `None`: send at
+    /// once.
+    pub coalesce: Option<Coalesce>,
+}
+
+/// A coalescing window: jobs are sent once none has arrived for `settle`, or once the oldest
+/// has waited `max_delay`, whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Coalesce {
+    /// Quiet time after the newest arrival before sending.
+    pub settle: Duration,
+    /// The longest the oldest ready job is held.
+    pub max_delay: Duration,
+}
+
+impl Coalesce {
+    /// How long to hold ready jobs enqueued between `oldest` and `newest` (ms) at `now`;
+    /// `None` to send now.
+    pub fn hold(&self, oldest: i64, newest: i64, now: i64) -> Option<Duration> {
+        let send_at =
+            crate::clock::add(newest, self.settle).min(crate::clock::add(oldest, self.max_delay));
+        u64::try_from(send_at - now)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+    }
 }
 
 impl Route {
@@ -176,6 +220,26 @@ pub struct QuotaReading {
     pub quota_day: i64,
     /// What is left of it today.
     pub surplus_day: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_is_held_until_it_settles_but_never_past_the_max_delay() {
+        let window = Coalesce {
+            settle: Duration::from_secs(3),
+            max_delay: Duration::from_secs(30),
+        };
+        // Last arrival 1 s ago: 2 s more.
+        assert_eq!(window.hold(0, 9_000, 10_000), Some(Duration::from_secs(2)));
+        // Quiet for 3 s: send.
+        assert_eq!(window.hold(0, 7_000, 10_000), None);
+        // Still arriving, but the oldest waited 29 s: 1 s more, then send whatever came.
+        assert_eq!(window.hold(0, 29_000, 29_000), Some(Duration::from_secs(1)));
+        assert_eq!(window.hold(0, 30_000, 30_000), None);
+    }
 }
 
 impl CallReport {

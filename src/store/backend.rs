@@ -21,10 +21,10 @@ use super::dashboard::JobPage;
 use super::rows;
 use super::{
     AccountCount, CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, GateChange, Job,
-    JobUpdate, NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
-    Summary, VerbResult,
+    JobUpdate, LaneTargets, NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount,
+    StoreError, Summary, VerbResult,
 };
-use crate::model::{Action, Lane, Provider};
+use crate::model::{Action, Lane, Priority, Provider};
 use crate::planner::DistinctTargets;
 
 /// Rows read per page while looking for the next distinct targets of a lane.
@@ -40,6 +40,8 @@ pub(super) enum Verb {
     Retry,
     /// `queued` to `cancelled`.
     Cancel,
+    /// A queued job's priority set.
+    Prioritize(Priority),
 }
 
 impl Verb {
@@ -48,6 +50,7 @@ impl Verb {
         match self {
             Verb::Retry => rows::retry_refusal(job),
             Verb::Cancel => rows::cancel_refusal(job),
+            Verb::Prioritize(_) => rows::prioritize_refusal(job),
         }
     }
 }
@@ -55,9 +58,11 @@ impl Verb {
 /// A ready job as seen while paging for distinct targets.
 #[derive(Debug, Clone)]
 pub(super) struct ReadyRow {
-    /// Its due time (ms), the first paging key.
+    /// Its priority rank, the first paging key (lower goes first).
+    pub priority: i64,
+    /// Its due time (ms), the second paging key.
     pub next_at: i64,
-    /// Its id, the second paging key.
+    /// Its id, the third paging key.
     pub id: i64,
     /// Its target.
     pub target: Option<String>,
@@ -82,6 +87,8 @@ pub(super) struct Dialect {
     pub retry: &'static str,
     /// Cancels the listed jobs (`$1`, list) at `$2`.
     pub cancel: &'static str,
+    /// Sets the priority rank `$3` of the listed queued jobs (`$1`, list) at `$2`.
+    pub prioritize: &'static str,
     /// Claims every ready job of a lane: owner, lease until, now, provider, account, action.
     pub claim_every: &'static str,
     /// As `claim_every`, only the jobs whose target is in `$7` (list).
@@ -112,6 +119,12 @@ pub(super) struct LaneClaim<'a> {
 
 /// What a claim statement returns.
 pub(super) type Claimed = Result<Vec<ClaimedJob>, StoreError>;
+
+/// Distinct targets, as a statement returns them.
+pub(super) type Targets = Result<Vec<String>, StoreError>;
+
+/// The first and the last of some times (ms), if there are any.
+pub(super) type Span = Option<(i64, i64)>;
 
 /// What a statement that inserts rows returns: their ids.
 pub(super) type Ids = Result<Vec<i64>, StoreError>;
@@ -229,12 +242,13 @@ pub(super) trait Backend: Sync {
     /// Claims every ready job of the lane.
     async fn claim_every(&self, tx: &mut Tx<Self>, lane: LaneClaim<'_>) -> Claimed;
 
-    /// Up to `CLAIM_PAGE` ready jobs of the lane after `after` in `(next_at, id)` order.
+    /// Up to `CLAIM_PAGE` ready jobs of the lane after `after` in `(priority, next_at, id)`
+    /// order: higher priority (lower rank) first, then the oldest.
     async fn ready_page(
         &self,
         tx: &mut Tx<Self>,
         lane: LaneClaim<'_>,
-        after: (i64, i64),
+        after: (i64, i64, i64),
     ) -> Result<Vec<ReadyRow>, StoreError>;
 
     /// Claims every ready job of the lane whose target is in `targets`.
@@ -298,6 +312,15 @@ pub(super) trait Backend: Sync {
 
     /// Queued and running jobs per provider, account and state (zero counts left out).
     async fn pending_accounts(&self) -> Result<Vec<AccountCount>, StoreError>;
+
+    /// Distinct queued targets per lane, lanes with none left out.
+    async fn queued_targets(&self) -> Result<Vec<LaneTargets>, StoreError>;
+
+    /// Up to `limit` distinct targets of the lane's jobs ready at `now`, in target order.
+    async fn ready_targets(&self, lane: &Lane, now: i64, limit: i64) -> Targets;
+
+    /// The enqueue times (ms) of the oldest and the newest job of the lane ready at `now`.
+    async fn ready_arrivals(&self, lane: &Lane, now: i64) -> Result<Span, StoreError>;
 }
 
 /// A lane's quota reading.
@@ -441,7 +464,8 @@ pub(super) async fn claim<B: Backend>(
     Ok(claimed)
 }
 
-/// Pages through the lane's ready jobs in due order until `limit` distinct targets are found.
+/// Pages through the lane's ready jobs by priority, then in due order, until `limit` distinct
+/// targets are found. A target queued at several priorities is first met at its highest.
 async fn next_targets<B: Backend>(
     b: &B,
     tx: &mut Tx<B>,
@@ -449,7 +473,7 @@ async fn next_targets<B: Backend>(
     limit: usize,
 ) -> Result<Vec<String>, StoreError> {
     let mut picker = DistinctTargets::new(limit);
-    let mut after = (i64::MIN, i64::MIN);
+    let mut after = (i64::MIN, i64::MIN, i64::MIN);
     loop {
         let rows = b.ready_page(tx, lane, after).await?;
         let full = rows.len() as i64 == CLAIM_PAGE;
@@ -461,10 +485,26 @@ async fn next_targets<B: Backend>(
             }
         }
         match rows.last() {
-            Some(last) if full => after = (last.next_at, last.id),
+            Some(last) if full => after = (last.priority, last.next_at, last.id),
             _ => return Ok(picker.into_targets()),
         }
     }
+}
+
+/// Claims every ready job of one lane whose target is in `targets`, in one transaction.
+pub(super) async fn claim_listed<B: Backend>(
+    b: &B,
+    req: &ClaimRequest,
+    action: Action,
+    targets: &[String],
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let mut tx = b.begin().await?;
+    let lane = LaneClaim { req, action };
+    b.lock_lane(&mut tx, lane).await?;
+    let mut claimed = b.claim_targets(&mut tx, lane, targets).await?;
+    commit::<B>(tx).await?;
+    claimed.sort_by_key(|j| j.id);
+    Ok(claimed)
 }
 
 /// Renews the leases of the call's jobs the worker still holds and writes the audit row linked
@@ -545,8 +585,8 @@ async fn apply_gate<B: Backend>(
 
 /// A job update as the row both backends read: the explicit column list of the update
 /// statement, in this order: id, state, attempts, next_at, request_id, provider_code,
-/// last_error. A new column is added here, in [`update_row`] and in both statements; nothing
-/// depends on Rust field names.
+/// last_error, served_by_dir. A new column is added here, in [`update_row`] and in both
+/// statements; nothing depends on Rust field names.
 pub(super) type UpdateRow<'a> = (
     i64,
     &'static str,
@@ -554,6 +594,7 @@ pub(super) type UpdateRow<'a> = (
     i64,
     Option<&'a str>,
     Option<i64>,
+    Option<&'a str>,
     Option<&'a str>,
 );
 
@@ -567,6 +608,7 @@ pub(super) fn update_row(job: &JobUpdate) -> UpdateRow<'_> {
         job.request_id.as_deref(),
         job.provider_code,
         job.last_error.as_deref(),
+        job.served_by_dir.as_deref(),
     )
 }
 
@@ -599,8 +641,9 @@ mod tests {
             request_id: Some("r".into()),
             provider_code: Some(400_031),
             last_error: Some("e".into()),
+            served_by_dir: Some("d".into()),
         };
         let json = encode(&update_row(&job)).unwrap();
-        assert_eq!(json, r#"[7,"failed",2,3,"r",400031,"e"]"#);
+        assert_eq!(json, r#"[7,"failed",2,3,"r",400031,"e","d"]"#);
     }
 }

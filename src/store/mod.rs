@@ -13,6 +13,7 @@
 mod backend;
 mod dashboard;
 mod guard;
+mod lanes;
 mod postgres;
 mod rows;
 mod sqlite;
@@ -30,7 +31,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 pub use crate::model::ClaimedJob;
-use crate::model::{Action, JobState, Lane, Provider};
+use crate::model::{Action, JobState, Lane, Priority, Provider};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +265,17 @@ impl Store {
         dispatch!(self, s => backend::verb(s, Verb::Cancel, selection, now).await)
     }
 
+    /// Sets the priority of queued jobs: every selected job, or none if a listed one isn't
+    /// queued.
+    pub async fn prioritize(
+        &self,
+        selection: &Selection,
+        priority: Priority,
+        now: i64,
+    ) -> Result<VerbResult, StoreError> {
+        dispatch!(self, s => backend::verb(s, Verb::Prioritize(priority), selection, now).await)
+    }
+
     /// Deletes jobs that ended before `before` (ms), and calls no remaining job refers to.
     pub async fn prune(&self, before: i64, account: Option<&str>) -> Result<Pruned, StoreError> {
         dispatch!(self, s => backend::prune(s, before, account).await)
@@ -339,6 +351,17 @@ impl Store {
     pub async fn pending_accounts(&self) -> Result<Vec<AccountCount>, StoreError> {
         dispatch!(self, s => backend::Backend::pending_accounts(s).await)
     }
+
+    /// Claims every ready job of one of the request's lanes whose target is in `targets`, in
+    /// one transaction (the request's `actions` are not used).
+    pub async fn claim_listed(
+        &self,
+        req: &ClaimRequest,
+        action: Action,
+        targets: &[String],
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
+        dispatch!(self, s => backend::claim_listed(s, req, action, targets).await)
+    }
 }
 
 /// The job states that are final, for SQL: a job in one of them never changes on its own
@@ -363,6 +386,8 @@ pub struct NewJobs {
     pub tag: Option<String>,
     /// Not eligible before this time (ms).
     pub not_before: i64,
+    /// How soon the jobs should go out.
+    pub priority: Priority,
     /// One job per entry; `None` only for an account-wide refresh with no URL.
     pub targets: Vec<Option<String>>,
 }
@@ -404,6 +429,10 @@ pub struct Job {
     pub updated_at: i64,
     /// Reached an end state (ms).
     pub finished_at: Option<i64>,
+    /// How soon it should go out.
+    pub priority: Priority,
+    /// The directory whose refresh served this URL job in its place (directory escalation).
+    pub served_by_dir: Option<String>,
 }
 
 /// One provider call, as audited.
@@ -467,6 +496,15 @@ pub struct Summary {
     pub lanes: Vec<Gate>,
     /// Enqueue time of the oldest queued job (ms).
     pub oldest_queued_at: Option<i64>,
+}
+
+/// How many distinct targets a lane has queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaneTargets {
+    /// The lane.
+    pub lane: Lane,
+    /// Distinct queued targets.
+    pub targets: i64,
 }
 
 /// Jobs of one provider in one state.
@@ -635,6 +673,8 @@ pub struct JobUpdate {
     pub provider_code: Option<i64>,
     /// Error to record (kept if `None`).
     pub last_error: Option<String>,
+    /// The directory whose refresh served the job in place of its own target (kept if `None`).
+    pub served_by_dir: Option<String>,
 }
 
 /// A change to a lane's gate.

@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::backend::{
     Backend, CLAIM_PAGE, Claimed, Dialect, Done, Held, Ids, LaneClaim, Pause, Query, Quota,
-    ReadyRow, Tx, UpdateRow, Verb, update_row,
+    ReadyRow, Span, Targets, Tx, UpdateRow, Verb, update_row,
 };
 use super::dashboard::JobPage;
 use super::rows;
@@ -27,8 +27,8 @@ use super::statements::{
     update_set,
 };
 use super::{
-    AccountCount, CachedToken, Call, CallEnd, Gate, Job, NewCall, NewJobs, OpenOptions, Pruned,
-    Record, Selection, StateCount, StoreError,
+    AccountCount, CachedToken, Call, CallEnd, Gate, Job, LaneTargets, NewCall, NewJobs,
+    OpenOptions, Pruned, Record, Selection, StateCount, StoreError,
 };
 use crate::model::{JobState, Lane, Provider};
 
@@ -174,6 +174,8 @@ impl Backend for PgStore {
             cancel_set!(),
             " WHERE id = ANY($1::bigint[]) AND state = 'queued'"
         ),
+        prioritize: "UPDATE jobs SET priority = $3, updated_at = $2
+                     WHERE id = ANY($1::bigint[]) AND state = 'queued'",
         claim_every: concat!(
             claim_set!(),
             "
@@ -207,7 +209,7 @@ impl Backend for PgStore {
         optimize: "ANALYZE jobs",
         insert_jobs: concat!(
             insert_jobs_head!(),
-            "t, $4, 'queued', 0, $5, $6, $6
+            "t, $4, 'queued', 0, $5, $6, $6, $8
              FROM unnest($7::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n
              RETURNING id"
         ),
@@ -222,7 +224,9 @@ impl Backend for PgStore {
     }
 
     async fn insert_jobs(&self, tx: &mut Tx<Self>, jobs: &NewJobs, now: i64) -> Ids {
-        let query = Self::insert_query(jobs, now).bind(&jobs.targets);
+        let query = Self::insert_query(jobs, now)
+            .bind(&jobs.targets)
+            .bind(jobs.priority.rank());
         let rows = query.fetch_all(&mut **tx).await.map_err(sql_err)?;
         let mut ids = rows
             .iter()
@@ -293,8 +297,9 @@ impl Backend for PgStore {
             super::final_states!(),
             " THEN $8 END
              FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
-                         $6::bigint[], $7::text[])
-                  AS u(id, state, attempts, next_at, request_id, provider_code, last_error)
+                         $6::bigint[], $7::text[], $10::text[])
+                  AS u(id, state, attempts, next_at, request_id, provider_code, last_error,
+                       served_by_dir)
              WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.lease_owner = $9"
         ))
         .bind(cols.id)
@@ -305,7 +310,8 @@ impl Backend for PgStore {
         .bind(cols.provider_code)
         .bind(cols.last_error)
         .bind(rec.now)
-        .bind(&rec.owner);
+        .bind(&rec.owner)
+        .bind(cols.served_by_dir);
         let done = query.execute(&mut **tx).await.map_err(sql_err)?;
         Ok(done.rows_affected())
     }
@@ -323,11 +329,13 @@ struct UpdateColumns<'a> {
     request_id: Vec<Option<&'a str>>,
     provider_code: Vec<Option<i64>>,
     last_error: Vec<Option<&'a str>>,
+    served_by_dir: Vec<Option<&'a str>>,
 }
 
 impl<'a> UpdateColumns<'a> {
     fn push(&mut self, row: UpdateRow<'a>) {
-        let (id, state, attempts, next_at, request_id, provider_code, last_error) = row;
+        let (id, state, attempts, next_at, request_id, provider_code, last_error, served_by_dir) =
+            row;
         self.id.push(id);
         self.state.push(state);
         self.attempts.push(attempts);
@@ -335,5 +343,6 @@ impl<'a> UpdateColumns<'a> {
         self.request_id.push(request_id);
         self.provider_code.push(provider_code);
         self.last_error.push(last_error);
+        self.served_by_dir.push(served_by_dir);
     }
 }

@@ -7,7 +7,9 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::backend::ReadyRow;
-use super::{AccountCount, CachedToken, Call, ClaimedJob, Gate, Job, StateCount, StoreError};
+use super::{
+    AccountCount, CachedToken, Call, ClaimedJob, Gate, Job, LaneTargets, StateCount, StoreError,
+};
 use crate::model::Lane;
 
 /// The column reads the mapping needs, implemented for each backend's row type.
@@ -54,7 +56,8 @@ columns_for!(PgRow);
 macro_rules! job_columns {
     () => {
         "id, provider, account, action, target, tag, state, attempts, next_at, lease_owner, \
-         lease_expires_at, request_id, provider_code, last_error, created_at, updated_at, finished_at"
+         lease_expires_at, request_id, provider_code, last_error, created_at, updated_at, finished_at, \
+         priority, served_by_dir"
     };
 }
 pub(super) use job_columns;
@@ -78,7 +81,14 @@ pub(super) fn job(row: &impl Columns) -> Result<Job, StoreError> {
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
         finished_at: row.opt_int("finished_at")?,
+        priority: priority(row.int("priority")?)?,
+        served_by_dir: row.opt_text("served_by_dir")?,
     })
+}
+
+fn priority(rank: i64) -> Result<crate::model::Priority, StoreError> {
+    crate::model::Priority::from_rank(rank)
+        .ok_or_else(|| StoreError::Corrupt(format!("priority rank {rank}")))
 }
 
 pub(super) fn call(row: &impl Columns) -> Result<Call, StoreError> {
@@ -116,6 +126,17 @@ pub(super) fn gate(row: &impl Columns) -> Result<Gate, StoreError> {
     })
 }
 
+pub(super) fn lane_targets(row: &impl Columns) -> Result<LaneTargets, StoreError> {
+    Ok(LaneTargets {
+        lane: Lane {
+            provider: row.name("provider")?,
+            account: row.text("account")?,
+            action: row.name("action")?,
+        },
+        targets: row.int("n")?,
+    })
+}
+
 pub(super) fn claimed(row: &impl Columns) -> Result<ClaimedJob, StoreError> {
     Ok(ClaimedJob {
         id: row.int("id")?,
@@ -127,6 +148,7 @@ pub(super) fn claimed(row: &impl Columns) -> Result<ClaimedJob, StoreError> {
 
 pub(super) fn ready(row: &impl Columns) -> Result<ReadyRow, StoreError> {
     Ok(ReadyRow {
+        priority: row.int("priority")?,
         next_at: row.int("next_at")?,
         id: row.int("id")?,
         target: row.opt_text("target")?,
@@ -170,6 +192,18 @@ pub(super) fn retry_refusal(job: &Job) -> Option<String> {
         ),
         JobState::Queued => Some("it is already queued".to_owned()),
         JobState::Running => Some("it is running; a worker holds it".to_owned()),
+    }
+}
+
+/// See [`retry_refusal`]: only a queued job's priority can change.
+pub(super) fn prioritize_refusal(job: &Job) -> Option<String> {
+    use crate::model::JobState;
+    match job.state {
+        JobState::Queued => None,
+        JobState::Running => {
+            Some("it is running: a worker has sent or is about to send it".to_owned())
+        }
+        state => Some(format!("it already ended ({state})")),
     }
 }
 

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 
 use super::backend::{
     Backend, CLAIM_PAGE, Claimed, Dialect, Done, Held, Ids, LaneClaim, Pause, Query, Quota,
-    ReadyRow, Tx, Verb, encode, update_row,
+    ReadyRow, Span, Targets, Tx, Verb, encode, update_row,
 };
 use super::dashboard::JobPage;
 use super::guard;
@@ -28,8 +28,8 @@ use super::statements::{
     update_set,
 };
 use super::{
-    AccountCount, CachedToken, Call, CallEnd, Durability, Gate, Job, NewCall, NewJobs, OpenOptions,
-    Pruned, Record, Selection, StateCount, StoreError,
+    AccountCount, CachedToken, Call, CallEnd, Durability, Gate, Job, LaneTargets, NewCall, NewJobs,
+    OpenOptions, Pruned, Record, Selection, StateCount, StoreError,
 };
 use crate::model::{JobState, Lane, Provider};
 
@@ -171,6 +171,8 @@ impl Backend for SqliteStore {
             cancel_set!(),
             " WHERE id IN (SELECT value FROM json_each($1)) AND state = 'queued'"
         ),
+        prioritize: "UPDATE jobs SET priority = $3, updated_at = $2
+                     WHERE id IN (SELECT value FROM json_each($1)) AND state = 'queued'",
         claim_every: concat!(
             claim_set!(),
             "
@@ -204,7 +206,7 @@ impl Backend for SqliteStore {
         optimize: "PRAGMA optimize",
         insert_jobs: concat!(
             insert_jobs_head!(),
-            "value, $4, 'queued', 0, $5, $6, $6 FROM json_each($7)"
+            "value, $4, 'queued', 0, $5, $6, $6, $8 FROM json_each($7)"
         ),
     };
 
@@ -220,7 +222,9 @@ impl Backend for SqliteStore {
     }
 
     async fn insert_jobs(&self, tx: &mut Tx<Self>, jobs: &NewJobs, now: i64) -> Ids {
-        let query = Self::insert_query(jobs, now).bind(encode(&jobs.targets)?);
+        let query = Self::insert_query(jobs, now)
+            .bind(encode(&jobs.targets)?)
+            .bind(jobs.priority.rank());
         let done = query.execute(&mut **tx).await.map_err(sql_err)?;
         // N.B. One INSERT under the write lock into a rowid table gives consecutive rowids
         // (max(rowid)+1 each), so the ids are the range ending at the last one.
@@ -267,7 +271,8 @@ impl Backend for SqliteStore {
             "WITH u AS MATERIALIZED (
                  SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS attempts,
                         value ->> 3 AS next_at, value ->> 4 AS request_id,
-                        value ->> 5 AS provider_code, value ->> 6 AS last_error
+                        value ->> 5 AS provider_code, value ->> 6 AS last_error,
+                        value ->> 7 AS served_by_dir
                  FROM json_each($1))
              UPDATE jobs SET ",
             update_set!(),

@@ -128,7 +128,7 @@ macro_rules! shared_statements {
         ) -> Result<Vec<i64>, StoreError> {
             let sql = match verb {
                 Verb::Retry => Self::SQL.retry_candidates,
-                Verb::Cancel => Self::SQL.cancel_candidates,
+                Verb::Cancel | Verb::Prioritize(_) => Self::SQL.cancel_candidates,
             };
             sqlx::query_scalar(sql)
                 .bind(selection.provider.map(Provider::as_str))
@@ -149,11 +149,17 @@ macro_rules! shared_statements {
         }
 
         async fn apply_verb(&self, tx: &mut Tx<Self>, verb: Verb, ids: (&[i64], i64)) -> Done {
-            let sql = match verb {
-                Verb::Retry => Self::SQL.retry,
-                Verb::Cancel => Self::SQL.cancel,
+            let (sql, rank) = match verb {
+                Verb::Retry => (Self::SQL.retry, None),
+                Verb::Cancel => (Self::SQL.cancel, None),
+                Verb::Prioritize(p) => (Self::SQL.prioritize, Some(p.rank())),
             };
             let query = sqlx::query(sql).bind(Self::list(ids.0)?).bind(ids.1);
+            // `$3` only where the statement has it.
+            let query = match rank {
+                Some(rank) => query.bind(rank),
+                None => query,
+            };
             query.execute(&mut **tx).await.map_err(sql_err)?;
             Ok(())
         }
@@ -235,13 +241,14 @@ macro_rules! shared_statements {
             &self,
             tx: &mut Tx<Self>,
             lane: LaneClaim<'_>,
-            after: (i64, i64),
+            after: (i64, i64, i64),
         ) -> Result<Vec<ReadyRow>, StoreError> {
+            // The claim's order: higher priority (lower rank) first, then the oldest.
             let rows = sqlx::query(
-                "SELECT id, next_at, target FROM jobs
+                "SELECT id, priority, next_at, target FROM jobs
                  WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3
-                   AND next_at <= $4 AND (next_at, id) > ($5, $6)
-                 ORDER BY next_at, id LIMIT $7",
+                   AND next_at <= $4 AND (priority, next_at, id) > ($5, $6, $7)
+                 ORDER BY priority, next_at, id LIMIT $8",
             )
             .bind(lane.req.provider.as_str())
             .bind(&lane.req.account)
@@ -249,6 +256,7 @@ macro_rules! shared_statements {
             .bind(lane.req.now)
             .bind(after.0)
             .bind(after.1)
+            .bind(after.2)
             .bind(CLAIM_PAGE)
             .fetch_all(&mut **tx)
             .await
@@ -410,6 +418,43 @@ macro_rules! shared_statements {
             rows.iter().map(rows::account_count).collect()
         }
 
+        async fn queued_targets(&self) -> Result<Vec<LaneTargets>, StoreError> {
+            let rows = sqlx::query(
+                "SELECT provider, account, action, COUNT(DISTINCT target) AS n FROM jobs
+                 WHERE state = 'queued' GROUP BY provider, account, action
+                 ORDER BY provider, account, action",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_err)?;
+            rows.iter().map(rows::lane_targets).collect()
+        }
+
+        async fn ready_targets(&self, lane: &Lane, now: i64, limit: i64) -> Targets {
+            let query = Self::lane_query(
+                "SELECT DISTINCT target FROM jobs
+                 WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3
+                   AND next_at <= $4 AND target IS NOT NULL
+                 ORDER BY target LIMIT $5",
+                lane,
+            );
+            let rows = query.bind(now).bind(limit).fetch_all(&self.pool).await;
+            let rows = rows.map_err(sql_err)?;
+            rows.iter().map(|row| rows::Columns::text(row, "target")).collect()
+        }
+
+        async fn ready_arrivals(&self, lane: &Lane, now: i64) -> Result<Span, StoreError> {
+            let query = Self::lane_query(
+                "SELECT MIN(created_at) AS oldest, MAX(created_at) AS newest FROM jobs
+                 WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3
+                   AND next_at <= $4",
+                lane,
+            );
+            let row = query.bind(now).fetch_one(&self.pool).await.map_err(sql_err)?;
+            let oldest = rows::Columns::opt_int(&row, "oldest")?;
+            Ok(oldest.zip(rows::Columns::opt_int(&row, "newest")?))
+        }
+
         async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
             sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM jobs
@@ -435,6 +480,7 @@ macro_rules! update_set {
          request_id = coalesce(u.request_id, jobs.request_id),
          provider_code = coalesce(u.provider_code, jobs.provider_code),
          last_error = coalesce(u.last_error, jobs.last_error),
+         served_by_dir = coalesce(u.served_by_dir, jobs.served_by_dir),
          lease_owner = NULL,
          lease_expires_at = NULL,"
     };
@@ -482,11 +528,11 @@ macro_rules! insert_call_head {
 pub(super) use insert_call_head;
 
 /// The head of the jobs' insert: `$1`..`$6` provider, account, action, tag, due, now; the
-/// dialect adds where the targets (`$7`) come from.
+/// dialect adds where the targets (`$7`) come from, and the priority rank (`$8`).
 macro_rules! insert_jobs_head {
     () => {
         "INSERT INTO jobs (provider, account, action, target, tag, state, attempts, next_at,
-                           created_at, updated_at)
+                           created_at, updated_at, priority)
          SELECT $1, $2, $3, "
     };
 }

@@ -39,11 +39,13 @@ struct Claim<'a> {
 }
 
 impl Shared {
-    /// Sends the claimed jobs until every one is settled or handed back.
+    /// Sends the claimed jobs until every one is settled or handed back; with `escalate`, the
+    /// URL jobs ride one refresh of that directory.
     pub(super) async fn serve(
         &self,
         lanes: &Lanes,
         claimed: Vec<ClaimedJob>,
+        escalate: Option<&str>,
         strikes: &HashMap<Action, i64>,
     ) -> Result<(), StoreError> {
         let claim = Claim {
@@ -52,6 +54,9 @@ impl Shared {
             strikes,
         };
         let mut batch = Batch::from_claimed(&claimed);
+        if let Some(dir) = escalate {
+            batch.escalate(dir);
+        }
         let mut renewed = false;
         let mut renew = false;
         while !batch.is_empty() {

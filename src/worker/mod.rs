@@ -14,6 +14,7 @@
 //! - Shutdown stops claiming, lets a call in flight finish (bounded by the request timeout),
 //!   records it, and returns claimed-but-unsent jobs to `queued`.
 
+mod budget;
 mod call;
 mod config;
 mod settle;
@@ -31,7 +32,8 @@ pub use settle::Policies;
 use crate::clock;
 use crate::model::{Action, Lane};
 use crate::provider::{Account, Route};
-use crate::store::{ClaimRequest, ClaimedJob, Store, StoreError};
+use crate::quota::{self, Allowance};
+use crate::store::{ClaimedJob, Store, StoreError};
 
 /// A worker failed in a way it cannot ride out.
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +83,14 @@ enum Step {
     Idle(Duration),
 }
 
-/// What a round found claimable: the open lanes and their strikes, or when to look again.
+/// What a round found claimable: the open lanes with their limits (capped by the quota
+/// left) and strikes, and the quota known to be left on every lane of the route (paused or
+/// not); or when to look again.
 enum Open {
     Lanes {
         limits: Vec<(Action, Option<usize>)>,
         strikes: HashMap<Action, i64>,
+        left: HashMap<Action, i64>,
     },
     Paused(Duration),
 }
@@ -211,39 +216,70 @@ impl Shared {
         }
     }
 
-    /// Which of the route's lanes are open now, or how long until one may be.
+    /// Which of the route's lanes are open now and how many targets each may send, or how
+    /// long until one may be. A lane with no quota left waits for the reset.
     async fn open_lanes(&self, lanes: &Lanes, now: i64) -> Result<Open, StoreError> {
         let mut limits = Vec::new();
         let mut strikes = HashMap::new();
+        let mut left = HashMap::new();
         // A paused lane is looked at again when its pause ends, or within a minute.
         let mut wake = clock::add(now, PAUSED_RECHECK);
         for (action, limit) in &lanes.route.lanes {
             let gate = self.store.gate(&lanes.lane(*action)).await?;
-            match gate
+            let known = gate.as_ref().and_then(|g| self.quota_left(lanes, g, now));
+            if let Some(known) = known {
+                left.insert(*action, known);
+            }
+            if let Some(until) = gate
                 .as_ref()
                 .and_then(|g| g.paused_until)
                 .filter(|t| *t > now)
             {
-                Some(until) => wake = wake.min(until),
-                None => {
+                wake = wake.min(until);
+                continue;
+            }
+            match quota::allowance(*limit, known) {
+                Allowance::Send(limit) => {
                     strikes.insert(*action, gate.map_or(0, |g| g.strikes));
-                    limits.push((*action, *limit));
+                    limits.push((*action, limit));
+                }
+                // N.B. Nothing is written: the reading itself keeps the lane shut until the
+                // reset (`status` shows it waiting), so its gate and strikes stay as they are.
+                Allowance::Exhausted => {
+                    let reset = lanes.account.quota_reset_at(now);
+                    wake = wake.min(reset.unwrap_or(wake));
                 }
             }
         }
         if limits.is_empty() {
             return Ok(Open::Paused(until(now, wake)));
         }
-        Ok(Open::Lanes { limits, strikes })
+        Ok(Open::Lanes {
+            limits,
+            strikes,
+            left,
+        })
     }
 
     /// One claim-call-record round.
     async fn step(&self, lanes: &Lanes) -> Result<Step, StoreError> {
         let now = clock::now_ms();
-        let (limits, strikes) = match self.open_lanes(lanes, now).await? {
+        let (limits, strikes, left) = match self.open_lanes(lanes, now).await? {
             Open::Paused(wait) => return Ok(Step::Idle(wait)),
-            Open::Lanes { limits, strikes } => (limits, strikes),
+            Open::Lanes {
+                limits,
+                strikes,
+                left,
+            } => (limits, strikes, left),
         };
+        if let Some(wait) = self.hold(lanes, &limits, now).await? {
+            return Ok(Step::Idle(wait));
+        }
+        if let Some(escalation) = self.escalation(lanes, &limits, &left, now).await? {
+            let dir = Some(escalation.dir.as_str());
+            self.serve(lanes, escalation.jobs, dir, &strikes).await?;
+            return Ok(Step::Served);
+        }
         let claimed = self.claim(lanes, &limits, now).await?;
         if claimed.is_empty() {
             let mut next = clock::add(now, self.config.poll_interval);
@@ -254,7 +290,7 @@ impl Shared {
             }
             return Ok(Step::Idle(until(now, next)));
         }
-        self.serve(lanes, claimed, &strikes).await?;
+        self.serve(lanes, claimed, None, &strikes).await?;
         Ok(Step::Served)
     }
 
@@ -268,14 +304,7 @@ impl Shared {
         let started = std::time::Instant::now();
         let claimed = self
             .store
-            .claim(&ClaimRequest {
-                provider: lanes.account.provider(),
-                account: lanes.account.account().to_owned(),
-                actions: limits.to_vec(),
-                owner: self.config.id.clone(),
-                lease_until: clock::add(now, self.config.lease()),
-                now,
-            })
+            .claim(&self.claim_request(lanes, limits.to_vec(), now))
             .await?;
         self.handles.metrics.observe_claim(
             lanes.account.provider(),

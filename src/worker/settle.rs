@@ -3,7 +3,9 @@
 //! - Accepted: every job `succeeded` with the request id, except targets the provider named as
 //!   invalid, which fail for good. An attempt is spent.
 //! - Invalid targets / rejected action: the named jobs fail for good; the rest of the request
-//!   stays claimed and is sent again at once.
+//!   stays claimed and is sent again at once. URL jobs that rode a rejected directory refresh in
+//!   their place (escalation) go back to the queue untouched, and the directory lane pauses.
+//! - Accepted: a URL job that rode a directory refresh records that directory.
 //! - Quota: every job goes back to `queued` with no attempt spent; the exhausted action's lane
 //!   pauses with backoff, never past the provider's daily reset.
 //! - Rate limit, auth: jobs go back untouched; the request's lanes pause with backoff.
@@ -147,6 +149,7 @@ impl Settling<'_> {
                 request_id: report.request_id.clone(),
                 provider_code: report.code,
                 last_error: error.clone(),
+                served_by_dir: None,
             })
             .collect()
     }
@@ -161,6 +164,7 @@ impl Settling<'_> {
                 request_id: None,
                 provider_code: report.code,
                 last_error: Some(reason(report)),
+                served_by_dir: None,
             })
             .collect()
     }
@@ -185,9 +189,13 @@ impl Settling<'_> {
                     report,
                     Some(rejection(r.code, &r.reason)),
                 )),
-                None => out
-                    .updates
-                    .extend(self.done(&ids, JobState::Succeeded, report, None)),
+                None => {
+                    let mut done = self.done(&ids, JobState::Succeeded, report, None);
+                    for job in done.iter_mut().filter(|j| batch.stands_in(j.id)) {
+                        job.served_by_dir.clone_from(&target);
+                    }
+                    out.updates.extend(done);
+                }
             }
         }
         for action in actions {
@@ -224,6 +232,38 @@ impl Settling<'_> {
         Ok(())
     }
 
+    /// Rejected action: its own jobs fail for good and the rest is sent again. URL jobs that
+    /// rode a directory refresh in their place (escalation) go back untouched, and the action's
+    /// lane pauses so escalation stops trying. `Err` with the batch untouched if it carried no
+    /// job of that action.
+    fn action_rejected(
+        &self,
+        report: &CallReport,
+        action: Action,
+        mut batch: Batch,
+        out: &mut Settlement,
+    ) -> Result<(), Batch> {
+        let refused = batch.take(|a, _| a == action);
+        if refused.is_empty() {
+            return Err(batch);
+        }
+        let mut stood_in = Vec::new();
+        for (_, ids) in refused {
+            let (back, own): (Vec<i64>, Vec<i64>) =
+                ids.into_iter().partition(|id| batch.stands_in(*id));
+            stood_in.extend(back);
+            out.updates
+                .extend(self.done(&own, JobState::Failed, report, Some(reason(report))));
+        }
+        if !stood_in.is_empty() {
+            out.updates.extend(self.untouched(&stood_in, report));
+            out.gates
+                .push(self.pause(action, self.policies.auth, None, report));
+        }
+        out.resend = batch;
+        Ok(())
+    }
+
     /// Maps one call's report onto the jobs of `batch`.
     pub fn settle(&self, report: &CallReport, mut batch: Batch) -> Settlement {
         let mut out = Settlement::default();
@@ -243,19 +283,9 @@ impl Settling<'_> {
                 }
             }
             Outcome::ActionRejected { action } => {
-                let refused = batch.take(|a, _| a == *action);
-                if refused.is_empty() {
+                if let Err(batch) = self.action_rejected(report, *action, batch, &mut out) {
                     return self.transient(report, batch);
                 }
-                for (_, ids) in refused {
-                    out.updates.extend(self.done(
-                        &ids,
-                        JobState::Failed,
-                        report,
-                        Some(reason(report)),
-                    ));
-                }
-                out.resend = batch;
             }
             Outcome::Quota { action } => {
                 out.updates = self.untouched(&batch.job_ids(), report);
@@ -360,6 +390,7 @@ impl Settling<'_> {
                     } else {
                         reason(report)
                     }),
+                    served_by_dir: None,
                 }
             })
             .collect();
@@ -534,6 +565,38 @@ mod tests {
         );
         assert_eq!(states(&s), vec![(4, JobState::Failed, 1)]);
         assert_eq!(s.resend.job_ids(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn urls_escalated_to_a_refused_directory_refresh_go_back_untouched() {
+        let s = Settling {
+            provider: Provider::Qiniu,
+            account: "default",
+            attempts: &HashMap::new(),
+            strikes: &HashMap::new(),
+            quota_reset_at: None,
+            now: 1_000_000,
+            policies: Policies::default(),
+        };
+        let mut escalated = batch();
+        escalated.escalate("http://a/d/");
+        let outcome = Outcome::ActionRejected {
+            action: Action::RefreshDir,
+        };
+        let out = s.settle(&report(outcome), escalated);
+        assert_eq!(
+            states(&out),
+            vec![
+                (1, JobState::Queued, 0),
+                (2, JobState::Queued, 0),
+                (3, JobState::Queued, 0),
+                (4, JobState::Failed, 1)
+            ]
+        );
+        assert!(
+            matches!(&out.gates[..], [GateChange::Pause { lane, .. }] if lane.action == Action::RefreshDir)
+        );
+        assert!(out.resend.is_empty());
     }
 
     #[test]

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use purgeq::emulator::{self, Emulator, EmulatorConfig};
 use purgeq::model::{Action, DEFAULT_ACCOUNT, Provider};
+use purgeq::pacer::Pacer;
+use purgeq::planner::Batch;
 use purgeq::policy::RetryPolicy;
-use purgeq::provider::Account;
 use purgeq::provider::pan123::{Pan123Account, Pan123Client, Pan123Settings};
 use purgeq::provider::qiniu::{Credentials, QiniuAccount, QiniuClient, QiniuSettings};
+use purgeq::provider::{Account, CallFuture, CallReport, Coalesce, Credential, Route};
 use purgeq::secret::Secret;
 use purgeq::store::{NewJobs, Store};
 use purgeq::worker::{DEFAULT_LEASE, Handles, Policies, Timeouts, WorkerConfig, worker_id};
@@ -70,7 +72,24 @@ pub fn providers_with(emu: &Emulator, qiniu: QiniuSettings) -> Vec<Arc<dyn Accou
             secret_key: Secret::new(SK),
         },
     );
-    let pan123_client = Pan123Client::new(
+    // No coalescing window: tests of other behaviour send 123pan jobs at once.
+    let at_once = Coalesce {
+        settle: Duration::ZERO,
+        max_delay: Duration::ZERO,
+    };
+    vec![
+        Arc::new(QiniuAccount::new(qiniu_client, qiniu)),
+        pan123_account(emu, at_once),
+    ]
+}
+
+/// The test 123pan account at the emulator, unpaced, holding bursts as `coalesce` says.
+pub fn pan123_account(emu: &Emulator, coalesce: Coalesce) -> Arc<dyn Account> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    let client = Pan123Client::new(
         http,
         emu.url(),
         purgeq::provider::pan123::Credentials {
@@ -78,14 +97,59 @@ pub fn providers_with(emu: &Emulator, qiniu: QiniuSettings) -> Vec<Arc<dyn Accou
             client_secret: Secret::new(CLIENT_SECRET),
         },
     );
-    let pan123 = Pan123Settings {
+    let settings = Pan123Settings {
         requests_per_sec: 0.0,
+        coalesce,
         ..Pan123Settings::default()
     };
-    vec![
-        Arc::new(QiniuAccount::new(qiniu_client, qiniu)),
-        Arc::new(Pan123Account::new(pan123_client, pan123)),
-    ]
+    Arc::new(Pan123Account::new(client, settings))
+}
+
+/// A test double around a real account whose daily quotas reset every `day`, so a test lives
+/// through several quota days in a second.
+#[derive(Debug)]
+pub struct ShortDays {
+    /// The account that does the work.
+    pub inner: Arc<dyn Account>,
+    /// The length of a quota day.
+    pub day: Duration,
+}
+
+impl Account for ShortDays {
+    fn provider(&self) -> Provider {
+        self.inner.provider()
+    }
+    fn account(&self) -> &str {
+        self.inner.account()
+    }
+    fn routes(&self) -> &[Route] {
+        self.inner.routes()
+    }
+    fn pacer(&self) -> &Pacer {
+        self.inner.pacer()
+    }
+    fn prepare<'a>(
+        &'a self,
+        store: &'a Store,
+        renew: bool,
+    ) -> CallFuture<'a, Result<Credential, CallReport>> {
+        self.inner.prepare(store, renew)
+    }
+    fn send<'a>(
+        &'a self,
+        route: &'a Route,
+        batch: &'a Batch,
+        credential: &'a Credential,
+    ) -> CallFuture<'a, CallReport> {
+        self.inner.send(route, batch, credential)
+    }
+    fn quota_reset_at(&self, now: i64) -> Option<i64> {
+        let day = i64::try_from(self.day.as_millis()).expect("a short day");
+        Some((now / day + 1) * day)
+    }
+    fn escalate_dir_after(&self) -> Option<u32> {
+        self.inner.escalate_dir_after()
+    }
 }
 
 /// A worker config with millisecond backoffs, so tests never wait minutes.
@@ -119,6 +183,7 @@ pub async fn enqueue(store: &Store, action: Action, targets: &[String]) -> Vec<i
                 action,
                 tag: None,
                 not_before: now,
+                priority: purgeq::model::Priority::Normal,
                 targets: targets.iter().cloned().map(Some).collect(),
             },
             now,
@@ -143,15 +208,28 @@ pub async fn drain_once(store: &Store, emu: &Emulator, mut config: WorkerConfig)
 
 /// Runs the worker in the background until `done` holds (checked every 20 ms, for at most
 /// 30 s), then shuts it down and waits for it.
-pub async fn run_until<F, Fut>(store: &Store, emu: &Emulator, config: WorkerConfig, mut done: F)
+pub async fn run_until<F, Fut>(store: &Store, emu: &Emulator, config: WorkerConfig, done: F)
 where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    run_until_with(store, providers(emu), config, done).await;
+}
+
+/// [`run_until`] over `accounts`.
+pub async fn run_until_with<F, Fut>(
+    store: &Store,
+    accounts: Vec<Arc<dyn Account>>,
+    config: WorkerConfig,
+    mut done: F,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(purgeq::worker::run(
         store.clone(),
-        providers(emu),
+        accounts,
         config,
         Handles::from_env(),
         shutdown.clone(),

@@ -6,6 +6,8 @@
 //!   is used, so processes sharing a store do not each ask for one.
 //! - A failure to cache a token is not a failure to send: the token serves this call only.
 
+use std::time::Duration;
+
 use tracing::{info, warn};
 
 use super::{Pan123Client, REQUESTS_PER_SEC, needs_renewal};
@@ -13,7 +15,7 @@ use crate::clock;
 use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
 use crate::pacer::Pacer;
 use crate::planner::Batch;
-use crate::provider::{Account, CallFuture, CallReport, Credential, Route};
+use crate::provider::{Account, CallFuture, CallReport, Coalesce, Credential, Route};
 use crate::seal;
 use crate::store::{CachedToken, Store};
 
@@ -24,7 +26,15 @@ pub struct Pan123Settings {
     pub account: String,
     /// Requests per second (0: unlimited).
     pub requests_per_sec: f64,
+    /// Every call refreshes the whole account, so a burst of jobs is held until it settles
+    /// and then costs one call (`--pan123-settle`, `--pan123-max-delay`).
+    pub coalesce: Coalesce,
 }
+
+/// How long a burst of 123pan jobs may keep arriving before one refresh serves it.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(3);
+/// The longest the first job of a burst is held, however long the burst lasts.
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(30);
 
 impl Default for Pan123Settings {
     /// The default account at the documented limit.
@@ -32,6 +42,10 @@ impl Default for Pan123Settings {
         Pan123Settings {
             account: DEFAULT_ACCOUNT.to_owned(),
             requests_per_sec: REQUESTS_PER_SEC,
+            coalesce: Coalesce {
+                settle: DEFAULT_SETTLE,
+                max_delay: DEFAULT_MAX_DELAY,
+            },
         }
     }
 }
@@ -56,6 +70,7 @@ impl Pan123Account {
                 // One call refreshes the whole account: it serves every ready job.
                 lanes: vec![(Action::RefreshAll, None)],
                 account_wide: true,
+                coalesce: Some(settings.coalesce),
             }],
             pacer: Pacer::new(0.0, settings.requests_per_sec),
             account: settings.account,

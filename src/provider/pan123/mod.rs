@@ -18,7 +18,7 @@ use super::wire::{
 };
 use super::{CallReport, Outcome};
 use crate::secret::Secret;
-pub use account::{Pan123Account, Pan123Settings};
+pub use account::{DEFAULT_MAX_DELAY, DEFAULT_SETTLE, Pan123Account, Pan123Settings};
 
 /// The production endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://open-api.123pan.com";

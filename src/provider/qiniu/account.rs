@@ -23,7 +23,10 @@ pub struct QiniuSettings {
     pub targets_per_sec: f64,
     /// Requests per second (0: unlimited).
     pub requests_per_sec: f64,
-    /// Used by directory escalation: the config file's `escalate_dir_after` (at least 2).
+    /// Directory escalation: at least this many distinct queued URLs under one directory are
+    /// served by one refresh of it when the URL quota cannot cover today's queue and the
+    /// directory quota can (`escalate_dir_after` in the config file,
+    /// `PURGEQ_QINIU_ESCALATE_DIR_AFTER` for the default account). `None`: never.
     pub escalate_dir_after: Option<u32>,
 }
 
@@ -48,6 +51,7 @@ pub struct QiniuAccount {
     account: String,
     routes: [Route; 2],
     pacer: Pacer,
+    escalate_dir_after: Option<u32>,
 }
 
 impl QiniuAccount {
@@ -65,15 +69,18 @@ impl QiniuAccount {
                         (Action::RefreshDir, Some(settings.batch_dirs)),
                     ],
                     account_wide: false,
+                    coalesce: None,
                 },
                 Route {
                     name: "qiniu/prefetch",
                     operation: Operation::Prefetch.as_str(),
                     lanes: vec![(Action::PrefetchUrl, urls)],
                     account_wide: false,
+                    coalesce: None,
                 },
             ],
             pacer: Pacer::new(settings.targets_per_sec, settings.requests_per_sec),
+            escalate_dir_after: settings.escalate_dir_after,
             account: settings.account,
         }
     }
@@ -128,6 +135,10 @@ impl Account for QiniuAccount {
 
     fn quota_reset_at(&self, now: i64) -> Option<i64> {
         Some(next_china_midnight(now))
+    }
+
+    fn escalate_dir_after(&self) -> Option<u32> {
+        self.escalate_dir_after
     }
 }
 
