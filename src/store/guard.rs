@@ -103,7 +103,7 @@ pub(super) async fn open_sqlite_read_only(
         .create_if_missing(false)
         .busy_timeout(busy_timeout);
     let connect = |options: SqliteConnectOptions| {
-        SqlitePoolOptions::new()
+        super::pool_options(SqlitePoolOptions::new())
             .max_connections(2)
             .connect_with(options)
     };

@@ -364,6 +364,20 @@ impl Store {
     }
 }
 
+/// `options` without the pool's idle and lifetime reaping. sqlx 0.9.0's reaper can read a
+/// wrapped-around idle count and spin at 100% CPU forever (launchbadge/sqlx#3645, fixed after
+/// 0.9.0 by sqlx PR 4289); without an idle timeout or a maximum lifetime, and with no minimum
+/// of connections, sqlx starts no reaper at all. purgeq's pools are small and its connections
+/// are cheap to keep: nothing is lost.
+fn pool_options<DB: sqlx::Database>(
+    options: sqlx::pool::PoolOptions<DB>,
+) -> sqlx::pool::PoolOptions<DB> {
+    options
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .min_connections(0)
+}
+
 /// The job states that are final, for SQL: a job in one of them never changes on its own
 /// (see [`JobState::is_final`]; a unit test keeps the two lists equal).
 macro_rules! final_states {

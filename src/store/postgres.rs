@@ -88,7 +88,7 @@ impl PgStore {
         } else {
             connect
         };
-        let pool = PgPoolOptions::new()
+        let pool = super::pool_options(PgPoolOptions::new())
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(connect)

@@ -81,7 +81,7 @@ impl SqliteStore {
             })
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
+        let pool = super::pool_options(SqlitePoolOptions::new())
             .max_connections(options.max_connections.max(1))
             .connect_with(connect)
             .await
