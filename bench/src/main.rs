@@ -19,7 +19,7 @@
 //! - **scale**: one database filled to 10k, 100k and 1M rows (92% finished, 6.5% queued); at
 //!   each size, `Store::claim` (as the worker asks, then released) and `status` (library and
 //!   process) p50/p99, beside the minimal queries a plain client needs for the same answers.
-//! - **quota-week**: a simulated week (days of 2 s) of over-quota traffic through the worker
+//! - **quota-week**: a simulated week (short days) of over-quota traffic through the worker
 //!   (the library's loop, in process) against the emulator: quota units per distinct target,
 //!   units left unused at each reset while work was queued, refusals. Baseline: the same week
 //!   with the provider's quota readings hidden from the worker (full batches, as before issue
@@ -96,7 +96,8 @@ pub struct Sizes {
     pub status_spawns: usize,
     /// Simulated days in the quota week.
     pub week_days: usize,
-    /// How long a simulated day lasts.
+    /// A simulated day's nominal length (a day ends early once its quota is spent or the
+    /// worker goes quiet).
     pub week_day: std::time::Duration,
     /// New distinct URLs each simulated day (over the quota of 500).
     pub week_urls_per_day: usize,

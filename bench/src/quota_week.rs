@@ -1,8 +1,10 @@
 //! The quota week: a simulated week of over-quota traffic through the real worker (the
-//! library's `worker::run`, in process) against the in-process emulator, with days a second or
-//! two long.
+//! library's `worker::run`, in process) against the in-process emulator, on simulated days.
 //!
-//! Each day brings more distinct URLs than the daily quota (500) and some duplicates. At each
+//! Each day brings more distinct URLs than the daily quota (500) and some duplicates. A day
+//! ends once its quota is spent, a request is refused for quota (nothing more goes through
+//! before the reset), the queue is empty, or the worker has gone quiet (no request for
+//! [`QUIET`]), so a slow machine lengthens the days instead of cutting them short. At each
 //! day's end the bench reads what the emulator has left of the day's URL quota and whether
 //! jobs were still queued, then refills the quota and only then tells the worker's account that
 //! the day turned, so the worker can never be ahead of the emulator's reset.
@@ -26,7 +28,7 @@ use purgeq::planner::Batch;
 use purgeq::provider::qiniu::{Credentials, QiniuAccount, QiniuClient, QiniuSettings};
 use purgeq::provider::{Account, CallFuture, CallReport, Credential, Route};
 use purgeq::secret::Secret;
-use purgeq::store::{NewJobs, Store};
+use purgeq::store::{Location, NewJobs, Store};
 use purgeq::worker::{DEFAULT_LEASE, Handles, Policies, Timeouts, WorkerConfig, worker_id};
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +39,12 @@ use crate::util::thousands;
 
 /// The emulated account's daily URL refresh quota (Qiniu's default).
 const QUOTA: u64 = 500;
+
+/// A day ends after this long without a request reaching the emulator.
+const QUIET: Duration = Duration::from_secs(5);
+
+/// The longest a simulated day lasts.
+const LONGEST_DAY: Duration = Duration::from_secs(60);
 
 /// What one simulated week did.
 #[derive(Debug, Default)]
@@ -54,8 +62,8 @@ struct Week {
 }
 
 /// Days of a simulated week, turned by the bench: a reading counts until the first turn after
-/// it; a turn not yet announced lies ahead (at its planned time, or just ahead of now once that
-/// has passed), so the worker waits for the bench's announcement.
+/// it; a turn not yet announced lies ahead (a nominal day after the last, or just ahead of now
+/// once that has passed), so the worker waits for the bench's announcement.
 #[derive(Debug)]
 struct Days {
     start: i64,
@@ -69,7 +77,7 @@ impl Days {
         if let Some(at) = turned.iter().find(|at| **at > t) {
             return *at;
         }
-        let planned = self.start + (turned.len() as i64 + 1) * self.length;
+        let planned = turned.last().copied().unwrap_or(self.start) + self.length;
         planned.max(purgeq::clock::now_ms() + 1)
     }
 
@@ -137,15 +145,18 @@ pub fn run(backend: &Backend, sizes: &Sizes, report: &mut Report) -> anyhow::Res
         .context("starting a Tokio runtime")?;
     let name = backend.name();
     eprintln!("{name} quota week: {} simulated days", sizes.week_days);
-    let purgeq = rt.block_on(week(backend, sizes, false))?;
-    let baseline = rt.block_on(week(backend, sizes, true))?;
+    // N.B. Scratch databases are made and dropped outside the runtime (PostgreSQL's use one of
+    // their own).
+    let scratch = backend.scratch()?;
+    let purgeq = rt.block_on(week(scratch.location(), sizes, false))?;
+    let scratch = backend.scratch()?;
+    let baseline = rt.block_on(week(scratch.location(), sizes, true))?;
     push_rows(report, name, &purgeq, &baseline);
     Ok(())
 }
 
-async fn week(backend: &Backend, sizes: &Sizes, hide_readings: bool) -> anyhow::Result<Week> {
-    let scratch = backend.scratch()?;
-    let store = open_store(scratch.location()).await?;
+async fn week(location: &Location, sizes: &Sizes, hide_readings: bool) -> anyhow::Result<Week> {
+    let store = open_store(location).await?;
     let mut config = EmulatorConfig::default();
     config.qiniu.quotas.url_refresh = QUOTA;
     let emu = emulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
@@ -172,9 +183,7 @@ async fn week(backend: &Backend, sizes: &Sizes, hide_readings: bool) -> anyhow::
     let mut out = Week::default();
     for day in 0..sizes.week_days {
         enqueue_day(&store, day, sizes.week_urls_per_day).await?;
-        let end = days.start + (day as i64 + 1) * days.length;
-        let wait = u64::try_from(end - purgeq::clock::now_ms()).unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        day_ends(&emu, &store).await?;
         let left = emu.stats().qiniu.quota.url_refresh.surplus;
         if queued(&store).await? > 0 {
             out.unused += left;
@@ -191,6 +200,33 @@ async fn week(backend: &Backend, sizes: &Sizes, hide_readings: bool) -> anyhow::
     out.twice = stats.purged.values().filter(|n| **n > 1).count() as u64;
     emu.shutdown().await;
     Ok(out)
+}
+
+/// Waits until the day's quota is spent or refused, the queue is empty or the worker has gone
+/// quiet.
+async fn day_ends(emu: &emulator::Emulator, store: &Store) -> anyhow::Result<()> {
+    let refused = |stats: &purgeq::emulator::qiniu::QiniuStats| -> u64 {
+        stats.days.values().map(|d| d.quota_refused).sum()
+    };
+    let refused_before = refused(&emu.stats().qiniu);
+    let began = tokio::time::Instant::now();
+    let (mut seen, mut last_request) = (u64::MAX, began);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stats = emu.stats().qiniu;
+        let requests: u64 = stats.requests.values().sum();
+        if requests != seen {
+            (seen, last_request) = (requests, tokio::time::Instant::now());
+        }
+        if stats.quota.url_refresh.surplus == 0
+            || refused(&stats) > refused_before
+            || queued(store).await? == 0
+            || last_request.elapsed() > QUIET
+            || began.elapsed() > LONGEST_DAY
+        {
+            return Ok(());
+        }
+    }
 }
 
 fn qiniu_account(endpoint: &str) -> anyhow::Result<QiniuAccount> {
