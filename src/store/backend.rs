@@ -245,6 +245,9 @@ pub(super) trait Backend: Sync {
 
     /// Whether any job of `provider` is queued or running.
     async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError>;
+
+    /// Tells waiting workers, when `tx` commits, that jobs became ready (see `store/wake.rs`).
+    async fn notify_ready(&self, tx: &mut Tx<Self>) -> Result<(), StoreError>;
 }
 
 /// A lane gate's new pause state.
@@ -276,6 +279,7 @@ pub(super) async fn enqueue<B: Backend>(
     }
     let mut tx = b.begin().await?;
     let ids = b.insert_jobs(&mut tx, jobs, now).await?;
+    b.notify_ready(&mut tx).await?;
     commit::<B>(tx).await?;
     b.after_bulk_insert(ids.len()).await?;
     Ok(ids)
@@ -310,6 +314,9 @@ pub(super) async fn verb<B: Backend>(
         found.iter().map(|j| j.id).collect()
     };
     b.apply_verb(&mut tx, verb, &ids, now).await?;
+    if verb == Verb::Retry {
+        b.notify_ready(&mut tx).await?;
+    }
     commit::<B>(tx).await?;
     Ok(VerbResult::Changed(ids))
 }

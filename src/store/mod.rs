@@ -16,6 +16,7 @@ mod guard;
 mod postgres;
 mod rows;
 mod sqlite;
+mod wake;
 
 use backend::Verb;
 
@@ -27,6 +28,7 @@ use serde::Serialize;
 pub use dashboard::{HourCount, JobPage};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use wake::{SQLITE_PERIOD, Wake};
 
 pub use crate::model::ClaimedJob;
 use crate::model::{Action, JobState, Lane, Provider};
@@ -312,6 +314,12 @@ impl Store {
     /// use the indexes even on a table that just grew by a bulk enqueue).
     pub async fn optimize(&self) -> Result<(), StoreError> {
         dispatch!(self, s => backend::Backend::optimize(s).await)
+    }
+
+    /// Starts the signal that wakes an idle worker when jobs become ready (PostgreSQL
+    /// `LISTEN`, SQLite `PRAGMA data_version`; see `store/wake.rs`), until `stop`.
+    pub fn wake(&self, stop: tokio_util::sync::CancellationToken) -> Wake {
+        dispatch!(self, s => s.wake(stop))
     }
 
     /// Whether any job of `provider` is queued or running.

@@ -36,6 +36,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// How its connections are made, for the wake-up listener's own connection.
+    connect: PgConnectOptions,
 }
 
 /// `url` with its password replaced, for messages.
@@ -88,7 +90,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(2))
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(|source| StoreError::Connect {
                 url: shown.clone(),
@@ -97,7 +99,7 @@ impl PgStore {
         let ours = super::guard::refuse_foreign_pg(&pool, &shown).await?;
         if options.read_only && ours {
             super::guard::check_pg_schema(&pool, &shown, &MIGRATOR).await?;
-            return Ok(PgStore { pool });
+            return Ok(PgStore { pool, connect });
         }
         if options.read_only {
             // An empty database: created (migrated) as before, so `status` shows an empty queue.
@@ -108,14 +110,24 @@ impl PgStore {
             };
             return Box::pin(Self::connect(url, &writable)).await;
         }
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                path: shown,
-                source,
-            })?;
-        Ok(PgStore { pool })
+        // A current schema needs no migrator run (one read tells).
+        if !ours || super::guard::pg_applied(&pool).await != super::guard::newest(&MIGRATOR) {
+            MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|source| StoreError::Migrate {
+                    path: shown,
+                    source,
+                })?;
+        }
+        Ok(PgStore { pool, connect })
+    }
+}
+
+impl PgStore {
+    /// Starts the wake-up listener (see `store/wake.rs`) until `stop`.
+    pub(super) fn wake(&self, stop: tokio_util::sync::CancellationToken) -> super::Wake {
+        super::wake::postgres(self.connect.clone(), stop)
     }
 }
 
@@ -725,6 +737,16 @@ impl Backend for PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(sql_err)
+    }
+
+    async fn notify_ready(&self, tx: &mut Tx<Self>) -> Result<(), StoreError> {
+        // Delivered when the transaction commits, and not at all if it rolls back.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(super::wake::CHANNEL)
+            .execute(&mut **tx)
+            .await
+            .map_err(sql_err)?;
+        Ok(())
     }
 }
 

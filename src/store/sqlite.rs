@@ -29,6 +29,8 @@ use crate::model::{Action, JobState, Lane, Provider};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// How its connections are made, for the wake-up signal's own connection.
+    connect: SqliteConnectOptions,
 }
 
 /// Maps SQLite's lock and permission failures to errors an operator can act on.
@@ -61,11 +63,12 @@ impl SqliteStore {
     pub async fn open(path: &Path, options: &OpenOptions) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
         guard::refuse_special_file(path)?;
-        guard::refuse_foreign_sqlite(path).await?;
+        let applied = guard::refuse_foreign_sqlite(path).await?;
         // A database not created yet is created as before (`status` then shows an empty queue).
         if options.read_only && std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             let pool = guard::open_sqlite_read_only(path, options.busy_timeout, &MIGRATOR).await?;
-            return Ok(SqliteStore { pool });
+            let connect = (*pool.connect_options()).clone();
+            return Ok(SqliteStore { pool, connect });
         }
         prepare_files(path)?;
         let connect = SqliteConnectOptions::new()
@@ -80,7 +83,7 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(|e| match sql_err(e) {
                 StoreError::Sql(source) => diagnose_open(path).unwrap_or(StoreError::Open {
@@ -89,9 +92,17 @@ impl SqliteStore {
                 }),
                 other => other,
             })?;
-        let store = SqliteStore { pool };
-        store.migrate(&shown).await?;
+        let store = SqliteStore { pool, connect };
+        // The guard read the newest applied migration: a current schema needs no migrator run.
+        if applied != guard::newest(&MIGRATOR) {
+            store.migrate(&shown).await?;
+        }
         Ok(store)
+    }
+
+    /// Starts the wake-up signal (see `store/wake.rs`) until `stop`.
+    pub(super) fn wake(&self, stop: tokio_util::sync::CancellationToken) -> super::Wake {
+        super::wake::sqlite(self.connect.clone(), stop)
     }
 
     /// Applies pending migrations. Several processes may open a new database at once: a loser
@@ -717,6 +728,11 @@ impl Backend for SqliteStore {
         .fetch_one(&self.pool)
         .await
         .map_err(sql_err)
+    }
+
+    async fn notify_ready(&self, _tx: &mut Tx<Self>) -> Result<(), StoreError> {
+        // Workers see the commit through `PRAGMA data_version` (store/wake.rs).
+        Ok(())
     }
 }
 

@@ -11,6 +11,9 @@
 //! - The worker knows providers only as [`Account`]s: each route of each account runs its own
 //!   loop, so a paused or slow lane never delays another. Jobs are claimed for the route's
 //!   provider and the account's own name.
+//! - An idle route loop sleeps until its next due job, its poll interval, or a wake-up from the
+//!   store (enqueue or retry committed; see `store/wake.rs`), whichever comes first. A wake-up
+//!   is only a hint: polling stays, so a lost one delays a job by at most the poll interval.
 //! - Shutdown stops claiming, lets a call in flight finish (bounded by the request timeout),
 //!   records it, and returns claimed-but-unsent jobs to `queued`.
 
@@ -31,7 +34,7 @@ pub use settle::Policies;
 use crate::clock;
 use crate::model::{Action, Lane};
 use crate::provider::{Account, Route};
-use crate::store::{ClaimRequest, ClaimedJob, Store, StoreError};
+use crate::store::{ClaimRequest, ClaimedJob, Store, StoreError, Wake};
 
 /// A worker failed in a way it cannot ride out.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,7 @@ struct Shared {
     config: WorkerConfig,
     handles: Handles,
     shutdown: CancellationToken,
+    wake: Wake,
 }
 
 /// One route of one account: what a route loop drives.
@@ -94,11 +98,17 @@ pub async fn run(
     handles: Handles,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    let wake = if config.once {
+        Wake::never()
+    } else {
+        store.wake(shutdown.child_token())
+    };
     let shared = Arc::new(Shared {
         store,
         config,
         handles,
         shutdown,
+        wake,
     });
     if let Err(e) = shared.store.optimize().await {
         warn!(error = %e, "could not refresh the planner's statistics");
@@ -153,6 +163,15 @@ impl Shared {
         }
     }
 
+    /// Sleeps for `d` unless a wake-up or shutdown comes first; returns whether shutdown came.
+    async fn sleep_or_wake(&self, d: Duration, wake: &mut Wake) -> bool {
+        tokio::select! {
+            () = self.shutdown.cancelled() => true,
+            () = tokio::time::sleep(d) => false,
+            () = wake.changed() => false,
+        }
+    }
+
     /// Keeps the service manager's `STATUS=` line current: queue depth and paused lanes.
     async fn report_status(&self) {
         let every = self.config.poll_interval.max(Duration::from_secs(1));
@@ -189,8 +208,11 @@ impl Shared {
             .notifier
             .heartbeat_every()
             .unwrap_or(Duration::MAX);
+        let mut wake = self.wake.clone();
         while !self.shutdown.is_cancelled() {
             self.handles.notifier.beat(lanes.route.name);
+            // A wake-up that comes while this step runs cuts the next sleep short.
+            wake.seen();
             let wait = match self.step(lanes).await {
                 Ok(Step::Served) => continue,
                 Ok(Step::Idle(wait)) => wait.min(beat),
@@ -199,7 +221,7 @@ impl Shared {
                     self.config.poll_interval
                 }
             };
-            if self.config.once || self.sleep(wait).await {
+            if self.config.once || self.sleep_or_wake(wait, &mut wake).await {
                 return;
             }
         }
