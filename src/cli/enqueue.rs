@@ -173,7 +173,7 @@ impl Args {
             }
             Ok(good) => good.into_iter().map(Some).collect(),
         };
-        let store = ctx.open(Durability::Full).await?;
+        let store = ctx.open_one(Durability::Full).await?;
         let now = clock::now_ms();
         let jobs = NewJobs {
             provider: self.provider,

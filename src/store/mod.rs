@@ -17,6 +17,7 @@ mod postgres;
 mod rows;
 mod sqlite;
 mod wake;
+mod wal;
 
 use backend::Verb;
 
@@ -29,6 +30,7 @@ pub use dashboard::{HourCount, JobPage};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use wake::{SQLITE_PERIOD, Wake};
+pub use wal::WAL_BOUND;
 
 pub use crate::model::ClaimedJob;
 use crate::model::{Action, JobState, Lane, Provider};
@@ -320,6 +322,15 @@ impl Store {
     /// `LISTEN`, SQLite `PRAGMA data_version`; see `store/wake.rs`), until `stop`.
     pub fn wake(&self, stop: tokio_util::sync::CancellationToken) -> Wake {
         dispatch!(self, s => s.wake(stop))
+    }
+
+    /// Keeps a SQLite WAL bounded (see `store/wal.rs`): checkpoints it and returns its size in
+    /// bytes before; `None` on PostgreSQL, which needs nothing of the kind.
+    pub async fn checkpoint(&self) -> Result<Option<u64>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.checkpoint().await.map(Some),
+            Store::Postgres(_) => Ok(None),
+        }
     }
 
     /// Whether any job of `provider` is queued or running.

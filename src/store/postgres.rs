@@ -88,7 +88,7 @@ impl PgStore {
             connect
         };
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(2))
+            .max_connections(options.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(connect.clone())
             .await

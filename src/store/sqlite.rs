@@ -80,6 +80,7 @@ impl SqliteStore {
                 Durability::Normal => SqliteSynchronous::Normal,
             })
             .busy_timeout(options.busy_timeout)
+            .pragma("journal_size_limit", super::wal::WAL_BOUND.to_string())
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
@@ -98,6 +99,11 @@ impl SqliteStore {
             store.migrate(&shown).await?;
         }
         Ok(store)
+    }
+
+    /// The database file.
+    pub(super) fn file(&self) -> &Path {
+        self.connect.get_filename()
     }
 
     /// Starts the wake-up signal (see `store/wake.rs`) until `stop`.

@@ -44,6 +44,9 @@ pub enum WorkerError {
     Store(#[from] StoreError),
 }
 
+/// How often the worker checkpoints a SQLite WAL.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// The longest a worker sleeps on a paused lane before reading its gate again.
 const PAUSED_RECHECK: Duration = Duration::from_secs(60);
 
@@ -139,6 +142,8 @@ pub async fn run(
         tasks.spawn(async move { reaper.reap().await });
         let reporter = Arc::clone(&shared);
         tasks.spawn(async move { reporter.report_status().await });
+        let checkpointer = Arc::clone(&shared);
+        tasks.spawn(async move { checkpointer.checkpoint().await });
         let stopper = Arc::clone(&shared);
         tasks.spawn(async move {
             stopper.shutdown.cancelled().await;
@@ -184,6 +189,23 @@ impl Shared {
                 Err(e) => warn!(error = %e, "could not read the queue for the status line"),
             }
             if self.sleep(every).await {
+                return;
+            }
+        }
+    }
+
+    /// Keeps a SQLite WAL under its bound (`store/wal.rs`); returns at once on PostgreSQL.
+    async fn checkpoint(&self) {
+        loop {
+            match self.store.checkpoint().await {
+                Ok(None) => return,
+                Ok(Some(size)) if size > crate::store::WAL_BOUND => {
+                    info!(wal_bytes = size, "the WAL was over its bound; truncated it");
+                }
+                Ok(Some(_)) => {}
+                Err(e) => warn!(error = %e, "could not checkpoint the WAL"),
+            }
+            if self.sleep(CHECKPOINT_EVERY).await {
                 return;
             }
         }
