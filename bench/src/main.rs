@@ -20,13 +20,18 @@
 //!   each size, `Store::claim` (as the worker asks, then released) and `status` (library and
 //!   process) p50/p99, beside the minimal queries a plain client needs for the same answers.
 //!
+//! - **latency**: an idle worker's CPU over a minute and the time from an enqueue's commit to
+//!   its first request (default poll interval), then single-URL enqueues while one worker
+//!   drains the drain's jobs, beside the same enqueues with no worker (see `latency.rs`).
+//!
 //! Build the product first (`cargo build --release`), then `cargo run --release -p
-//! purgeq-bench [-- --quick] [-- --only enqueue|single|drain|scale] [-- --pg URL]`.
+//! purgeq-bench [-- --quick] [-- --only enqueue|single|drain|scale|latency] [-- --pg URL]`.
 
 mod backend;
 mod baseline;
 mod drain;
 mod enqueue;
+mod latency;
 mod pgbase;
 mod report;
 mod scale;
@@ -54,6 +59,10 @@ struct Args {
     /// database of its own, dropped afterwards. Without it PostgreSQL is skipped.
     #[arg(long, env = "PURGEQ_BENCH_PG", value_name = "URL")]
     pg: Option<String>,
+
+    /// Internal: be the single-enqueue floor process (open DB, insert one row, exit).
+    #[arg(long, hide = true, value_name = "DB")]
+    floor_insert: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,6 +71,7 @@ enum Bench {
     Single,
     Drain,
     Scale,
+    Latency,
 }
 
 /// How big each benchmark is.
@@ -87,6 +97,12 @@ pub struct Sizes {
     pub status_iters: usize,
     /// Timed `purgeq status` processes at each size.
     pub status_spawns: usize,
+    /// Seconds an idle worker's CPU is measured over.
+    pub idle_secs: u64,
+    /// Timed enqueue-to-request latencies with an idle worker.
+    pub wake_runs: usize,
+    /// Single-URL enqueues timed with no worker, and again under a drain.
+    pub busy_enqueues: usize,
 }
 
 impl Sizes {
@@ -103,6 +119,9 @@ impl Sizes {
                 claim_iters: 30,
                 status_iters: 20,
                 status_spawns: 5,
+                idle_secs: 3,
+                wake_runs: 5,
+                busy_enqueues: 10,
             }
         } else {
             Sizes {
@@ -116,6 +135,9 @@ impl Sizes {
                 claim_iters: 200,
                 status_iters: 100,
                 status_spawns: 20,
+                idle_secs: 60,
+                wake_runs: 40,
+                busy_enqueues: 50,
             }
         }
     }
@@ -123,6 +145,9 @@ impl Sizes {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(db) = &args.floor_insert {
+        return latency::floor_insert(db);
+    }
     let sizes = Sizes::new(args.quick);
     let purgeq = util::purgeq_binary()?;
     let wanted = |b: Bench| args.only.is_none_or(|only| only == b);
@@ -160,6 +185,10 @@ fn main() -> anyhow::Result<()> {
         if wanted(Bench::Scale) {
             scale::run(&purgeq, backend, &sizes, &mut report)
                 .with_context(|| format!("the {name} claim and status latency benchmark"))?;
+        }
+        if wanted(Bench::Latency) {
+            latency::run(&purgeq, backend, &sizes, &mut report)
+                .with_context(|| format!("the {name} wake-up and busy enqueue benchmark"))?;
         }
     }
     report.print();

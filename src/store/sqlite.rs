@@ -81,6 +81,10 @@ impl SqliteStore {
             })
             .busy_timeout(options.busy_timeout)
             .pragma("journal_size_limit", super::wal::WAL_BOUND.to_string())
+            .pragma(
+                "wal_autocheckpoint",
+                super::wal::autocheckpoint(options.durability),
+            )
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))

@@ -8,14 +8,27 @@
 //! copies every frame back and truncates the file to zero bytes. Every connection also carries
 //! `journal_size_limit` = [`WAL_BOUND`], so a WAL that was reset is cut back to the bound.
 //!
+//! A producer (`synchronous=FULL`) checkpoints on its own only once the WAL reaches the bound
+//! (`wal_autocheckpoint`): with a worker running it never does, so a single enqueue never pays
+//! for copying the worker's pages back, and with no worker the WAL still stays bounded.
+//!
 //! Invariant: a checkpoint never loses a commit (it only copies committed frames into the
 //! database file); the worst a failed one does is leave the WAL as it was.
 
 use super::sqlite::sql_err;
-use super::{SqliteStore, StoreError};
+use super::{Durability, SqliteStore, StoreError};
 
 /// The documented bound of the WAL file (bytes), kept by the worker's checkpoints.
 pub const WAL_BOUND: u64 = 64 * 1024 * 1024;
+
+/// `wal_autocheckpoint` (pages) for a connection: SQLite's default of 1000 for the worker, the
+/// bound (at the default page size of 4 KiB) for a producer.
+pub(super) fn autocheckpoint(durability: Durability) -> String {
+    match durability {
+        Durability::Normal => "1000".to_owned(),
+        Durability::Full => (WAL_BOUND / 4096).to_string(),
+    }
+}
 
 impl SqliteStore {
     /// Checkpoints the WAL (`PASSIVE`; `TRUNCATE` when it is over [`WAL_BOUND`]) and returns
