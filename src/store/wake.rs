@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 pub(super) const CHANNEL: &str = "purgeq_jobs";
 
 /// How often the SQLite signal reads `PRAGMA data_version`.
-pub const SQLITE_PERIOD: Duration = Duration::from_millis(10);
+pub const SQLITE_PERIOD: Duration = Duration::from_millis(25);
 
 /// How long the signal waits before trying again after its connection failed.
 const RETRY: Duration = Duration::from_secs(1);
