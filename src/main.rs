@@ -8,11 +8,18 @@ fn main() -> std::process::ExitCode {
     }
     let cli = purgeq::cli::parse_args();
     purgeq::logging::init(cli.log_format(), cli.verbosity());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // A one-shot command (enqueue, status, ...) runs on this thread: no worker threads to start.
+    let built = if cli.is_one_shot() {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

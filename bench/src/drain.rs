@@ -101,7 +101,7 @@ pub fn run(
 }
 
 /// Enqueues `drain_jobs` jobs over `drain_distinct` targets, duplicates spread far apart.
-async fn fill(location: &Location, sizes: &Sizes) -> anyhow::Result<()> {
+pub async fn fill(location: &Location, sizes: &Sizes) -> anyhow::Result<()> {
     let store = open_store(location).await?;
     let distinct = util::urls(sizes.drain_distinct);
     let now = purgeq::clock::now_ms();
@@ -121,7 +121,7 @@ async fn fill(location: &Location, sizes: &Sizes) -> anyhow::Result<()> {
 }
 
 /// The emulator with a daily URL quota large enough for the whole run.
-async fn start_emulator() -> anyhow::Result<Emulator> {
+pub async fn start_emulator() -> anyhow::Result<Emulator> {
     let mut config = EmulatorConfig::default();
     config.qiniu.quotas.url_refresh = 1_000_000;
     let listen = SocketAddr::from(([127, 0, 0, 1], 0));

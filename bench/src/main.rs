@@ -25,13 +25,18 @@
 //!   with the provider's quota readings hidden from the worker (full batches, as before issue
 //!   14).
 //!
+//! - **latency**: an idle worker's CPU over a minute and the time from an enqueue's commit to
+//!   its first request (default poll interval), then single-URL enqueues while one worker
+//!   drains the drain's jobs, beside the same enqueues with no worker (see `latency.rs`).
+//!
 //! Build the product first (`cargo build --release`), then `cargo run --release -p
-//! purgeq-bench [-- --quick] [-- --only enqueue|single|drain|scale|quota-week] [-- --pg URL]`.
+//! purgeq-bench [-- --quick] [-- --only enqueue|single|drain|scale|quota-week|latency] [-- --pg URL]`.
 
 mod backend;
 mod baseline;
 mod drain;
 mod enqueue;
+mod latency;
 mod pgbase;
 mod quota_week;
 mod report;
@@ -60,6 +65,10 @@ struct Args {
     /// database of its own, dropped afterwards. Without it PostgreSQL is skipped.
     #[arg(long, env = "PURGEQ_BENCH_PG", value_name = "URL")]
     pg: Option<String>,
+
+    /// Internal: be the single-enqueue floor process (open DB, insert one row, exit).
+    #[arg(long, hide = true, value_name = "DB")]
+    floor_insert: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,6 +78,7 @@ enum Bench {
     Drain,
     Scale,
     QuotaWeek,
+    Latency,
 }
 
 /// How big each benchmark is.
@@ -101,6 +111,12 @@ pub struct Sizes {
     pub week_day: std::time::Duration,
     /// New distinct URLs each simulated day (over the quota of 500).
     pub week_urls_per_day: usize,
+    /// Seconds an idle worker's CPU is measured over.
+    pub idle_secs: u64,
+    /// Timed enqueue-to-request latencies with an idle worker.
+    pub wake_runs: usize,
+    /// Single-URL enqueues timed with no worker, and again under a drain.
+    pub busy_enqueues: usize,
 }
 
 impl Sizes {
@@ -120,6 +136,9 @@ impl Sizes {
                 week_days: 3,
                 week_day: std::time::Duration::from_millis(1500),
                 week_urls_per_day: 800,
+                idle_secs: 3,
+                wake_runs: 5,
+                busy_enqueues: 10,
             }
         } else {
             Sizes {
@@ -136,6 +155,9 @@ impl Sizes {
                 week_days: 7,
                 week_day: std::time::Duration::from_secs(2),
                 week_urls_per_day: 800,
+                idle_secs: 60,
+                wake_runs: 40,
+                busy_enqueues: 50,
             }
         }
     }
@@ -143,6 +165,9 @@ impl Sizes {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(db) = &args.floor_insert {
+        return latency::floor_insert(db);
+    }
     let sizes = Sizes::new(args.quick);
     let purgeq = util::purgeq_binary()?;
     let wanted = |b: Bench| args.only.is_none_or(|only| only == b);
@@ -184,6 +209,10 @@ fn main() -> anyhow::Result<()> {
         if wanted(Bench::Scale) {
             scale::run(&purgeq, backend, &sizes, &mut report)
                 .with_context(|| format!("the {name} claim and status latency benchmark"))?;
+        }
+        if wanted(Bench::Latency) {
+            latency::run(&purgeq, backend, &sizes, &mut report)
+                .with_context(|| format!("the {name} wake-up and busy enqueue benchmark"))?;
         }
     }
     report.print();

@@ -216,7 +216,7 @@ impl Args {
         action: Action,
         groups: Groups,
     ) -> anyhow::Result<ExitCode> {
-        let store = ctx.open(Durability::Full).await?;
+        let store = ctx.open_one(Durability::Full).await?;
         let now = clock::now_ms();
         let groups: Vec<NewJobs> = groups
             .into_iter()

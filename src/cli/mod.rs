@@ -115,6 +115,15 @@ impl Cli {
         self.log_format
     }
 
+    /// Whether the command is one short database operation (enqueue, status, an operator verb)
+    /// that needs no worker threads: it runs on the calling thread, which starts faster.
+    pub fn is_one_shot(&self) -> bool {
+        !matches!(
+            self.command,
+            Command::Worker(_) | Command::Emulate(_) | Command::Demo(_)
+        )
+    }
+
     /// Net verbosity: `-v` count minus `-q` count.
     pub fn verbosity(&self) -> i8 {
         i8::try_from(self.verbose).unwrap_or(i8::MAX) - i8::try_from(self.quiet).unwrap_or(i8::MAX)
@@ -160,6 +169,19 @@ impl Context {
     /// Opens the store with the given durability.
     pub async fn open(&self, durability: Durability) -> anyhow::Result<Store> {
         self.open_with(durability, false).await
+    }
+
+    /// Opens the store over one connection, for a producer's single transaction.
+    pub async fn open_one(&self, durability: Durability) -> anyhow::Result<Store> {
+        let location = self.location()?;
+        let options = OpenOptions {
+            busy_timeout: self.busy_timeout,
+            max_connections: 1,
+            ..OpenOptions::new(durability)
+        };
+        Store::connect(&location, &options)
+            .await
+            .with_context(|| format!("opening the queue database {}", location.display()))
     }
 
     /// Opens the store read-only (for audits): nothing is created, migrated or written.

@@ -47,7 +47,9 @@ pub struct Args {
           value_parser = batch_size)]
     batch_size: usize,
 
-    /// The longest an idle worker waits before looking for new jobs (10ms to 1h).
+    /// The longest an idle worker waits before looking again (10ms to 1h). A new or retried
+    /// job wakes it at once (PostgreSQL LISTEN/NOTIFY, SQLite's data version); polling is the
+    /// fallback.
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = poll_interval_arg, allow_hyphen_values = true)]
     poll_interval: Duration,
 

@@ -106,6 +106,9 @@ pub(super) struct Dialect {
     pub finish_times: &'static str,
     /// Refreshes the planner's statistics.
     pub optimize: &'static str,
+    /// Wakes listening workers on commit; `$1` the channel (`None`: the dialect has no such
+    /// thing, and workers watch the database instead).
+    pub notify_ready: Option<&'static str>,
 }
 
 /// One lane of a claim: the request and the action whose lane it is.
@@ -321,6 +324,9 @@ pub(super) trait Backend: Sync {
 
     /// The enqueue times (ms) of the oldest and the newest job of the lane ready at `now`.
     async fn ready_arrivals(&self, lane: &Lane, now: i64) -> Result<Span, StoreError>;
+
+    /// Tells waiting workers, when `tx` commits, that jobs became ready (see `store/wake.rs`).
+    async fn notify_ready(&self, tx: &mut Tx<Self>) -> Done;
 }
 
 /// A lane's quota reading.
@@ -363,6 +369,7 @@ pub(super) async fn enqueue<B: Backend>(
     }
     let mut tx = b.begin().await?;
     let ids = b.insert_jobs(&mut tx, jobs, now).await?;
+    b.notify_ready(&mut tx).await?;
     commit::<B>(tx).await?;
     b.after_bulk_insert(ids.len()).await?;
     Ok(ids)
@@ -383,6 +390,7 @@ pub(super) async fn enqueue_groups<B: Backend>(
             b.insert_jobs(&mut tx, jobs, now).await?
         });
     }
+    b.notify_ready(&mut tx).await?;
     commit::<B>(tx).await?;
     b.after_bulk_insert(ids.iter().map(Vec::len).sum()).await?;
     Ok(ids)
@@ -417,6 +425,9 @@ pub(super) async fn verb<B: Backend>(
         found.iter().map(|j| j.id).collect()
     };
     b.apply_verb(&mut tx, verb, (&ids, now)).await?;
+    if verb == Verb::Retry {
+        b.notify_ready(&mut tx).await?;
+    }
     commit::<B>(tx).await?;
     Ok(VerbResult::Changed(ids))
 }

@@ -38,14 +38,21 @@ pub(super) fn refuse_special_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// The newest migration `migrator` embeds.
+pub(super) fn newest(migrator: &sqlx::migrate::Migrator) -> i64 {
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
 /// Refuses an existing non-empty file that is not a SQLite database, or a SQLite database
-/// holding tables but no purgeq migration history: another application's.
-pub(super) async fn refuse_foreign_sqlite(path: &Path) -> Result<(), StoreError> {
+/// holding tables but no purgeq migration history: another application's. Returns the newest
+/// migration applied to it (0 for a new database, or when it could not be read), so a
+/// producer opening a current schema skips the migrator.
+pub(super) async fn refuse_foreign_sqlite(path: &Path) -> Result<i64, StoreError> {
     let Ok(meta) = std::fs::metadata(path) else {
-        return Ok(());
+        return Ok(0);
     };
     if meta.len() == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let mut header = [0u8; 16];
     let read = std::fs::File::open(path).and_then(|mut f| {
@@ -61,13 +68,19 @@ pub(super) async fn refuse_foreign_sqlite(path: &Path) -> Result<(), StoreError>
         .create_if_missing(false);
     // Unreadable here means the real open will say why; this check only refuses what it saw.
     let Ok(mut conn) = options.connect().await else {
-        return Ok(());
+        return Ok(0);
     };
     let tables: Result<Vec<String>, _> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
     )
     .fetch_all(&mut conn)
     .await;
+    let ours = matches!(&tables, Ok(t) if t.iter().any(|t| t == MIGRATIONS_TABLE));
+    let applied = if ours {
+        applied_version(&mut conn).await
+    } else {
+        0
+    };
     let _ = conn.close().await;
     match tables {
         Ok(tables) if !tables.is_empty() && !tables.iter().any(|t| t == MIGRATIONS_TABLE) => {
@@ -80,8 +93,22 @@ pub(super) async fn refuse_foreign_sqlite(path: &Path) -> Result<(), StoreError>
                 ),
             ))
         }
-        _ => Ok(()),
+        _ => Ok(applied),
     }
+}
+
+/// The newest migration applied successfully (0 when none could be read: the migrator runs).
+const APPLIED: &str = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+
+async fn applied_version(conn: &mut sqlx::SqliteConnection) -> i64 {
+    let read: Result<Option<i64>, _> = sqlx::query_scalar(APPLIED).fetch_one(conn).await;
+    read.ok().flatten().unwrap_or(0)
+}
+
+/// For a PostgreSQL open of a purgeq database: the newest migration applied (0 if unreadable).
+pub(super) async fn pg_applied(pool: &sqlx::PgPool) -> i64 {
+    let read: Result<Option<i64>, _> = sqlx::query_scalar(APPLIED).fetch_one(pool).await;
+    read.ok().flatten().unwrap_or(0)
 }
 
 /// Opens an existing SQLite database read-only: no file is created, no migration runs; a

@@ -18,6 +18,8 @@ mod postgres;
 mod rows;
 mod sqlite;
 mod statements;
+mod wake;
+mod wal;
 
 use backend::Verb;
 
@@ -29,6 +31,8 @@ use serde::Serialize;
 pub use dashboard::{HourCount, JobPage};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use wake::{SQLITE_PERIOD, Wake};
+pub use wal::WAL_BOUND;
 
 pub use crate::model::ClaimedJob;
 use crate::model::{Action, JobState, Lane, Priority, Provider};
@@ -340,6 +344,21 @@ impl Store {
     /// use the indexes even on a table that just grew by a bulk enqueue).
     pub async fn optimize(&self) -> Result<(), StoreError> {
         dispatch!(self, s => backend::Backend::optimize(s).await)
+    }
+
+    /// Starts the signal that wakes an idle worker when jobs become ready (PostgreSQL
+    /// `LISTEN`, SQLite `PRAGMA data_version`; see `store/wake.rs`), until `stop`.
+    pub fn wake(&self, stop: tokio_util::sync::CancellationToken) -> Wake {
+        dispatch!(self, s => s.wake(stop))
+    }
+
+    /// Keeps a SQLite WAL bounded (see `store/wal.rs`): checkpoints it and returns its size in
+    /// bytes before; `None` on PostgreSQL, which needs nothing of the kind.
+    pub async fn checkpoint(&self) -> Result<Option<u64>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.checkpoint().await.map(Some),
+            Store::Postgres(_) => Ok(None),
+        }
     }
 
     /// Whether any job of `provider` is queued or running.

@@ -44,6 +44,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// How its connections are made, for the wake-up listener's own connection.
+    connect: PgConnectOptions,
 }
 
 /// `url` with its password replaced, for messages.
@@ -89,9 +91,9 @@ impl PgStore {
             connect
         };
         let pool = super::pool_options(PgPoolOptions::new())
-            .max_connections(options.max_connections.max(2))
+            .max_connections(options.max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(|source| StoreError::Connect {
                 url: shown.clone(),
@@ -100,7 +102,7 @@ impl PgStore {
         let ours = super::guard::refuse_foreign_pg(&pool, &shown).await?;
         if options.read_only && ours {
             super::guard::check_pg_schema(&pool, &shown, &MIGRATOR).await?;
-            return Ok(PgStore { pool });
+            return Ok(PgStore { pool, connect });
         }
         if options.read_only {
             // An empty database: created (migrated) as before, so `status` shows an empty queue.
@@ -111,14 +113,22 @@ impl PgStore {
             };
             return Box::pin(Self::connect(url, &writable)).await;
         }
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                path: shown,
-                source,
-            })?;
-        Ok(PgStore { pool })
+        // A current schema needs no migrator run (one read tells).
+        if !ours || super::guard::pg_applied(&pool).await != super::guard::newest(&MIGRATOR) {
+            MIGRATOR
+                .run(&pool)
+                .await
+                .map_err(|source| StoreError::Migrate {
+                    path: shown,
+                    source,
+                })?;
+        }
+        Ok(PgStore { pool, connect })
+    }
+
+    /// Starts the wake-up listener (see `store/wake.rs`) until `stop`.
+    pub(super) fn wake(&self, stop: tokio_util::sync::CancellationToken) -> super::Wake {
+        super::wake::postgres(self.connect.clone(), stop)
     }
 }
 
@@ -207,6 +217,8 @@ impl Backend for PgStore {
                        WHERE finished_at >= $1 AND finished_at IS NOT NULL AND state = 'succeeded'
                        ORDER BY finished_at DESC LIMIT $2",
         optimize: "ANALYZE jobs",
+        // Delivered when the transaction commits, and not at all if it rolls back.
+        notify_ready: Some("SELECT pg_notify($1, '')"),
         insert_jobs: concat!(
             insert_jobs_head!(),
             "t, $4, 'queued', 0, $5, $6, $6, $8

@@ -37,6 +37,8 @@ use crate::model::{JobState, Lane, Provider};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// How its connections are made, for the wake-up signal's own connection.
+    connect: SqliteConnectOptions,
 }
 
 /// Maps SQLite's lock and permission failures to errors an operator can act on.
@@ -64,11 +66,12 @@ impl SqliteStore {
     pub async fn open(path: &Path, options: &OpenOptions) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
         guard::refuse_special_file(path)?;
-        guard::refuse_foreign_sqlite(path).await?;
+        let applied = guard::refuse_foreign_sqlite(path).await?;
         // A database not created yet is created as before (`status` then shows an empty queue).
         if options.read_only && std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             let pool = guard::open_sqlite_read_only(path, options.busy_timeout, &MIGRATOR).await?;
-            return Ok(SqliteStore { pool });
+            let connect = (*pool.connect_options()).clone();
+            return Ok(SqliteStore { pool, connect });
         }
         prepare_files(path)?;
         let connect = SqliteConnectOptions::new()
@@ -80,10 +83,15 @@ impl SqliteStore {
                 Durability::Normal => SqliteSynchronous::Normal,
             })
             .busy_timeout(options.busy_timeout)
+            .pragma("journal_size_limit", super::wal::WAL_BOUND.to_string())
+            .pragma(
+                "wal_autocheckpoint",
+                super::wal::autocheckpoint(options.durability),
+            )
             .foreign_keys(true);
         let pool = super::pool_options(SqlitePoolOptions::new())
             .max_connections(options.max_connections.max(1))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(|e| match sql_err(e) {
                 StoreError::Sql(source) => diagnose_open(path).unwrap_or(StoreError::Open {
@@ -92,9 +100,27 @@ impl SqliteStore {
                 }),
                 other => other,
             })?;
-        let store = SqliteStore { pool };
-        store.migrate(&shown).await?;
+        let store = SqliteStore { pool, connect };
+        // The guard read the newest applied migration: a current schema needs no migrator run.
+        if applied != guard::newest(&MIGRATOR) {
+            store.migrate(&shown).await?;
+        }
         Ok(store)
+    }
+
+    /// The pool, for the WAL's checkpoints (src/store/wal.rs).
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The database file.
+    pub(super) fn file(&self) -> &Path {
+        self.connect.get_filename()
+    }
+
+    /// Starts the wake-up signal (see `store/wake.rs`) until `stop`.
+    pub(super) fn wake(&self, stop: tokio_util::sync::CancellationToken) -> super::Wake {
+        super::wake::sqlite(self.connect.clone(), stop)
     }
 
     /// Applies pending migrations. Several processes may open a new database at once: a loser
@@ -204,6 +230,8 @@ impl Backend for SqliteStore {
                        WHERE finished_at >= $1 AND +state = 'succeeded'
                        ORDER BY finished_at DESC LIMIT $2",
         optimize: "PRAGMA optimize",
+        // Workers see a commit through `PRAGMA data_version` (store/wake.rs).
+        notify_ready: None,
         insert_jobs: concat!(
             insert_jobs_head!(),
             "value, $4, 'queued', 0, $5, $6, $6, $8 FROM json_each($7)"

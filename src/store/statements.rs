@@ -455,6 +455,14 @@ macro_rules! shared_statements {
             Ok(oldest.zip(rows::Columns::opt_int(&row, "newest")?))
         }
 
+        async fn notify_ready(&self, tx: &mut Tx<Self>) -> Done {
+            if let Some(sql) = Self::SQL.notify_ready {
+                let query = sqlx::query(sql).bind(super::wake::CHANNEL);
+                query.execute(&mut **tx).await.map_err(sql_err)?;
+            }
+            Ok(())
+        }
+
         async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
             sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM jobs

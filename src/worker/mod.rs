@@ -11,6 +11,9 @@
 //! - The worker knows providers only as [`Account`]s: each route of each account runs its own
 //!   loop, so a paused or slow lane never delays another. Jobs are claimed for the route's
 //!   provider and the account's own name.
+//! - An idle route loop sleeps until its next due job, its poll interval, or a wake-up from the
+//!   store (enqueue or retry committed; see `store/wake.rs`), whichever comes first. A wake-up
+//!   is only a hint: polling stays, so a lost one delays a job by at most the poll interval.
 //! - Shutdown stops claiming, lets a call in flight finish (bounded by the request timeout),
 //!   records it, and returns claimed-but-unsent jobs to `queued`.
 
@@ -33,7 +36,7 @@ use crate::clock;
 use crate::model::{Action, Lane};
 use crate::provider::{Account, Route};
 use crate::quota::{self, Allowance};
-use crate::store::{ClaimedJob, Store, StoreError};
+use crate::store::{ClaimedJob, Store, StoreError, Wake};
 
 /// A worker failed in a way it cannot ride out.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,9 @@ pub enum WorkerError {
     Store(#[from] StoreError),
 }
 
+/// How often the worker checkpoints a SQLite WAL.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// The longest a worker sleeps on a paused lane before reading its gate again.
 const PAUSED_RECHECK: Duration = Duration::from_secs(60);
 
@@ -51,6 +57,7 @@ struct Shared {
     config: WorkerConfig,
     handles: Handles,
     shutdown: CancellationToken,
+    wake: Wake,
 }
 
 /// One route of one account: what a route loop drives.
@@ -104,11 +111,17 @@ pub async fn run(
     handles: Handles,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    let wake = if config.once {
+        Wake::never()
+    } else {
+        store.wake(shutdown.child_token())
+    };
     let shared = Arc::new(Shared {
         store,
         config,
         handles,
         shutdown,
+        wake,
     });
     if let Err(e) = shared.store.optimize().await {
         warn!(error = %e, "could not refresh the planner's statistics");
@@ -139,6 +152,8 @@ pub async fn run(
         tasks.spawn(async move { reaper.reap().await });
         let reporter = Arc::clone(&shared);
         tasks.spawn(async move { reporter.report_status().await });
+        let checkpointer = Arc::clone(&shared);
+        tasks.spawn(async move { checkpointer.checkpoint().await });
         let stopper = Arc::clone(&shared);
         tasks.spawn(async move {
             stopper.shutdown.cancelled().await;
@@ -163,6 +178,15 @@ impl Shared {
         }
     }
 
+    /// Sleeps for `d` unless a wake-up or shutdown comes first; returns whether shutdown came.
+    async fn sleep_or_wake(&self, d: Duration, wake: &mut Wake) -> bool {
+        tokio::select! {
+            () = self.shutdown.cancelled() => true,
+            () = tokio::time::sleep(d) => false,
+            () = wake.changed() => false,
+        }
+    }
+
     /// Keeps the service manager's `STATUS=` line current: queue depth and paused lanes.
     async fn report_status(&self) {
         let every = self.config.poll_interval.max(Duration::from_secs(1));
@@ -175,6 +199,23 @@ impl Shared {
                 Err(e) => warn!(error = %e, "could not read the queue for the status line"),
             }
             if self.sleep(every).await {
+                return;
+            }
+        }
+    }
+
+    /// Keeps a SQLite WAL under its bound (`store/wal.rs`); returns at once on PostgreSQL.
+    async fn checkpoint(&self) {
+        loop {
+            match self.store.checkpoint().await {
+                Ok(None) => return,
+                Ok(Some(size)) if size > crate::store::WAL_BOUND => {
+                    info!(wal_bytes = size, "the WAL was over its bound; truncated it");
+                }
+                Ok(Some(_)) => {}
+                Err(e) => warn!(error = %e, "could not checkpoint the WAL"),
+            }
+            if self.sleep(CHECKPOINT_EVERY).await {
                 return;
             }
         }
@@ -200,8 +241,11 @@ impl Shared {
             .heartbeat_every()
             .unwrap_or(Duration::MAX);
         let name = lanes.name();
+        let mut wake = self.wake.clone();
         while !self.shutdown.is_cancelled() {
             self.handles.notifier.beat(&name);
+            // A wake-up that comes while this step runs cuts the next sleep short.
+            wake.seen();
             let wait = match self.step(lanes).await {
                 Ok(Step::Served) => continue,
                 Ok(Step::Idle(wait)) => wait.min(beat),
@@ -210,7 +254,7 @@ impl Shared {
                     self.config.poll_interval
                 }
             };
-            if self.config.once || self.sleep(wait).await {
+            if self.config.once || self.sleep_or_wake(wait, &mut wake).await {
                 return;
             }
         }

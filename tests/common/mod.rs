@@ -206,6 +206,12 @@ pub fn signal(child: &Child, sig: &str) {
 /// credentials pointed at `emu`, the developer's environment cleared, stdout discarded and
 /// stderr piped. Callers add their flags.
 pub fn worker_cmd(db: &OsStr, emu: &Emulator) -> std::process::Command {
+    worker_cmd_polling(db, emu, "100ms")
+}
+
+/// [`worker_cmd`] polling every `poll` (e.g. `60s`, to show that wake-ups, not polls, find new
+/// jobs).
+pub fn worker_cmd_polling(db: &OsStr, emu: &Emulator, poll: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_purgeq"));
     for var in CLEARED {
         cmd.env_remove(var);
@@ -214,7 +220,7 @@ pub fn worker_cmd(db: &OsStr, emu: &Emulator) -> std::process::Command {
         .arg("--db")
         .arg(db)
         .arg("worker")
-        .args(["--max-targets-per-sec", "0", "--poll-interval", "100ms"])
+        .args(["--max-targets-per-sec", "0", "--poll-interval", poll])
         .env("QINIU_ACCESS_KEY", worker::AK)
         .env("QINIU_SECRET_KEY", worker::SK)
         .env("QINIU_ENDPOINT", emu.url())

@@ -224,6 +224,8 @@ pub struct LeaseWatch {
     pub samples: u64,
     pub max_overdue_ms: i64,
     pub max_running: i64,
+    /// The largest the SQLite `-wal` file was seen (0 on PostgreSQL).
+    pub max_wal_bytes: u64,
 }
 
 /// One SIGKILL of the crash loop, and what the victim held when it died.
@@ -562,6 +564,10 @@ fn watch_leases(ctx: &Ctx, stop: &AtomicBool) -> LeaseWatch {
                 watch.max_overdue_ms = watch.max_overdue_ms.max(now_ms() - expires);
             }
         }
+        let mut wal = ctx.scratch.db().into_os_string();
+        wal.push("-wal");
+        let wal_bytes = std::fs::metadata(wal).map_or(0, |m| m.len());
+        watch.max_wal_bytes = watch.max_wal_bytes.max(wal_bytes);
         thread::sleep(Duration::from_millis(100));
     }
     watch

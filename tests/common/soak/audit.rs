@@ -624,6 +624,7 @@ fn check_leases(e: &Evidence<'_>, v: &mut Violations, f: &mut Figures) {
     f.lease_samples = watch.samples;
     f.max_running = watch.max_running;
     f.max_lease_overdue_ms = watch.max_overdue_ms;
+    f.max_wal_bytes = watch.max_wal_bytes;
     if watch.max_overdue_ms > LEASE_MS {
         v.add(
             "no job is stuck running past its lease",

@@ -65,6 +65,7 @@ pub struct Figures {
     pub lease_samples: u64,
     pub max_running: i64,
     pub max_lease_overdue_ms: i64,
+    pub max_wal_bytes: u64,
     pub worker_warnings: BTreeMap<String, usize>,
     pub timings: Timings,
 }
@@ -123,6 +124,12 @@ impl fmt::Display for Figures {
             f,
             "  leases     {} samples, at most {} jobs running; longest past its lease {} ms (bound {LEASE_MS})",
             self.lease_samples, self.max_running, self.max_lease_overdue_ms
+        )?;
+        writeln!(
+            f,
+            "  wal        at most {:.1} MB (bound {} MB; 0 on PostgreSQL)",
+            self.max_wal_bytes as f64 / 1e6,
+            purgeq::store::WAL_BOUND / (1024 * 1024)
         )?;
         if self.worker_warnings.is_empty() {
             writeln!(f, "  warnings   none")?;
