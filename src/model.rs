@@ -100,13 +100,18 @@ named_enum!(
 );
 
 named_enum!(
-    /// Where a job is in its life: `queued` -> `running` -> `succeeded` | `failed` | `cancelled`.
+    /// Where a job is in its life: `queued` -> `running` -> [`confirming` ->] `succeeded` |
+    /// `failed` | `cancelled`.
     JobState, "state", {
         /// Waiting for a worker; eligible once `next_at` has passed.
         Queued => "queued",
         /// Claimed by a worker under a lease; back to `queued` if the lease expires.
         Running => "running",
-        /// The provider accepted the purge.
+        /// Accepted by the provider, not yet confirmed done by the CDN; the worker asks the
+        /// provider's task list from `confirm_at` on. Holds no lease.
+        Confirming => "confirming",
+        /// Done: confirmed by the CDN, or accepted by a provider that offers no confirmation
+        /// (or with `--no-confirm`).
         Succeeded => "succeeded",
         /// Permanently rejected, or out of attempts; `last_error` says why.
         Failed => "failed",

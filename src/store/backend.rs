@@ -452,7 +452,7 @@ async fn apply_gate<B: Backend>(
 
 /// A job update as the row both backends read: the explicit column list of the update
 /// statement, in this order: id, state, attempts, next_at, request_id, provider_code,
-/// last_error. A new column is added here, in [`update_row`] and in both statements; nothing
+/// last_error, confirm_at. A new column is added here, in [`update_row`] and in both statements; nothing
 /// depends on Rust field names.
 pub(super) type UpdateRow<'a> = (
     i64,
@@ -462,6 +462,7 @@ pub(super) type UpdateRow<'a> = (
     Option<&'a str>,
     Option<i64>,
     Option<&'a str>,
+    Option<i64>,
 );
 
 /// `job` as an [`UpdateRow`].
@@ -474,6 +475,7 @@ pub(super) fn update_row(job: &JobUpdate) -> UpdateRow<'_> {
         job.request_id.as_deref(),
         job.provider_code,
         job.last_error.as_deref(),
+        job.confirm_at,
     )
 }
 
@@ -506,8 +508,9 @@ mod tests {
             request_id: Some("r".into()),
             provider_code: Some(400_031),
             last_error: Some("e".into()),
+            confirm_at: Some(9),
         };
         let json = encode(&update_row(&job)).unwrap();
-        assert_eq!(json, r#"[7,"failed",2,3,"r",400031,"e"]"#);
+        assert_eq!(json, r#"[7,"failed",2,3,"r",400031,"e",9]"#);
     }
 }

@@ -11,6 +11,7 @@
 //! - The claim takes every ready duplicate of each chosen target, so one request serves them all.
 
 mod backend;
+mod confirm;
 mod dashboard;
 mod guard;
 mod postgres;
@@ -24,6 +25,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use confirm::{
+    ConfirmRecord, ConfirmUpdate, Confirming, NewQuery, TakeConfirmations, WaitSelection,
+};
 pub use dashboard::{HourCount, JobPage};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -327,6 +331,14 @@ macro_rules! final_states {
         "('succeeded', 'failed', 'cancelled')"
     };
 }
+
+/// The states in which a provider has accepted the job, for SQL: `accepted_at` is set on entry.
+macro_rules! accepted_states {
+    () => {
+        "('confirming', 'succeeded')"
+    };
+}
+pub(crate) use accepted_states;
 pub(crate) use final_states;
 
 /// How `enqueue` and bulk operations refer to jobs of one kind.
@@ -383,6 +395,14 @@ pub struct Job {
     pub updated_at: i64,
     /// Reached an end state (ms).
     pub finished_at: Option<i64>,
+    /// Last accepted by the provider (ms).
+    pub accepted_at: Option<i64>,
+    /// While confirming: when the worker next asks the CDN (ms).
+    pub confirm_at: Option<i64>,
+    /// When the CDN said the task ended (ms).
+    pub confirmed_at: Option<i64>,
+    /// The CDN's last word on the task.
+    pub cdn_detail: Option<String>,
 }
 
 /// One provider call, as audited.
@@ -597,6 +617,9 @@ pub struct JobUpdate {
     pub provider_code: Option<i64>,
     /// Error to record (kept if `None`).
     pub last_error: Option<String>,
+    /// With state `confirming`: when to first ask the CDN (ms). The request id to ask about is
+    /// `request_id`; `None` there asks by the job's URL.
+    pub confirm_at: Option<i64>,
 }
 
 /// A change to a lane's gate.

@@ -581,12 +581,18 @@ impl Backend for PgStore {
                  lease_owner = NULL,
                  lease_expires_at = NULL,
                  updated_at = $8,
+                 confirm_at = u.confirm_at,
+                 confirm_request_id = CASE WHEN u.state = 'confirming' THEN u.request_id END,
+                 accepted_at = CASE WHEN u.state IN ",
+            super::accepted_states!(),
+            " THEN $8 ELSE jobs.accepted_at END,
                  finished_at = CASE WHEN u.state IN ",
             super::final_states!(),
             " THEN $8 END
              FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
-                         $6::bigint[], $7::text[])
-                  AS u(id, state, attempts, next_at, request_id, provider_code, last_error)
+                         $6::bigint[], $7::text[], $10::bigint[])
+                  AS u(id, state, attempts, next_at, request_id, provider_code, last_error,
+                       confirm_at)
              WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.lease_owner = $9"
         ))
         .bind(cols.id)
@@ -598,6 +604,7 @@ impl Backend for PgStore {
         .bind(cols.last_error)
         .bind(now)
         .bind(owner)
+        .bind(cols.confirm_at)
         .execute(&mut **tx)
         .await
         .map_err(sql_err)?;
@@ -738,11 +745,13 @@ struct UpdateColumns<'a> {
     request_id: Vec<Option<&'a str>>,
     provider_code: Vec<Option<i64>>,
     last_error: Vec<Option<&'a str>>,
+    confirm_at: Vec<Option<i64>>,
 }
 
 impl<'a> UpdateColumns<'a> {
     fn push(&mut self, row: UpdateRow<'a>) {
-        let (id, state, attempts, next_at, request_id, provider_code, last_error) = row;
+        let (id, state, attempts, next_at, request_id, provider_code, last_error, confirm_at) =
+            row;
         self.id.push(id);
         self.state.push(state);
         self.attempts.push(attempts);
@@ -750,5 +759,6 @@ impl<'a> UpdateColumns<'a> {
         self.request_id.push(request_id);
         self.provider_code.push(provider_code);
         self.last_error.push(last_error);
+        self.confirm_at.push(confirm_at);
     }
 }

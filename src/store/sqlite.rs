@@ -567,7 +567,8 @@ impl Backend for SqliteStore {
             "WITH u AS MATERIALIZED (
                  SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS attempts,
                         value ->> 3 AS next_at, value ->> 4 AS request_id,
-                        value ->> 5 AS provider_code, value ->> 6 AS last_error
+                        value ->> 5 AS provider_code, value ->> 6 AS last_error,
+                        value ->> 7 AS confirm_at
                  FROM json_each(?1))
              UPDATE jobs SET
                  state = u.state,
@@ -579,6 +580,11 @@ impl Backend for SqliteStore {
                  lease_owner = NULL,
                  lease_expires_at = NULL,
                  updated_at = ?2,
+                 confirm_at = u.confirm_at,
+                 confirm_request_id = CASE WHEN u.state = 'confirming' THEN u.request_id END,
+                 accepted_at = CASE WHEN u.state IN ",
+            super::accepted_states!(),
+            " THEN ?2 ELSE jobs.accepted_at END,
                  finished_at = CASE WHEN u.state IN ",
             super::final_states!(),
             " THEN ?2 END

@@ -11,11 +11,16 @@
 //! - The worker knows providers only as [`Account`]s: each route of each account runs its own
 //!   loop, so a paused or slow lane never delays another. Jobs are claimed for the route's
 //!   provider and the account's own name.
+//! - Accounts whose provider can confirm purges get a confirm loop of their own
+//!   (`confirm.rs`); accepted jobs wait there as `confirming`, without a lease. With `--once`,
+//!   the run ends when nothing is ready and nothing is left to confirm (or after
+//!   `--confirm-timeout`).
 //! - Shutdown stops claiming, lets a call in flight finish (bounded by the request timeout),
 //!   records it, and returns claimed-but-unsent jobs to `queued`.
 
 mod call;
 mod config;
+mod confirm;
 mod settle;
 
 use std::collections::HashMap;
@@ -25,7 +30,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use config::{DEFAULT_LEASE, Handles, LeaseError, Timeouts, WorkerConfig, worker_id};
+pub use config::{
+    ConfirmSettings, DEFAULT_LEASE, Handles, LeaseError, Timeouts, WorkerConfig, worker_id,
+};
 pub use settle::Policies;
 
 use crate::clock;
@@ -49,6 +56,7 @@ struct Shared {
     config: WorkerConfig,
     handles: Handles,
     shutdown: CancellationToken,
+    started: std::time::Instant,
 }
 
 /// One route of one account: what a route loop drives.
@@ -99,6 +107,7 @@ pub async fn run(
         config,
         handles,
         shutdown,
+        started: std::time::Instant::now(),
     });
     if let Err(e) = shared.store.optimize().await {
         warn!(error = %e, "could not refresh the planner's statistics");
@@ -120,10 +129,28 @@ pub async fn run(
     for lanes in &routes {
         shared.handles.notifier.register(lanes.route.name);
     }
+    let mut route_tasks = tokio::task::JoinSet::new();
     for lanes in routes {
         let shared = Arc::clone(&shared);
-        tasks.spawn(async move { shared.drive(&lanes).await });
+        route_tasks.spawn(async move { shared.drive(&lanes).await });
     }
+    let routes_done = CancellationToken::new();
+    for account in accounts.iter().filter(|a| shared.confirms(a.as_ref())) {
+        let (shared, account, done) = (
+            Arc::clone(&shared),
+            Arc::clone(account),
+            routes_done.clone(),
+        );
+        tasks.spawn(async move { shared.confirm_loop(account.as_ref(), &done).await });
+    }
+    tasks.spawn(async move {
+        while let Some(joined) = route_tasks.join_next().await {
+            if let Err(e) = joined {
+                warn!(error = %e, "a worker task ended abnormally");
+            }
+        }
+        routes_done.cancel();
+    });
     if !shared.config.once {
         let reaper = Arc::clone(&shared);
         tasks.spawn(async move { reaper.reap().await });
@@ -199,7 +226,16 @@ impl Shared {
                     self.config.poll_interval
                 }
             };
-            if self.config.once || self.sleep(wait).await {
+            if self.config.once {
+                // N.B. A once run keeps its routes polling while their account has jobs being
+                // confirmed: one the CDN failed is queued again and must be sent again.
+                if !self.once_waits(lanes.account.as_ref()).await {
+                    return;
+                }
+                if self.sleep(wait.min(self.config.poll_interval)).await {
+                    return;
+                }
+            } else if self.sleep(wait).await {
                 return;
             }
         }

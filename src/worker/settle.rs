@@ -1,7 +1,9 @@
 //! Settling a call: what its [`Outcome`] means for each job and lane. Pure, no I/O.
 //!
-//! - Accepted: every job `succeeded` with the request id, except targets the provider named as
-//!   invalid, which fail for good. An attempt is spent.
+//! - Accepted: every job `succeeded` with the request id (or `confirming`, when the account
+//!   confirms, from `confirm_at` on), except targets the provider named as invalid, which fail
+//!   for good. An attempt is spent.
+//! - In progress (Qiniu 400037): like accepted, with no request id: confirmed by URL.
 //! - Invalid targets / rejected action: the named jobs fail for good; the rest of the request
 //!   stays claimed and is sent again at once.
 //! - Quota: every job goes back to `queued` with no attempt spent; the exhausted action's lane
@@ -77,6 +79,8 @@ pub struct Settling<'a> {
     pub now: i64,
     /// Policies.
     pub policies: Policies,
+    /// When accepted jobs are first confirmed (ms); `None`: they succeed at acceptance.
+    pub confirm_at: Option<i64>,
 }
 
 /// The result of settling: new job states, lane changes, and what to send again.
@@ -147,6 +151,7 @@ impl Settling<'_> {
                 request_id: report.request_id.clone(),
                 provider_code: report.code,
                 last_error: error.clone(),
+                confirm_at: None,
             })
             .collect()
     }
@@ -161,6 +166,7 @@ impl Settling<'_> {
                 request_id: None,
                 provider_code: report.code,
                 last_error: Some(reason(report)),
+                confirm_at: None,
             })
             .collect()
     }
@@ -185,9 +191,7 @@ impl Settling<'_> {
                     report,
                     Some(rejection(r.code, &r.reason)),
                 )),
-                None => out
-                    .updates
-                    .extend(self.done(&ids, JobState::Succeeded, report, None)),
+                None => out.updates.extend(self.accept(&ids, report)),
             }
         }
         for action in actions {
@@ -196,6 +200,20 @@ impl Settling<'_> {
                     lane: self.lane(*action),
                 });
             }
+        }
+    }
+
+    /// Accepted jobs: `confirming` from `confirm_at` when the account confirms, else done.
+    fn accept(&self, ids: &[i64], report: &CallReport) -> Vec<JobUpdate> {
+        match self.confirm_at {
+            Some(at) => {
+                let mut updates = self.done(ids, JobState::Confirming, report, None);
+                for u in &mut updates {
+                    u.confirm_at = Some(at);
+                }
+                updates
+            }
+            None => self.done(ids, JobState::Succeeded, report, None),
         }
     }
 
@@ -235,6 +253,14 @@ impl Settling<'_> {
         match &report.outcome {
             Outcome::Accepted { rejected } => {
                 self.accepted(report, rejected, &mut batch, &actions, &mut out);
+            }
+            Outcome::InProgress => {
+                // N.B. No request id: a confirming job without one is confirmed by URL.
+                let report = CallReport {
+                    request_id: None,
+                    ..report.clone()
+                };
+                self.accepted(&report, &[], &mut batch, &actions, &mut out);
             }
             Outcome::InvalidTargets { rejected } => {
                 if let Err(batch) = self.fail_named(report, rejected, batch, &mut out) {
@@ -360,6 +386,7 @@ impl Settling<'_> {
                     } else {
                         reason(report)
                     }),
+                    confirm_at: None,
                 }
             })
             .collect();
@@ -384,6 +411,7 @@ fn reason(report: &CallReport) -> String {
         Outcome::InvalidTargets { .. } => "invalid target",
         Outcome::Transient => "transient failure",
         Outcome::Accepted { .. } => "accepted",
+        Outcome::InProgress => "already in progress",
     };
     match report.code {
         Some(code) => format!("{what} ({code}): {}", report.message),
@@ -438,6 +466,7 @@ mod tests {
             quota_reset_at: Some(2_000_000),
             now: 1_000_000,
             policies: Policies::default(),
+            confirm_at: None,
         };
         s.settle(&report(outcome), batch())
     }

@@ -283,7 +283,7 @@ struct Body {
 ///   HTTP 401/403 is an auth failure (gateways answer those with HTML too); anything else is
 ///   transient, with an escaped excerpt of the body.
 /// - `200`/`200001` under a 2xx status: accepted, `invalidUrls`/`invalidDirs` rejected for good.
-/// - `400037` (already being prefetched): accepted.
+/// - `400037` (already being refreshed or prefetched): in progress, confirmed by URL.
 /// - `400031`/`400032`: the targets named in `invalidUrls`/`invalidDirs` are invalid; if none is
 ///   named, the one target sent is, and with several sent the answer is transient (we can't
 ///   tell which one to fail).
@@ -350,9 +350,7 @@ fn with_code(
         c if CODE_SUCCESS.contains(&c) && (200..300).contains(&status) => Outcome::Accepted {
             rejected: named_rejections(code, urls, dirs, body),
         },
-        400_037 => Outcome::Accepted {
-            rejected: Vec::new(),
-        },
+        400_037 => Outcome::InProgress,
         400_031 | 400_032 => invalid_targets(code, urls, dirs, body),
         400_033 => quota(Action::PrefetchUrl),
         400_034 => quota(Action::RefreshUrl),
@@ -553,11 +551,8 @@ mod tests {
     }
 
     #[test]
-    fn already_being_prefetched_is_success() {
-        assert_eq!(
-            coded(400_037, 400).outcome,
-            Outcome::Accepted { rejected: vec![] }
-        );
+    fn already_being_prefetched_is_in_progress() {
+        assert_eq!(coded(400_037, 400).outcome, Outcome::InProgress);
     }
 
     #[test]
