@@ -13,6 +13,8 @@
 //! - `POST /_emulator/reset-quota`: every daily quota back to full.
 //! - `POST /_emulator/faults`: replace the [`FaultPlan`] (JSON body).
 //!
+//! Qiniu's accepted purges become tasks that its task lists report ([`qiniu_list`]).
+//!
 //! Invariants:
 //! - A fault that "processes" a request ([`FaultKind::DropAfter`], and [`FaultKind::Slow`] once
 //!   its delay is over) changes state exactly as a normal request would, so stats show it.
@@ -23,6 +25,7 @@
 pub mod fault;
 pub mod pan123;
 pub mod qiniu;
+pub mod qiniu_list;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -237,6 +240,14 @@ impl Shared {
         Some(kind)
     }
 
+    /// Draws the fault for the next Qiniu task-list request, and counts it.
+    fn draw_list_fault(&self) -> Option<FaultKind> {
+        let mut state = self.lock();
+        let kind = state.injector.draw_list()?;
+        *state.faults.entry(kind.as_str().to_owned()).or_default() += 1;
+        Some(kind)
+    }
+
     /// Draws the fault for the next 123pan token request, and counts it.
     fn draw_token_fault(&self) -> Option<FaultKind> {
         let mut state = self.lock();
@@ -295,6 +306,17 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Answer {
         };
         return purge(shared, fault, |fault| {
             pan123::handle(shared, endpoint, &parts, &body, fault)
+        })
+        .await;
+    }
+    if let Some(op) = qiniu_list::list_operation_for(&path) {
+        if parts.method != Method::POST {
+            return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
+        }
+        qiniu::count_list_request(shared, op);
+        let fault = shared.draw_list_fault();
+        return purge(shared, fault, |fault| {
+            qiniu::handle_list(shared, op, &parts, &body, fault)
         })
         .await;
     }

@@ -393,7 +393,7 @@ impl Judge {
                 let task = tasks
                     .iter()
                     .filter(|t| Some(t.url.as_str()) == job.target.as_deref())
-                    .max_by_key(|t| t.created_at);
+                    .min_by_key(|t| std::cmp::Reverse(t.created_at));
                 match task {
                     Some(task) => self.task(job, task),
                     None => self.unconfirmed(job, "the CDN lists no task for this target"),

@@ -118,6 +118,8 @@ impl Scratch {
         for var in CLEARED {
             cmd.env_remove(var);
         }
+        // A worker confirms promptly: the in-process emulator's tasks complete at once.
+        cmd.env("PURGEQ_CONFIRM_INTERVAL", "20ms");
         cmd
     }
 
@@ -214,6 +216,7 @@ pub fn worker_cmd(db: &OsStr, emu: &Emulator) -> std::process::Command {
         .arg(db)
         .arg("worker")
         .args(["--max-targets-per-sec", "0", "--poll-interval", "100ms"])
+        .env("PURGEQ_CONFIRM_INTERVAL", "20ms")
         .env("QINIU_ACCESS_KEY", worker::AK)
         .env("QINIU_SECRET_KEY", worker::SK)
         .env("QINIU_ENDPOINT", emu.url())
