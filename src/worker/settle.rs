@@ -633,6 +633,34 @@ mod tests {
     }
 
     #[test]
+    fn accepted_jobs_are_confirmed_when_the_account_confirms() {
+        let (attempts, strikes) = (HashMap::new(), HashMap::new());
+        let settling = |outcome| {
+            Settling {
+                provider: Provider::Qiniu,
+                account: "default",
+                attempts: &attempts,
+                strikes: &strikes,
+                quota_reset_at: None,
+                now: 5,
+                policies: Policies::default(),
+                confirm_at: Some(60),
+            }
+            .settle(&report(outcome), batch())
+        };
+        let s = settling(Outcome::Accepted { rejected: vec![] });
+        assert!(s.updates.iter().all(|u| u.state == JobState::Confirming
+            && u.confirm_at == Some(60)
+            && u.request_id.as_deref() == Some("req-1")));
+        // 400037: confirmed by URL, so no request id.
+        let s = settling(Outcome::InProgress);
+        assert_eq!(s.updates.len(), 4);
+        assert!(s.updates.iter().all(|u| u.state == JobState::Confirming
+            && u.attempts == 1
+            && u.request_id.is_none()));
+    }
+
+    #[test]
     fn quota_readings_are_kept() {
         let mut r = report(Outcome::Accepted { rejected: vec![] });
         r.quotas = vec![QuotaReading {
@@ -648,6 +676,7 @@ mod tests {
             quota_reset_at: Some(0),
             now: 0,
             policies: Policies::default(),
+            confirm_at: None,
         }
         .settle(&r, batch());
         assert!(s.gates.contains(&GateChange::Quota {
