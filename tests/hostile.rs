@@ -410,6 +410,9 @@ fn case3_json_keeps_the_exact_request_id_and_text_escapes_it() {
             "0",
             "--max-requests-per-sec",
             "0",
+            // The fake answers every path alike, task lists included: this case is about the
+            // request id of the send, so without confirmation.
+            "--no-confirm",
         ])
         .env("QINIU_ACCESS_KEY", "ak")
         .env("QINIU_SECRET_KEY", "sk")

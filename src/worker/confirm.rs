@@ -396,7 +396,8 @@ impl Judge {
                     .min_by_key(|t| std::cmp::Reverse(t.created_at));
                 match task {
                     Some(task) => self.task(job, task),
-                    None => self.unconfirmed(job, "the CDN lists no task for this target"),
+                    // N.B. Not yet listed is not unknown: ask again until the timeout.
+                    None => self.later(job, None),
                 }
             })
             .collect()
