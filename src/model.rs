@@ -120,6 +120,14 @@ named_enum!(
     }
 );
 
+impl Provider {
+    /// Whether the provider can say when an accepted purge is done at the edge (Qiniu's task
+    /// lists); 123pan cannot, so its jobs end `succeeded` at acceptance.
+    pub const fn offers_confirmation(self) -> bool {
+        matches!(self, Provider::Qiniu)
+    }
+}
+
 impl JobState {
     /// Whether the job has reached an end state and will never change again on its own.
     pub const fn is_final(self) -> bool {

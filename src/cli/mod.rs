@@ -11,6 +11,7 @@ mod retry;
 mod status;
 mod table;
 mod verb;
+mod wait;
 mod worker;
 
 use std::path::PathBuf;
@@ -37,6 +38,10 @@ pub enum ExitCode {
     /// A job named on the command line does not exist, or an operator verb refused a job's
     /// state; nothing was changed.
     Refused = 4,
+    /// `wait`: every job ended, and at least one failed or was cancelled.
+    Unsuccessful = 5,
+    /// `wait`: the timeout passed before every job ended.
+    TimedOut = 6,
 }
 
 impl From<ExitCode> for std::process::ExitCode {
@@ -88,6 +93,7 @@ enum Command {
     Cancel(cancel::Args),
     Prune(prune::Args),
     Worker(worker::Args),
+    Wait(wait::Args),
     Emulate(emulate::Args),
     Demo(demo::Args),
     Completions(completions::Args),
@@ -169,6 +175,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Cancel(args) => args.run(&ctx).await,
         Command::Prune(args) => args.run(&ctx).await,
         Command::Worker(args) => args.run(&ctx).await,
+        Command::Wait(args) => args.run(&ctx).await,
         Command::Emulate(args) => args.run().await,
         Command::Demo(args) => args.run().await,
         Command::Completions(args) => args.run(),

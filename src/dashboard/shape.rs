@@ -31,6 +31,10 @@ pub fn job_json(job: &Job) -> Value {
         "created_at": clock::rfc3339(job.created_at),
         "updated_at": clock::rfc3339(job.updated_at),
         "finished_at": opt_time(job.finished_at),
+        "accepted_at": opt_time(job.accepted_at),
+        "confirm_at": opt_time(job.confirm_at),
+        "confirmed_at": opt_time(job.confirmed_at),
+        "cdn_detail": job.cdn_detail,
     })
 }
 

@@ -321,7 +321,7 @@ fn until(now: i64, then: i64) -> Duration {
     Duration::from_millis(u64::try_from(then - now).unwrap_or(0))
 }
 
-/// `42 queued, 3 running; paused: qiniu/default/refresh_url until 16:00:00`.
+/// `42 queued, 3 running, 7 confirming; paused: qiniu/default/refresh_url until 16:00:00`.
 fn status_line(summary: &crate::store::Summary, now: i64) -> String {
     let count = |state: crate::model::JobState| -> i64 {
         summary
@@ -336,6 +336,10 @@ fn status_line(summary: &crate::store::Summary, now: i64) -> String {
         count(crate::model::JobState::Queued),
         count(crate::model::JobState::Running)
     );
+    let confirming = count(crate::model::JobState::Confirming);
+    if confirming > 0 {
+        line.push_str(&format!(", {confirming} confirming"));
+    }
     let paused: Vec<String> = summary
         .lanes
         .iter()
