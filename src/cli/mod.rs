@@ -201,7 +201,11 @@ pub(crate) fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Parses a duration flag that must lie within `min..=max` (named in the refusal).
-pub(crate) fn bounded_duration(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+pub(crate) fn bounded_duration(
+    text: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
     let d = duration_arg(text)?;
     if d < min || d > max {
         return Err(format!(

@@ -75,8 +75,8 @@ pub struct Args {
     confirm_interval: Duration,
 
     /// A job the CDN has not confirmed this long after acceptance fails with an error starting
-    /// `unconfirmed:` (`purgeq retry` sends it again); `--once` waits at most this long for its
-    /// confirmations (1s to 7d).
+    /// `unconfirmed:` (`purgeq retry` sends it again), so `--once` ends once its jobs have (it
+    /// waits at most twice this long) (1s to 7d).
     #[arg(long, value_name = "DUR", default_value = "1h", value_parser = confirm_timeout_arg,
           allow_hyphen_values = true)]
     confirm_timeout: Duration,
@@ -121,7 +121,11 @@ fn confirm_interval_arg(text: &str) -> Result<Duration, String> {
 }
 
 fn confirm_timeout_arg(text: &str) -> Result<Duration, String> {
-    super::bounded_duration(text, Duration::from_secs(1), Duration::from_secs(7 * 86_400))
+    super::bounded_duration(
+        text,
+        Duration::from_secs(1),
+        Duration::from_secs(7 * 86_400),
+    )
 }
 
 fn batch_size(text: &str) -> Result<usize, String> {

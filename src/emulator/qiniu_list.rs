@@ -47,7 +47,11 @@ impl Task {
         let (detail, end, progress) = match state {
             "processing" => ("", String::new(), 50),
             "success" => ("", china_time(self.done), 100),
-            _ => ("origin unreachable (emulated failure)", china_time(self.done), 100),
+            _ => (
+                "origin unreachable (emulated failure)",
+                china_time(self.done),
+                100,
+            ),
         };
         json!({
             "requestId": self.request_id,
@@ -117,13 +121,19 @@ impl Tasks {
             .checked_add(config.complete_after)
             .unwrap_or(jiff::Timestamp::MAX);
         let mut task_ids = serde_json::Map::new();
-        let targets = urls.iter().map(|u| (u, false)).chain(dirs.iter().map(|d| (d, true)));
+        let targets = urls
+            .iter()
+            .map(|u| (u, false))
+            .chain(dirs.iter().map(|d| (d, true)));
         for (target, is_dir) in targets {
             self.serial += 1;
             // N.B. Draw for every task, so a seed gives the same failures for the same tasks.
             let fails = self.rng.f64() < config.fail_fraction;
             let i = self.items.len();
-            self.by_request.entry(request_id.to_owned()).or_default().push(i);
+            self.by_request
+                .entry(request_id.to_owned())
+                .or_default()
+                .push(i);
             self.by_url.entry(target.clone()).or_default().push(i);
             self.items.push(Task {
                 request_id: request_id.to_owned(),
@@ -168,10 +178,18 @@ impl Tasks {
         // Newest first.
         matching.sort_by_key(|t| std::cmp::Reverse(t.serial));
         let page_no = query.page_no.unwrap_or(0);
-        let page_size = query.page_size.filter(|n| *n > 0).unwrap_or(DEFAULT_PAGE_SIZE);
+        let page_size = query
+            .page_size
+            .filter(|n| *n > 0)
+            .unwrap_or(DEFAULT_PAGE_SIZE);
         let skip = usize::try_from(page_no.saturating_mul(page_size)).unwrap_or(usize::MAX);
         let take = usize::try_from(page_size).unwrap_or(usize::MAX);
-        let items: Vec<Value> = matching.iter().skip(skip).take(take).map(|t| t.item(now)).collect();
+        let items: Vec<Value> = matching
+            .iter()
+            .skip(skip)
+            .take(take)
+            .map(|t| t.item(now))
+            .collect();
         Reply::coded(
             200,
             "success",
@@ -211,7 +229,11 @@ impl ListRequest {
         let state = present(&self.state).is_none_or(|s| s == task.state(now));
         let start = present(&self.start_time).is_none_or(|s| created.as_str() >= s);
         let end = present(&self.end_time).is_none_or(|e| {
-            let e = if e.len() == 10 { format!("{e} 23:59:59") } else { e.to_owned() };
+            let e = if e.len() == 10 {
+                format!("{e} 23:59:59")
+            } else {
+                e.to_owned()
+            };
             created <= e
         });
         is_dir && state && start && end

@@ -750,8 +750,7 @@ struct UpdateColumns<'a> {
 
 impl<'a> UpdateColumns<'a> {
     fn push(&mut self, row: UpdateRow<'a>) {
-        let (id, state, attempts, next_at, request_id, provider_code, last_error, confirm_at) =
-            row;
+        let (id, state, attempts, next_at, request_id, provider_code, last_error, confirm_at) = row;
         self.id.push(id);
         self.state.push(state);
         self.attempts.push(attempts);

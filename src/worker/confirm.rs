@@ -8,8 +8,8 @@
 //!   `confirm_at`. A worker killed mid-round leaves its jobs `confirming`; they are due again
 //!   when the hold ends. On shutdown, jobs taken but not yet asked about are handed back at once.
 //! - Per job: `success` -> `succeeded` with the CDN's end time; `failure` -> `queued` at once
-//!   with an attempt spent and the CDN's detail as its error (sending again spends quota again),
-//!   `failed` once attempts run out; `processing` or no usable answer -> asked again at a growing
+//!   with the CDN's detail as its error (the attempt was spent at acceptance; sending again
+//!   spends quota again), `failed` once attempts run out; `processing` or no usable answer -> asked again at a growing
 //!   interval. A job still unconfirmed `--confirm-timeout` after acceptance, or whose request
 //!   the provider does not know, fails with an error starting `unconfirmed:` (it never counts as
 //!   success; `purgeq retry` sends it again).
@@ -50,10 +50,18 @@ impl Shared {
         self.config.confirm.enabled && account.confirmer().is_some()
     }
 
+    /// How long a once run waits for confirmations at most. Every job ends by itself within
+    /// `--confirm-timeout` of its acceptance (plus one interval at most); this bounds a run
+    /// whose jobs keep being accepted late.
+    fn once_bound(&self) -> Duration {
+        let c = &self.config.confirm;
+        c.timeout * 2 + c.interval * 10
+    }
+
     /// With `--once`: whether `account` still has jobs being confirmed and the once run has
     /// time left to wait for them.
     pub(super) async fn once_waits(&self, account: &dyn Account) -> bool {
-        if !self.confirms(account) || self.started.elapsed() >= self.config.confirm.timeout {
+        if !self.confirms(account) || self.started.elapsed() >= self.once_bound() {
             return false;
         }
         let pending = self
@@ -65,7 +73,11 @@ impl Shared {
 
     /// Confirms `account`'s accepted jobs until shutdown (with `--once`: until the route loops
     /// are done and nothing is left to confirm, or `--confirm-timeout` has passed).
-    pub(super) async fn confirm_loop(&self, account: &dyn Account, routes_done: &CancellationToken) {
+    pub(super) async fn confirm_loop(
+        &self,
+        account: &dyn Account,
+        routes_done: &CancellationToken,
+    ) {
         let Some(confirmer) = account.confirmer() else {
             return;
         };
@@ -79,8 +91,8 @@ impl Shared {
                 }
             };
             if self.config.once && routes_done.is_cancelled() && !self.once_waits(account).await {
-                if self.started.elapsed() >= self.config.confirm.timeout {
-                    warn!("--once: stopped waiting for confirmations after --confirm-timeout");
+                if self.started.elapsed() >= self.once_bound() {
+                    warn!("--once: stopped waiting for confirmations (twice --confirm-timeout)");
                 }
                 return;
             }
@@ -110,7 +122,9 @@ impl Shared {
             .await?;
         if taken.is_empty() {
             let next = self.store.next_confirmation(provider, name).await?;
-            return Ok(Some(next.map_or(self.config.poll_interval, |t| until(now, t))));
+            return Ok(Some(
+                next.map_or(self.config.poll_interval, |t| until(now, t)),
+            ));
         }
         let mut groups = groups(confirmer, taken).into_iter();
         while let Some(group) = groups.next() {
@@ -144,7 +158,10 @@ impl Shared {
                 jobs: updates,
             })
             .await?;
-        info!(jobs = jobs.len(), "shutting down: handed back jobs awaiting confirmation");
+        info!(
+            jobs = jobs.len(),
+            "shutting down: handed back jobs awaiting confirmation"
+        );
         Ok(())
     }
 
@@ -175,8 +192,8 @@ impl Shared {
                     total,
                     page_size,
                 } => {
-                    let more = !page_tasks.is_empty()
-                        && (u64::from(page) + 1) * page_size.max(1) < total;
+                    let more =
+                        !page_tasks.is_empty() && (u64::from(page) + 1) * page_size.max(1) < total;
                     tasks.extend(page_tasks);
                     if more && page + 1 < MAX_PAGES {
                         self.record_confirm(account, call, Vec::new()).await?;
@@ -205,7 +222,11 @@ impl Shared {
         page: u32,
     ) -> Result<(CallEnd, ConfirmReport), StoreError> {
         let operation = confirmer.operation(group.action);
-        let mut targets: Vec<&str> = group.jobs.iter().filter_map(|j| j.target.as_deref()).collect();
+        let mut targets: Vec<&str> = group
+            .jobs
+            .iter()
+            .filter_map(|j| j.target.as_deref())
+            .collect();
         targets.sort_unstable();
         targets.dedup();
         let call_id = self
@@ -228,9 +249,12 @@ impl Shared {
             })
             .await;
         let outcome = answer.listing.label(&answer.report);
-        self.handles
-            .metrics
-            .observe_call(account.provider(), operation, outcome, started.elapsed());
+        self.handles.metrics.observe_call(
+            account.provider(),
+            operation,
+            outcome,
+            started.elapsed(),
+        );
         let report = &answer.report;
         info!(
             lane = %format!("{}/{operation}", account.provider()),
@@ -338,7 +362,10 @@ fn groups(confirmer: &dyn Confirmer, taken: Vec<Confirming>) -> Vec<Group> {
             let target = job.target.clone().unwrap_or_default();
             if urls.last() != Some(&target) {
                 if urls.len() == URLS_PER_QUERY {
-                    out.push(url_group(std::mem::take(&mut urls), std::mem::take(&mut current)));
+                    out.push(url_group(
+                        std::mem::take(&mut urls),
+                        std::mem::take(&mut current),
+                    ));
                 }
                 urls.push(target);
             }
@@ -404,7 +431,16 @@ impl Judge {
     }
 
     fn task(&self, job: &Confirming, task: &CdnTask) -> Judged {
-        let detail = (!task.detail.is_empty()).then(|| task.detail.clone());
+        let state = match task.state {
+            TaskState::Success => "success",
+            TaskState::Failure => "failure",
+            TaskState::Processing => "processing",
+        };
+        let detail = Some(if task.detail.is_empty() {
+            state.to_owned()
+        } else {
+            format!("{state}: {}", task.detail)
+        });
         match task.state {
             TaskState::Success => (
                 ConfirmUpdate {
@@ -422,9 +458,10 @@ impl Judge {
         }
     }
 
-    /// The CDN failed the task: send again (spending quota again), or give up.
+    /// The CDN failed the task: send again (spending quota again), or give up. The attempt was
+    /// spent when the provider accepted it.
     fn failure(&self, job: &Confirming, detail: Option<String>) -> Judged {
-        let attempts = job.attempts + 1;
+        let attempts = job.attempts;
         let exhausted = attempts >= self.max_attempts;
         let why = detail.clone().unwrap_or_else(|| "no detail".to_owned());
         let last_error = if exhausted {

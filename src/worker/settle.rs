@@ -655,9 +655,11 @@ mod tests {
         // 400037: confirmed by URL, so no request id.
         let s = settling(Outcome::InProgress);
         assert_eq!(s.updates.len(), 4);
-        assert!(s.updates.iter().all(|u| u.state == JobState::Confirming
-            && u.attempts == 1
-            && u.request_id.is_none()));
+        assert!(
+            s.updates.iter().all(|u| u.state == JobState::Confirming
+                && u.attempts == 1
+                && u.request_id.is_none())
+        );
     }
 
     #[test]

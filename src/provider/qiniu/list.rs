@@ -126,7 +126,11 @@ fn with_body(status: u16, body: &ListBody) -> (Listing, Outcome, String) {
         None => format!("HTTP {status}: {what}"),
     };
     if status >= 500 {
-        return (Listing::Unanswered, Outcome::Transient, said("server error"));
+        return (
+            Listing::Unanswered,
+            Outcome::Transient,
+            said("server error"),
+        );
     }
     match body.code {
         Some(200) if (200..300).contains(&status) => {
@@ -152,9 +156,21 @@ fn with_body(status: u16, body: &ListBody) -> (Listing, Outcome, String) {
             said("unknown request id"),
         ),
         Some(401_001 | 401_002) => (Listing::Unanswered, Outcome::Auth, said("auth")),
-        Some(403_022 | 403_024) => (Listing::Unanswered, Outcome::RateLimited, said("rate limited")),
-        Some(_) if status == 429 => (Listing::Unanswered, Outcome::RateLimited, said("rate limited")),
-        Some(_) => (Listing::Unanswered, Outcome::Transient, said("unexpected code")),
+        Some(403_022 | 403_024) => (
+            Listing::Unanswered,
+            Outcome::RateLimited,
+            said("rate limited"),
+        ),
+        Some(_) if status == 429 => (
+            Listing::Unanswered,
+            Outcome::RateLimited,
+            said("rate limited"),
+        ),
+        Some(_) => (
+            Listing::Unanswered,
+            Outcome::Transient,
+            said("unexpected code"),
+        ),
         None => (
             Listing::Unanswered,
             bare_status(status),
@@ -237,7 +253,11 @@ mod tests {
             (200, "{\"code\":200,\"ite", Outcome::Transient),
             (503, r#"{"code":200,"items":[]}"#, Outcome::Transient),
             (429, "slow down", Outcome::RateLimited),
-            (403, r#"{"code":403024,"error":"qps"}"#, Outcome::RateLimited),
+            (
+                403,
+                r#"{"code":403024,"error":"qps"}"#,
+                Outcome::RateLimited,
+            ),
             (401, r#"{"code":401002,"error":"bad token"}"#, Outcome::Auth),
             (200, r#"{"code":500002}"#, Outcome::Transient),
             (200, r#"{"code":200,"items":"x"}"#, Outcome::Transient),
@@ -245,13 +265,20 @@ mod tests {
             let r = classify_list(&answer(status, body));
             assert_eq!(r.listing, Listing::Unanswered, "{status} {body}");
             assert_eq!(r.report.outcome, outcome, "{status} {body}");
-            assert!(r.report.message.contains(&status.to_string()), "{}", r.report.message);
+            assert!(
+                r.report.message.contains(&status.to_string()),
+                "{}",
+                r.report.message
+            );
         }
     }
 
     #[test]
     fn unknown_request_id() {
-        let r = classify_list(&answer(400, r#"{"code":400036,"error":"invalid request id"}"#));
+        let r = classify_list(&answer(
+            400,
+            r#"{"code":400036,"error":"invalid request id"}"#,
+        ));
         assert_eq!(r.listing, Listing::UnknownRequest);
         assert!(r.report.message.contains("invalid request id"));
     }

@@ -194,7 +194,9 @@ async fn take<B: ConfirmBackend>(
 
 async fn begin_query<B: ConfirmBackend>(b: &B, query: &NewQuery) -> Result<i64, StoreError> {
     let mut tx = b.begin().await?;
-    let id = b.insert_query(&mut tx, query, crate::clock::now_ms()).await?;
+    let id = b
+        .insert_query(&mut tx, query, crate::clock::now_ms())
+        .await?;
     tx.commit().await.map_err(B::sql_err)?;
     Ok(id)
 }
