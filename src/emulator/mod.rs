@@ -69,6 +69,9 @@ pub struct Stats {
     /// Faults injected into purge requests so far (Qiniu's and 123pan's refresh calls), by kind
     /// name (`http-503`, `drop-after`, …). 123pan token faults are in `pan123.token_faults`.
     pub faults: BTreeMap<String, u64>,
+    /// Faults injected into Qiniu task-list requests so far, by kind name.
+    #[serde(default)]
+    pub list_faults: BTreeMap<String, u64>,
 }
 
 /// A running emulator. It stops when dropped or on [`Emulator::shutdown`].
@@ -164,6 +167,7 @@ pub(crate) struct State {
     pub(crate) pan123: pan123::Pan123State,
     injector: fault::Injector,
     faults: BTreeMap<String, u64>,
+    list_faults: BTreeMap<String, u64>,
     /// Request ids and trace ids: unseeded, so that a fault seed alone decides the fault sequence.
     ids: fastrand::Rng,
     serial: u64,
@@ -201,6 +205,7 @@ impl Shared {
             pan123: pan123::Pan123State::new(&config.pan123),
             injector: fault::Injector::new(config.faults.clone()),
             faults: BTreeMap::new(),
+            list_faults: BTreeMap::new(),
             ids: fastrand::Rng::new(),
             serial: 0,
         };
@@ -223,6 +228,7 @@ impl Shared {
             qiniu: state.qiniu.stats(&self.config.qiniu),
             pan123: state.pan123.stats(),
             faults: state.faults.clone(),
+            list_faults: state.list_faults.clone(),
         }
     }
 
@@ -244,7 +250,7 @@ impl Shared {
     fn draw_list_fault(&self) -> Option<FaultKind> {
         let mut state = self.lock();
         let kind = state.injector.draw_list()?;
-        *state.faults.entry(kind.as_str().to_owned()).or_default() += 1;
+        *state.list_faults.entry(kind.as_str().to_owned()).or_default() += 1;
         Some(kind)
     }
 

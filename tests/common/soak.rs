@@ -298,6 +298,9 @@ impl Ctx {
             .args(["--poll-interval", "50ms", "--lease", LEASE])
             .args(["--request-timeout", REQUEST_TIMEOUT, "--busy-timeout", "2s"])
             .args(["--max-attempts", &MAX_ATTEMPTS.to_string()])
+            // Confirmation in the path: every accepted job is confirmed through the task lists
+            // (the fake's tasks complete at once, so duplicates never meet a 400037).
+            .args(["--confirm-interval", "50ms"])
             .env("QINIU_ACCESS_KEY", AK)
             .env("QINIU_SECRET_KEY", SK)
             .env("QINIU_ENDPOINT", &self.endpoint)
@@ -567,20 +570,20 @@ fn watch_leases(ctx: &Ctx, stop: &AtomicBool) -> LeaseWatch {
     watch
 }
 
-/// Waits until no job is queued or running.
+/// Waits until no job is queued, running or confirming.
 fn drain(ctx: &Ctx, within: Duration) -> Result<(), String> {
     let db = Probe::open(&ctx.scratch);
     let deadline = Instant::now() + within;
     loop {
         let left = db
-            .count("FROM jobs WHERE state IN ('queued', 'running')")
+            .count("FROM jobs WHERE state IN ('queued', 'running', 'confirming')")
             .unwrap_or(-1);
         if left == 0 {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "{left} jobs still queued or running {within:?} after the producers stopped"
+                "{left} jobs still queued, running or confirming {within:?} after the producers stopped"
             ));
         }
         thread::sleep(Duration::from_millis(200));
