@@ -250,7 +250,10 @@ impl Shared {
     fn draw_list_fault(&self) -> Option<FaultKind> {
         let mut state = self.lock();
         let kind = state.injector.draw_list()?;
-        *state.list_faults.entry(kind.as_str().to_owned()).or_default() += 1;
+        *state
+            .list_faults
+            .entry(kind.as_str().to_owned())
+            .or_default() += 1;
         Some(kind)
     }
 

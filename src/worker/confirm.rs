@@ -453,17 +453,17 @@ impl Judge {
                 "success",
                 job.created_at,
             ),
-            TaskState::Failure => self.failure(job, detail),
+            TaskState::Failure => self.failure(job, detail, &task.detail),
             TaskState::Processing => self.later(job, detail),
         }
     }
 
     /// The CDN failed the task: send again (spending quota again), or give up. The attempt was
     /// spent when the provider accepted it.
-    fn failure(&self, job: &Confirming, detail: Option<String>) -> Judged {
+    fn failure(&self, job: &Confirming, detail: Option<String>, said: &str) -> Judged {
         let attempts = job.attempts;
         let exhausted = attempts >= self.max_attempts;
-        let why = detail.clone().unwrap_or_else(|| "no detail".to_owned());
+        let why = if said.is_empty() { "no detail" } else { said };
         let last_error = if exhausted {
             format!(
                 "gave up after {attempts} attempts: the CDN failed the purge ({}): {why}",

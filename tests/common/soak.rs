@@ -4,7 +4,8 @@
 //! database up against what the producers were told and what the emulator saw.
 //!
 //! Sizes come from the environment: `PURGEQ_SOAK_SCALE=small|large` (default `small`, the CI
-//! size) and `PURGEQ_SOAK_SEED=N`. The seed decides the producers' choices, the fault sequence
+//! size), `PURGEQ_SOAK_SEED=N` and `PURGEQ_SOAK_KILLS=N` (the crash loop's SIGKILLs; the
+//! producers keep going while they last). The seed decides the producers' choices, the fault sequence
 //! and the kill delays; process timing still differs from run to run, so a failing run keeps
 //! its scratch directory (database and worker logs) and prints where.
 
@@ -120,6 +121,10 @@ impl Plan {
         } else {
             (15, [600, 30, 120], 60, 10, 60)
         };
+        // N.B. The producers keep going for as long as the kills take.
+        let kills = std::env::var("PURGEQ_SOAK_KILLS").map_or(kills, |s| {
+            s.parse().expect("PURGEQ_SOAK_KILLS is a whole number")
+        });
         Plan {
             name,
             scale: if large { "large" } else { "small" },

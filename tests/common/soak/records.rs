@@ -114,8 +114,9 @@ pub(super) fn load(probe: &Probe) -> Result<Db, String> {
         call.jobs.sort_unstable();
     }
     // Confirmation queries carry no purge: the send checks read only the sends.
-    let (queries, calls): (Vec<Call>, Vec<Call>) =
-        calls.into_iter().partition(|c| c.operation.ends_with("_list"));
+    let (queries, calls): (Vec<Call>, Vec<Call>) = calls
+        .into_iter()
+        .partition(|c| c.operation.ends_with("_list"));
     Ok(Db {
         jobs,
         calls,
