@@ -20,11 +20,16 @@
 //!   each size, `Store::claim` (as the worker asks, then released) and `status` (library and
 //!   process) p50/p99, beside the minimal queries a plain client needs for the same answers.
 //!
+//! - **confirm**: N jobs over N/3 distinct targets drained by one `purgeq worker --once` with
+//!   confirmation against the emulator (tasks done by the first query): task-list queries per
+//!   accepted request, counted at the emulator. Baseline: one query per accepted request.
+//!
 //! Build the product first (`cargo build --release`), then `cargo run --release -p
-//! purgeq-bench [-- --quick] [-- --only enqueue|single|drain|scale] [-- --pg URL]`.
+//! purgeq-bench [-- --quick] [-- --only enqueue|single|drain|confirm|scale] [-- --pg URL]`.
 
 mod backend;
 mod baseline;
+mod confirm;
 mod drain;
 mod enqueue;
 mod pgbase;
@@ -62,6 +67,7 @@ enum Bench {
     Single,
     Drain,
     Scale,
+    Confirm,
 }
 
 /// How big each benchmark is.
@@ -79,6 +85,8 @@ pub struct Sizes {
     pub drain_distinct: usize,
     /// Workers draining at once, in the second drain.
     pub drain_workers: usize,
+    /// Jobs drained with confirmation (over a third as many distinct targets).
+    pub confirm_jobs: usize,
     /// Table sizes for the claim and status latencies, smallest first.
     pub scale_rows: Vec<usize>,
     /// Timed claims at each size.
@@ -99,6 +107,7 @@ impl Sizes {
                 drain_jobs: 6_000,
                 drain_distinct: 2_000,
                 drain_workers: 3,
+                confirm_jobs: 1_800,
                 scale_rows: vec![5_000, 20_000, 50_000],
                 claim_iters: 30,
                 status_iters: 20,
@@ -112,6 +121,7 @@ impl Sizes {
                 drain_jobs: 100_000,
                 drain_distinct: 33_334,
                 drain_workers: 3,
+                confirm_jobs: 18_000,
                 scale_rows: vec![10_000, 100_000, 1_000_000],
                 claim_iters: 200,
                 status_iters: 100,
@@ -156,6 +166,10 @@ fn main() -> anyhow::Result<()> {
         if wanted(Bench::Drain) {
             drain::run(&purgeq, backend, &sizes, &mut report)
                 .with_context(|| format!("the {name} drain benchmark"))?;
+        }
+        if wanted(Bench::Confirm) {
+            confirm::run(&purgeq, backend, &sizes, &mut report)
+                .with_context(|| format!("the {name} confirmation benchmark"))?;
         }
         if wanted(Bench::Scale) {
             scale::run(&purgeq, backend, &sizes, &mut report)
