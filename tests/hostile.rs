@@ -58,15 +58,24 @@ fn raw(s: &Scratch, args: &[&str]) -> Command {
     for var in common::CLEARED {
         cmd.env_remove(var);
     }
+    // A worker asks the fake's task list at once (its answers end confirmation quickly).
+    cmd.env("PURGEQ_CONFIRM_INTERVAL", "20ms");
     cmd
 }
 
 fn total_jobs(s: &Scratch) -> i64 {
     let st = s.status(&[]);
-    ["queued", "running", "succeeded", "failed", "cancelled"]
-        .iter()
-        .map(|state| count(&st, "qiniu", state))
-        .sum()
+    [
+        "queued",
+        "running",
+        "confirming",
+        "succeeded",
+        "failed",
+        "cancelled",
+    ]
+    .iter()
+    .map(|state| count(&st, "qiniu", state))
+    .sum()
 }
 
 /// No byte that could drive or reorder a terminal.

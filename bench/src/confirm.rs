@@ -47,7 +47,10 @@ pub fn run(
     config.qiniu.quotas.url_refresh = 1_000_000;
     config.qiniu.complete_after = COMPLETE_AFTER;
     let emu = rt
-        .block_on(emulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config))
+        .block_on(emulator::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            config,
+        ))
         .context("starting the emulator")?;
     eprintln!(
         "{} confirm: {} jobs queued, one worker starting",

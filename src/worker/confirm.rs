@@ -11,7 +11,8 @@
 //!   with the CDN's detail as its error (the attempt was spent at acceptance; sending again
 //!   spends quota again), `failed` once attempts run out; `processing` or no usable answer -> asked again at a growing
 //!   interval. A job still unconfirmed `--confirm-timeout` after acceptance, or whose request
-//!   the provider does not know, fails with an error starting `unconfirmed:` (it never counts as
+//!   the provider does not know (or lists no task for at all), fails with an error starting
+//!   `unconfirmed:` (it never counts as
 //!   success; `purgeq retry` sends it again).
 
 use std::collections::BTreeMap;
@@ -30,8 +31,8 @@ use crate::store::{
     CallEnd, ConfirmRecord, ConfirmUpdate, Confirming, NewQuery, StoreError, TakeConfirmations,
 };
 
-/// Confirming jobs taken per round.
-const TAKE_LIMIT: i64 = 600;
+/// Requests whose due jobs one round takes (all of each request's, so one query answers them).
+const TAKE_REQUESTS: i64 = 20;
 /// URLs asked about in one query by URL.
 const URLS_PER_QUERY: usize = 100;
 /// Pages read for one query before taking what was read as all there is.
@@ -117,7 +118,7 @@ impl Shared {
                 account: name.to_owned(),
                 now,
                 hold_until: clock::add(now, self.config.lease()),
-                limit: TAKE_LIMIT,
+                limit: TAKE_REQUESTS,
             })
             .await?;
         if taken.is_empty() {
@@ -199,7 +200,16 @@ impl Shared {
                         self.record_confirm(account, call, Vec::new()).await?;
                         continue;
                     }
-                    judge.tasks(&group.jobs, &tasks)
+                    if tasks.is_empty() && total == 0 {
+                        // N.B. The query matches nothing at all: the CDN does not know it.
+                        group
+                            .jobs
+                            .iter()
+                            .map(|j| judge.unconfirmed(j, "the CDN lists no task for it"))
+                            .collect()
+                    } else {
+                        judge.tasks(&group.jobs, &tasks)
+                    }
                 }
                 Listing::UnknownRequest => group
                     .jobs

@@ -30,7 +30,8 @@ pub struct TakeConfirmations {
     pub now: i64,
     /// Their `confirm_at` becomes this while the worker asks (its hold, and the fence).
     pub hold_until: i64,
-    /// At most this many, earliest due first.
+    /// The due jobs of at most this many requests, earliest due first (jobs without a request
+    /// id, confirmed by URL, count as one request).
     pub limit: i64,
 }
 
@@ -226,7 +227,7 @@ macro_rules! dispatch {
 }
 
 impl Store {
-    /// Takes up to `req.limit` due confirming jobs of one account for a query, holding them
+    /// Takes the due confirming jobs of up to `req.limit` requests of one account, holding them
     /// until `req.hold_until`.
     pub async fn take_confirmations(
         &self,

@@ -13,14 +13,18 @@ impl ConfirmBackend for PgStore {
         tx: &mut Tx<Self>,
         req: &TakeConfirmations,
     ) -> Result<Vec<Confirming>, StoreError> {
-        // SKIP LOCKED: two workers never take the same job; the outer conditions are checked
-        // again on the locked row.
+        // Whole requests, as on SQLite. SKIP LOCKED: two workers never take the same job; the
+        // outer conditions are checked again on the locked row.
         let rows = sqlx::query(
             "UPDATE jobs SET confirm_at = $1
              WHERE id IN (SELECT id FROM jobs
                           WHERE state = 'confirming' AND provider = $2 AND account = $3
                             AND confirm_at <= $4
-                          ORDER BY confirm_at LIMIT $5
+                            AND coalesce(confirm_request_id, '') IN (
+                                SELECT coalesce(confirm_request_id, '') FROM jobs
+                                WHERE state = 'confirming' AND provider = $2 AND account = $3
+                                  AND confirm_at <= $4
+                                GROUP BY 1 ORDER BY MIN(confirm_at) LIMIT $5)
                           FOR UPDATE SKIP LOCKED)
                AND state = 'confirming' AND confirm_at <= $4
              RETURNING id, action, target, attempts, created_at, accepted_at,

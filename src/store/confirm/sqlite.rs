@@ -14,12 +14,16 @@ impl ConfirmBackend for SqliteStore {
         req: &TakeConfirmations,
     ) -> Result<Vec<Confirming>, StoreError> {
         // BEGIN IMMEDIATE holds the write lock: no other worker takes the same jobs.
+        // N.B. Whole requests: every due job of the first requests due, so one query answers
+        // all of a request's jobs (jobs without a request id count as one request).
         let rows = sqlx::query(
             "UPDATE jobs SET confirm_at = ?1
-             WHERE id IN (SELECT id FROM jobs
-                          WHERE state = 'confirming' AND provider = ?2 AND account = ?3
-                            AND confirm_at <= ?4
-                          ORDER BY confirm_at LIMIT ?5)
+             WHERE state = 'confirming' AND provider = ?2 AND account = ?3 AND confirm_at <= ?4
+               AND coalesce(confirm_request_id, '') IN (
+                   SELECT coalesce(confirm_request_id, '') FROM jobs
+                   WHERE state = 'confirming' AND provider = ?2 AND account = ?3
+                     AND confirm_at <= ?4
+                   GROUP BY 1 ORDER BY MIN(confirm_at) LIMIT ?5)
              RETURNING id, action, target, attempts, created_at, accepted_at,
                        confirm_request_id, confirm_at",
         )
