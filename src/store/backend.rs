@@ -243,7 +243,7 @@ pub(super) trait Backend: Sync {
     /// Refreshes the query planner's statistics.
     async fn optimize(&self) -> Result<(), StoreError>;
 
-    /// Whether any job of `provider` is queued or running.
+    /// Whether any job of `provider` is queued, running or being confirmed.
     async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError>;
 }
 

@@ -318,7 +318,7 @@ impl Store {
         dispatch!(self, s => backend::Backend::optimize(s).await)
     }
 
-    /// Whether any job of `provider` is queued or running.
+    /// Whether any job of `provider` is queued, running or being confirmed.
     pub async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
         dispatch!(self, s => backend::Backend::has_pending(s, provider).await)
     }

@@ -717,7 +717,7 @@ impl Backend for SqliteStore {
 
     async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
         sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('queued', 'running') AND provider = ?1)",
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('queued', 'running', 'confirming') AND provider = ?1)",
         )
         .bind(provider.as_str())
         .fetch_one(&self.pool)
