@@ -374,3 +374,82 @@ async fn enqueue_wait_times_out_when_the_cdn_never_completes() {
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
 }
+
+/// POSTs `body` to a task-list path of the emulator, signed with `sk` as Qiniu signs.
+async fn list(
+    emu: &Emulator,
+    path: &str,
+    sk: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let token =
+        purgeq::provider::qiniu::sign(common::worker::AK, &purgeq::secret::Secret::new(sk), path);
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", emu.url()))
+        .header("Authorization", format!("QBox {token}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_emulators_task_lists_filter_page_and_check_signatures() {
+    let scratch = Scratch::new();
+    let store = scratch.store().await;
+    let emu = emulator(emulator_config()).await;
+    let targets = urls("cdn.example.com", 3);
+    enqueue(&store, Action::RefreshUrl, &targets).await;
+    let mut no_confirm = fast_config();
+    no_confirm.confirm.enabled = false;
+    drain_once(&store, &emu, no_confirm).await;
+    let request_id = emu.stats().qiniu.issued[0].request_id.clone();
+    let path = "/v2/tune/refresh/list";
+    let sk = common::worker::SK;
+
+    // Paging through `total`, with the SDKs' null fields and a page number as a string.
+    let body = serde_json::json!({"requestId": request_id, "pageNo": "1", "pageSize": 2,
+                                  "urls": null, "state": ""});
+    let (status, page) = list(&emu, path, sk, body).await;
+    assert_eq!((status, page["code"].as_i64()), (200, Some(200)), "{page}");
+    assert_eq!(
+        (page["total"].as_u64(), page["pageNo"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    for field in [
+        "requestId",
+        "url",
+        "state",
+        "stateDetail",
+        "createAt",
+        "beginAt",
+        "endAt",
+        "isDir",
+    ] {
+        assert!(items[0].get(field).is_some(), "{field} in {}", items[0]);
+    }
+    assert_eq!(items[0]["state"], "success");
+
+    // Filters: by URL, by state, by kind.
+    let by_url = serde_json::json!({"urls": [targets[1]]});
+    let (_, page) = list(&emu, path, sk, by_url).await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["items"][0]["url"], targets[1].as_str());
+    let (_, page) = list(&emu, path, sk, serde_json::json!({"state": "processing"})).await;
+    assert_eq!(page["total"], 0);
+    let (_, page) = list(&emu, path, sk, serde_json::json!({"isDir": "yes"})).await;
+    assert_eq!(page["total"], 0);
+    let (_, page) = list(&emu, "/v2/tune/prefetch/list", sk, serde_json::json!({})).await;
+    assert_eq!(page["total"], 0, "refresh tasks are not prefetch tasks");
+
+    // An unknown request id, and a bad signature.
+    let unknown = serde_json::json!({"requestId": "nope"});
+    let (status, page) = list(&emu, path, sk, unknown).await;
+    assert_eq!((status, page["code"].as_i64()), (400, Some(400_036)));
+    let (status, page) = list(&emu, path, "wrong-sk", serde_json::json!({})).await;
+    assert_eq!((status, page["code"].as_i64()), (401, Some(401_001)));
+}

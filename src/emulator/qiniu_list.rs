@@ -5,8 +5,8 @@
 //! A list request is checked like a purge (the same QBox signature, the same fault injection,
 //! with its own script `list_fail_next`), then filtered by `requestId` (an unknown one is
 //! answered 400036), `urls`, `isDir`, `state`, `startTime`/`endTime` (China time, compared as
-//! Qiniu formats them) and paged by `pageNo` (from 0) and `pageSize` (default 100). Empty and
-//! `null` fields count as absent, as the SDKs send them. Items carry every documented field plus
+//! Qiniu formats them) and paged by `pageNo` (from 0) and `pageSize` (default 100, numbers or
+//! strings of digits). Empty and `null` fields count as absent, as the SDKs send them. Items carry every documented field plus
 //! `taskId` and `progress`, which some real answers carry too.
 
 use std::collections::HashMap;
@@ -177,9 +177,8 @@ impl Tasks {
             .collect();
         // Newest first.
         matching.sort_by_key(|t| std::cmp::Reverse(t.serial));
-        let page_no = query.page_no.unwrap_or(0);
-        let page_size = query
-            .page_size
+        let page_no = number(&query.page_no).unwrap_or(0);
+        let page_size = number(&query.page_size)
             .filter(|n| *n > 0)
             .unwrap_or(DEFAULT_PAGE_SIZE);
         let skip = usize::try_from(page_no.saturating_mul(page_size)).unwrap_or(usize::MAX);
@@ -211,10 +210,19 @@ struct ListRequest {
     is_dir: Option<String>,
     urls: Option<Vec<String>>,
     state: Option<String>,
-    page_no: Option<u64>,
-    page_size: Option<u64>,
+    page_no: Option<Value>,
+    page_size: Option<Value>,
     start_time: Option<String>,
     end_time: Option<String>,
+}
+
+/// A number sent as a JSON number or as a string of digits (some SDKs send either).
+fn number(field: &Option<Value>) -> Option<u64> {
+    match field.as_ref()? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 /// A field that is set and not empty.
