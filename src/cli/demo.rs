@@ -119,42 +119,54 @@ impl Args {
 
         step("purgeq status: counts, the paused lane and its quota, recent jobs.");
         status::print_summary(&store, 8).await?;
-        if let Some(failed) = store
-            .list_jobs(&crate::store::JobFilter {
-                state: Some(crate::model::JobState::Failed),
-                limit: 1,
-                ..Default::default()
-            })
-            .await?
-            .first()
-        {
-            step(&format!(
-                "purgeq status {}: a failed job and the provider call that carried it.",
-                failed.id
-            ));
-            status::print_job(&store, failed.id).await?;
-        }
-        step(
-            "purgeq wait --tag build-42 --timeout 2s: a pipeline blocks until its purges are done; here the quota-paused jobs have not ended, so it times out (exit 6).",
-        );
-        let selection = crate::store::WaitSelection {
-            tag: Some("build-42".to_owned()),
-            ..Default::default()
-        };
-        let code = super::wait::wait(
-            &store,
-            &selection,
-            Some(std::time::Duration::from_secs(2)),
-            std::time::Duration::from_millis(500),
-        )
-        .await?;
-        println!("    exit code {}", code as u8);
+        show_failed(&store).await?;
+        show_wait(&store).await?;
         println!(
             "\nThe queued jobs wait for the quota to come back; a real worker keeps running and sends them then."
         );
         emu.shutdown().await;
         Ok(ExitCode::Success)
     }
+}
+
+/// `purgeq status ID` of a job that failed for good, with the call that carried it.
+async fn show_failed(store: &Store) -> anyhow::Result<()> {
+    if let Some(failed) = store
+        .list_jobs(&crate::store::JobFilter {
+            state: Some(crate::model::JobState::Failed),
+            limit: 1,
+            ..Default::default()
+        })
+        .await?
+        .first()
+    {
+        step(&format!(
+            "purgeq status {}: a failed job and the provider call that carried it.",
+            failed.id
+        ));
+        status::print_job(store, failed.id).await?;
+    }
+    Ok(())
+}
+
+/// `purgeq wait` on the demo's tag, with a short timeout: the quota-paused jobs keep it waiting.
+async fn show_wait(store: &Store) -> anyhow::Result<()> {
+    step(
+        "purgeq wait --tag build-42 --timeout 2s: a pipeline blocks until its purges are done; here the quota-paused jobs have not ended, so it times out (exit 6).",
+    );
+    let selection = crate::store::WaitSelection {
+        tag: Some("build-42".to_owned()),
+        ..Default::default()
+    };
+    let code = super::wait::wait(
+        store,
+        &selection,
+        Some(std::time::Duration::from_secs(2)),
+        std::time::Duration::from_millis(500),
+    )
+    .await?;
+    println!("    exit code {}", code as u8);
+    Ok(())
 }
 
 /// Shows a job the CDN failed after accepting it, queued to be sent again.

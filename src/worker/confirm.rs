@@ -276,19 +276,7 @@ impl Shared {
             outcome,
             "confirmation query"
         );
-        let call = CallEnd {
-            call_id,
-            http_status: report.http_status,
-            provider_code: report.code,
-            request_id: match &group.by {
-                ConfirmBy::Request(id) => Some(id.clone()),
-                ConfirmBy::Urls(_) => None,
-            },
-            trace_id: report.trace_id.clone(),
-            outcome,
-            message: report.message.clone(),
-        };
-        Ok((call, answer))
+        Ok((call_end(call_id, &group.by, &answer, outcome), answer))
     }
 
     /// Records a query's audit row and its jobs' results; counts and logs the results.
@@ -332,6 +320,28 @@ impl Shared {
             );
         }
         Ok(())
+    }
+}
+
+/// A query's audit completion; it records the request id asked about.
+fn call_end(
+    call_id: i64,
+    by: &ConfirmBy,
+    answer: &ConfirmReport,
+    outcome: &'static str,
+) -> CallEnd {
+    let report = &answer.report;
+    CallEnd {
+        call_id,
+        http_status: report.http_status,
+        provider_code: report.code,
+        request_id: match by {
+            ConfirmBy::Request(id) => Some(id.clone()),
+            ConfirmBy::Urls(_) => None,
+        },
+        trace_id: report.trace_id.clone(),
+        outcome,
+        message: report.message.clone(),
     }
 }
 
