@@ -100,13 +100,18 @@ named_enum!(
 );
 
 named_enum!(
-    /// Where a job is in its life: `queued` -> `running` -> `succeeded` | `failed` | `cancelled`.
+    /// Where a job is in its life: `queued` -> `running` -> [`confirming` ->] `succeeded` |
+    /// `failed` | `cancelled`.
     JobState, "state", {
         /// Waiting for a worker; eligible once `next_at` has passed.
         Queued => "queued",
         /// Claimed by a worker under a lease; back to `queued` if the lease expires.
         Running => "running",
-        /// The provider accepted the purge.
+        /// Accepted by the provider, not yet confirmed done by the CDN; the worker asks the
+        /// provider's task list from `confirm_at` on. Holds no lease.
+        Confirming => "confirming",
+        /// Done: confirmed by the CDN, or accepted by a provider that offers no confirmation
+        /// (or with `--no-confirm`).
         Succeeded => "succeeded",
         /// Permanently rejected, or out of attempts; `last_error` says why.
         Failed => "failed",
@@ -144,6 +149,14 @@ impl Priority {
     /// The priority stored as `rank`, if it is one.
     pub fn from_rank(rank: i64) -> Option<Priority> {
         Priority::ALL.iter().copied().find(|p| p.rank() == rank)
+    }
+}
+
+impl Provider {
+    /// Whether the provider can say when an accepted purge is done at the edge (Qiniu's task
+    /// lists); 123pan cannot, so its jobs end `succeeded` at acceptance.
+    pub const fn offers_confirmation(self) -> bool {
+        matches!(self, Provider::Qiniu)
     }
 }
 

@@ -46,6 +46,8 @@ fn worker_cmd(s: &Scratch, emu: &Emulator, extra: &[&str]) -> Command {
         .env("QINIU_SECRET_KEY", SK)
         .env("QINIU_ENDPOINT", emu.url())
         .env("RUST_LOG", "purgeq=info")
+        // The emulator's tasks complete at once: confirm promptly.
+        .env("PURGEQ_CONFIRM_INTERVAL", "20ms")
         .env_remove("NOTIFY_SOCKET");
     cmd
 }
@@ -165,7 +167,12 @@ async fn the_api_answers_in_the_shapes_of_status() {
         &urls("late.example.com", 2),
         &["--delay", "1h"],
     );
-    let worker = start_worker(&s, &emu, &[]);
+    let worker = start_worker(
+        &s,
+        &emu,
+        // The newest call asserted below is the send: without confirmation queries after it.
+        &["--no-confirm"],
+    );
     wait_for("the ready jobs to succeed", || {
         let status = s.status(&[]);
         count(&status, "qiniu", "succeeded") == 33 && count(&status, "qiniu", "running") == 0

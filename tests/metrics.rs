@@ -29,6 +29,9 @@ fn start_worker(s: &Scratch, emu: &Emulator) -> Worker {
             "127.0.0.1:0",
             "--max-requests-per-sec",
             "0",
+            // The request counts asserted here are the sends; confirmation queries and their
+            // metrics are tested in tests/confirm.rs.
+            "--no-confirm",
         ])
         .env("RUST_LOG", "purgeq=info")
         .spawn()

@@ -95,6 +95,9 @@ async fn sigterm_mid_request_records_the_call_and_exits_zero() {
             "30s",
             "--max-requests-per-sec",
             "0.2",
+            // About the send in flight at SIGTERM; SIGTERM while confirming is in
+            // tests/confirm.rs.
+            "--no-confirm",
         ],
     );
     wait_for("the first request to be in flight", LIMIT, || {

@@ -24,6 +24,8 @@ async fn worker_logs(s: &Scratch, endpoint: &str, format: &str) -> String {
             "0",
         ])
         .env("RUST_LOG", "trace")
+        // Confirm at once: the task-list queries are logged too, and must hold no secret.
+        .env("PURGEQ_CONFIRM_INTERVAL", "20ms")
         .env("QINIU_ACCESS_KEY", AK)
         .env("QINIU_SECRET_KEY", SK)
         .env("QINIU_ENDPOINT", endpoint)

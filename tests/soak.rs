@@ -11,7 +11,9 @@
 //! PURGEQ_SOAK_SCALE=large cargo test --release --test soak -- --nocapture
 //! ```
 //!
-//! `PURGEQ_SOAK_SEED=N` picks another seed (producers' choices, faults, kill delays). Under
+//! `PURGEQ_SOAK_SEED=N` picks another seed (producers' choices, faults, kill delays);
+//! `PURGEQ_SOAK_KILLS=N` sets the crash loop's SIGKILLs (1000 for the figures in
+//! BENCHMARKS.md, with confirmation in the path). Under
 //! `PURGEQ_TEST_BACKEND=postgres` (`scripts/test.sh`) the same runs go against PostgreSQL.
 
 mod common;

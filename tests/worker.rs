@@ -44,7 +44,11 @@ async fn duplicates_ride_one_request_and_every_job_records_its_request_id() {
     for _ in 0..3 {
         enqueue(&store, Action::RefreshUrl, &targets).await;
     }
-    drain_once(&store, &emu, fast_config()).await;
+    // This test is about sends and their audit rows: without confirmation, so each job's call
+    // history holds only the refresh that carried it (tests/confirm.rs covers the queries).
+    let mut config = fast_config();
+    config.confirm.enabled = false;
+    drain_once(&store, &emu, config).await;
 
     let stats = emu.stats().qiniu;
     assert_eq!(
@@ -218,7 +222,10 @@ async fn a_provider_that_fails_twice_then_succeeds_leaves_attempts_three() {
     })
     .unwrap();
     enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 10)).await;
-    run_until(&store, &emu, fast_config(), || async {
+    // About retried sends: without confirmation, so the call history counts only the sends.
+    let mut config = fast_config();
+    config.confirm.enabled = false;
+    run_until(&store, &emu, config, || async {
         count_state(&store, JobState::Succeeded).await == 10
     })
     .await;

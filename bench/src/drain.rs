@@ -144,6 +144,8 @@ fn drain(
             .arg(scratch.db_arg())
             .args(["worker", "--once", "--max-targets-per-sec", "0"])
             .args(["--max-requests-per-sec", "0"])
+            // Sending only: confirmation has its own benchmark (`--only confirm`).
+            .arg("--no-confirm")
             .env("QINIU_ACCESS_KEY", DEMO_ACCESS_KEY)
             .env("QINIU_SECRET_KEY", DEMO_SECRET_KEY)
             .env("QINIU_ENDPOINT", emu.url())

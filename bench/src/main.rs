@@ -29,11 +29,16 @@
 //!   its first request (default poll interval), then single-URL enqueues while one worker
 //!   drains the drain's jobs, beside the same enqueues with no worker (see `latency.rs`).
 //!
+//! - **confirm**: N jobs over N/3 distinct targets drained by one `purgeq worker --once` with
+//!   confirmation against the emulator (tasks done by the first query): task-list queries per
+//!   accepted request, counted at the emulator. Baseline: one query per accepted request.
+//!
 //! Build the product first (`cargo build --release`), then `cargo run --release -p
-//! purgeq-bench [-- --quick] [-- --only enqueue|single|drain|scale|quota-week|latency] [-- --pg URL]`.
+//! purgeq-bench [-- --quick] [-- --only enqueue|single|drain|confirm|scale|quota-week|latency] [-- --pg URL]`.
 
 mod backend;
 mod baseline;
+mod confirm;
 mod drain;
 mod enqueue;
 mod latency;
@@ -79,6 +84,7 @@ enum Bench {
     Scale,
     QuotaWeek,
     Latency,
+    Confirm,
 }
 
 /// How big each benchmark is.
@@ -96,6 +102,8 @@ pub struct Sizes {
     pub drain_distinct: usize,
     /// Workers draining at once, in the second drain.
     pub drain_workers: usize,
+    /// Jobs drained with confirmation (over a third as many distinct targets).
+    pub confirm_jobs: usize,
     /// Table sizes for the claim and status latencies, smallest first.
     pub scale_rows: Vec<usize>,
     /// Timed claims at each size.
@@ -129,6 +137,7 @@ impl Sizes {
                 drain_jobs: 6_000,
                 drain_distinct: 2_000,
                 drain_workers: 3,
+                confirm_jobs: 1_800,
                 scale_rows: vec![5_000, 20_000, 50_000],
                 claim_iters: 30,
                 status_iters: 20,
@@ -148,6 +157,7 @@ impl Sizes {
                 drain_jobs: 100_000,
                 drain_distinct: 33_334,
                 drain_workers: 3,
+                confirm_jobs: 18_000,
                 scale_rows: vec![10_000, 100_000, 1_000_000],
                 claim_iters: 200,
                 status_iters: 100,
@@ -205,6 +215,10 @@ fn main() -> anyhow::Result<()> {
         if wanted(Bench::QuotaWeek) {
             quota_week::run(backend, &sizes, &mut report)
                 .with_context(|| format!("the {name} quota week benchmark"))?;
+        }
+        if wanted(Bench::Confirm) {
+            confirm::run(&purgeq, backend, &sizes, &mut report)
+                .with_context(|| format!("the {name} confirmation benchmark"))?;
         }
         if wanted(Bench::Scale) {
             scale::run(&purgeq, backend, &sizes, &mut report)

@@ -2,8 +2,9 @@
 //!
 //! A temporary database, the provider emulator on 127.0.0.1, and the demo credentials. It
 //! enqueues Qiniu jobs with duplicates and an invalid host, and a 123pan refresh, shows a rejected input, drains until the
-//! emulator's small daily quota is spent to the last unit and the lane waits for the reset, and
-//! prints `status`.
+//! emulator's small daily quota is spent to the last unit and the lane waits for the reset, waits
+//! for the CDN to confirm what was accepted (a few tasks fail at the CDN and are queued to be
+//! sent again), prints `status`, and shows `wait`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,12 @@ const DOMAIN: &str = "cdn.example.com";
 
 /// The demo account's daily URL refresh quota: small, so the demo runs it out.
 const DEMO_URL_QUOTA: u64 = 100;
+
+/// How long the demo's CDN tasks take to reach the edge.
+const DEMO_COMPLETE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The fraction of the demo's CDN tasks that fail after they were accepted.
+const DEMO_FAIL_FRACTION: f64 = 0.05;
 
 /// Run purgeq end to end against the local emulator, with a temporary database.
 ///
@@ -64,6 +71,8 @@ impl Args {
         let mut config = EmulatorConfig::default();
         config.qiniu.domains = vec![DOMAIN.to_owned()];
         config.qiniu.quotas.url_refresh = DEMO_URL_QUOTA;
+        config.qiniu.complete_after = DEMO_COMPLETE_AFTER;
+        config.qiniu.fail_fraction = DEMO_FAIL_FRACTION;
         let emu = emulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
             .await
             .context("starting the emulator")?;
@@ -91,41 +100,104 @@ impl Args {
         enqueue_jobs(&store).await?;
 
         step(
-            "The worker drains the queue: duplicates share one request, invalid hosts fail alone, the Qiniu quota is spent to the last unit, and one 123pan call refreshes the whole account.",
+            "The worker drains the queue: duplicates share one request, invalid hosts fail alone, the Qiniu quota is spent to the last unit, and one 123pan call refreshes the whole account. Accepted Qiniu purges stay `confirming` until the CDN's tasks are done (2 s here, minutes in real life); the worker asks the task lists and waits for them.",
         );
         drain(&store, &emu.url()).await?;
         let stats = emu.stats();
+        let lists: u64 = ["refresh_list", "prefetch_list"]
+            .iter()
+            .filter_map(|op| stats.qiniu.requests.get(*op))
+            .sum();
         println!(
-            "    Qiniu: {} requests, {} distinct targets purged; 123pan: {} token request, {} refresh call",
-            stats.qiniu.requests.values().sum::<u64>(),
+            "    Qiniu: {} purge requests, {} distinct targets purged, {lists} task-list queries; 123pan: {} token request, {} refresh call",
+            stats.qiniu.requests.values().sum::<u64>() - lists,
             stats.qiniu.purged.len(),
             stats.pan123.token_requests,
             stats.pan123.refresh_calls
         );
+        show_resent(&store).await?;
 
         step("purgeq status: counts, the lane waiting for its quota, the forecast, recent jobs.");
         status::print_summary(&store, 8).await?;
-        if let Some(failed) = store
-            .list_jobs(&crate::store::JobFilter {
-                state: Some(crate::model::JobState::Failed),
-                limit: 1,
-                ..Default::default()
-            })
-            .await?
-            .first()
-        {
-            step(&format!(
-                "purgeq status {}: a failed job and the provider call that carried it.",
-                failed.id
-            ));
-            status::print_job(&store, failed.id).await?;
-        }
+        show_failed(&store).await?;
+        show_wait(&store).await?;
         println!(
             "\nThe queued jobs wait for the quota to come back; a real worker keeps running and sends them then."
         );
         emu.shutdown().await;
         Ok(ExitCode::Success)
     }
+}
+
+/// `purgeq status ID` of a job that failed for good, with the call that carried it.
+async fn show_failed(store: &Store) -> anyhow::Result<()> {
+    if let Some(failed) = store
+        .list_jobs(&crate::store::JobFilter {
+            state: Some(crate::model::JobState::Failed),
+            limit: 1,
+            ..Default::default()
+        })
+        .await?
+        .first()
+    {
+        step(&format!(
+            "purgeq status {}: a failed job and the provider call that carried it.",
+            failed.id
+        ));
+        status::print_job(store, failed.id).await?;
+    }
+    Ok(())
+}
+
+/// `purgeq wait` on the demo's tag, with a short timeout: the quota-paused jobs keep it waiting.
+async fn show_wait(store: &Store) -> anyhow::Result<()> {
+    step(
+        "purgeq wait --tag build-42 --timeout 2s: a pipeline blocks until its purges are done; here the quota-paused jobs have not ended, so it times out (exit 6).",
+    );
+    let selection = crate::store::WaitSelection {
+        tag: Some("build-42".to_owned()),
+        ..Default::default()
+    };
+    let code = super::wait::wait(
+        store,
+        &selection,
+        Some(std::time::Duration::from_secs(2)),
+        std::time::Duration::from_millis(500),
+    )
+    .await?;
+    println!("    exit code {}", code as u8);
+    Ok(())
+}
+
+/// Shows a job the CDN failed after accepting it, queued to be sent again.
+async fn show_resent(store: &Store) -> anyhow::Result<()> {
+    let jobs = store
+        .list_jobs(&crate::store::JobFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?;
+    let confirmed = jobs.iter().filter(|j| j.confirmed_at.is_some()).count();
+    let failed_at_cdn: Vec<_> = jobs
+        .iter()
+        .filter(|j| {
+            j.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("the CDN failed"))
+        })
+        .collect();
+    println!(
+        "    {confirmed} jobs confirmed by the CDN; {} failed at the CDN after acceptance and were queued to be sent again (a re-send spends quota again)",
+        failed_at_cdn.len()
+    );
+    if let Some(job) = failed_at_cdn.first() {
+        step(&format!(
+            "purgeq status {}: a purge the CDN failed: its timeline, the CDN's detail, and its send and task-list queries.",
+            job.id
+        ));
+        status::print_job(store, job.id).await?;
+    }
+    Ok(())
 }
 
 /// Enqueues the demo's jobs: duplicates, foreign hosts, a directory, a prefetch, a 123pan refresh.
@@ -203,6 +275,8 @@ async fn drain(store: &Store, url: &str) -> anyhow::Result<()> {
     ];
     let mut config = WorkerConfig::new(worker_id(), DEFAULT_LEASE, Timeouts::default())?;
     config.once = true;
+    config.poll_interval = std::time::Duration::from_millis(200);
+    config.confirm.interval = std::time::Duration::from_secs(1);
     let handles = Handles::from_env();
     worker::run(
         store.clone(),

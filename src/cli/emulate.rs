@@ -22,7 +22,8 @@ use crate::secret::Secret;
 /// Run a local fake of the CDN providers' APIs (Qiniu fusion CDN and the 123pan open
 /// platform) on one listener, for tests and demos.
 ///
-/// Qiniu: POST /v2/tune/refresh and /v2/tune/prefetch, signed with QINIU_ACCESS_KEY and
+/// Qiniu: POST /v2/tune/refresh and /v2/tune/prefetch, and their task lists
+/// /v2/tune/refresh/list and /v2/tune/prefetch/list, signed with QINIU_ACCESS_KEY and
 /// QINIU_SECRET_KEY (or QINIU_SECRET_KEY_FILE), else the demo pair purgeq-demo-ak /
 /// purgeq-demo-sk. 123pan: POST /api/v1/access_token with PAN123_CLIENT_ID and
 /// PAN123_CLIENT_SECRET (or PAN123_CLIENT_SECRET_FILE), else the demo pair purgeq-demo-client /
@@ -107,6 +108,19 @@ pub struct Args {
     )]
     fault_kinds: Vec<FaultKind>,
 
+    /// How long an accepted Qiniu refresh or prefetch task stays `processing` in the task lists
+    /// (POST /v2/tune/refresh/list, /v2/tune/prefetch/list) before it ends.
+    #[arg(long, value_name = "DUR", default_value = "3s", value_parser = super::duration_arg)]
+    complete_after: Duration,
+
+    /// The fraction of Qiniu tasks (0 to 1) that end in `failure` instead of `success`.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    fail_fraction: f64,
+
+    /// The seed for --fail-fraction: the same seed fails the same tasks.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    fail_seed: u64,
+
     /// How long the slow fault waits before answering.
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = super::duration_arg)]
     slow: Duration,
@@ -143,6 +157,11 @@ impl Args {
                 "{flag} {rate} is not a number of calls per second (0 or more)"
             );
         }
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.fail_fraction),
+            "--fail-fraction {} is not between 0 and 1",
+            self.fail_fraction
+        );
         let rate = self.fault_rate;
         if let Some(rate) = rate {
             anyhow::ensure!(
@@ -161,6 +180,7 @@ impl Args {
                 kinds: self.fault_kinds.clone(),
             }),
             token_fail_next: None,
+            list_fail_next: None,
             slow_delay_ms: u64::try_from(self.slow.as_millis()).unwrap_or(u64::MAX),
         };
         let (first, more) = self.qiniu_accounts()?;
@@ -187,20 +207,27 @@ impl Args {
             dir_refresh: self.dir_quota,
             prefetch: self.prefetch_quota,
         };
+        // Every account's tasks complete (or fail) as --complete-after and --fail-fraction say.
+        let tasks = |config: QiniuConfig| QiniuConfig {
+            complete_after: self.complete_after,
+            fail_fraction: self.fail_fraction,
+            fail_seed: self.fail_seed,
+            ..config
+        };
         let mut accounts = self
             .accounts
             .iter()
-            .map(|spec| qiniu_account(spec, quotas))
+            .map(|spec| qiniu_account(spec, quotas).map(tasks))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let first = if accounts.is_empty() {
             let (access_key, secret_key) = credentials(&QINIU_PAIR)?;
-            QiniuConfig {
+            tasks(QiniuConfig {
                 access_key,
                 secret_key,
                 domains: self.domains.clone(),
                 quotas,
                 ..QiniuConfig::default()
-            }
+            })
         } else {
             accounts.remove(0)
         };

@@ -10,7 +10,7 @@ use super::{Context, ExitCode, delay_arg};
 use crate::clock;
 use crate::model::{Action, DEFAULT_ACCOUNT, Priority, Provider};
 use crate::settings::Settings;
-use crate::store::{Durability, NewJobs};
+use crate::store::{Durability, NewJobs, WaitSelection};
 use crate::target::{self, Input};
 
 /// The longest tag accepted, in bytes.
@@ -36,7 +36,8 @@ const MAX_TAG_LEN: usize = 200;
     purgeq enqueue --dir https://cdn.example.com/assets/\n  \
     find dist -type f | sed 's|^dist|https://cdn.example.com|' | purgeq enqueue --tag build-42 -\n  \
     purgeq enqueue --priority urgent https://cdn.example.com/index.html\n  \
-    purgeq enqueue --provider 123pan")]
+    purgeq enqueue --provider 123pan\n  \
+    purgeq enqueue --tag deploy-7 --wait --timeout 20m https://cdn.example.com/app.js")]
 pub struct Args {
     /// URLs (or directories with --dir) to purge; `-` reads them from stdin.
     #[arg(value_name = "TARGET")]
@@ -80,6 +81,16 @@ pub struct Args {
     /// Print the result as JSON, with the new job ids.
     #[arg(long)]
     json: bool,
+
+    /// Then wait until every job queued here has ended, as `purgeq wait` does (progress on
+    /// stderr): exit 0 once all succeeded (for Qiniu: confirmed by the CDN), 5 if one failed
+    /// or was cancelled, 6 on --timeout.
+    #[arg(long)]
+    wait: bool,
+
+    /// With --wait: give up after this long (exit 6; the jobs stay queued).
+    #[arg(long, value_name = "DUR", requires = "wait", value_parser = super::duration_arg)]
+    timeout: Option<Duration>,
 }
 
 /// The most input bytes one `enqueue` reads from stdin or `--file`.
@@ -257,6 +268,14 @@ impl Args {
                 action,
                 if ids.len() == 1 { "" } else { "s" }
             );
+        }
+        if self.wait {
+            let selection = WaitSelection {
+                ids,
+                ..WaitSelection::default()
+            };
+            return super::wait::wait(&store, &selection, self.timeout, Duration::from_millis(500))
+                .await;
         }
         Ok(ExitCode::Success)
     }

@@ -14,6 +14,7 @@ mod retry;
 mod status;
 mod table;
 mod verb;
+mod wait;
 mod worker;
 
 pub use defaults::parse_args;
@@ -43,6 +44,10 @@ pub enum ExitCode {
     /// A job named on the command line does not exist, or an operator verb refused a job's
     /// state; nothing was changed.
     Refused = 4,
+    /// `wait`: every job ended, and at least one failed or was cancelled.
+    Unsuccessful = 5,
+    /// `wait`: the timeout passed before every job ended.
+    TimedOut = 6,
 }
 
 impl From<ExitCode> for std::process::ExitCode {
@@ -102,6 +107,7 @@ enum Command {
     Prioritize(prioritize::Args),
     Prune(prune::Args),
     Worker(worker::Args),
+    Wait(wait::Args),
     Emulate(emulate::Args),
     Demo(demo::Args),
     Config(config_check::Args),
@@ -217,6 +223,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Prioritize(args) => args.run(&ctx).await,
         Command::Prune(args) => args.run(&ctx).await,
         Command::Worker(args) => args.run(&ctx).await,
+        Command::Wait(args) => args.run(&ctx).await,
         Command::Emulate(args) => args.run().await,
         Command::Demo(args) => args.run().await,
         Command::Config(args) => args.run(&ctx).await,

@@ -256,6 +256,7 @@ fn render_summary(summary: &Summary, jobs: &[Job], now: i64, limit: i64) -> Stri
         "PROVIDER",
         "QUEUED",
         "RUNNING",
+        "CONFIRMING",
         "SUCCEEDED",
         "FAILED",
         "CANCELLED",
@@ -448,6 +449,9 @@ fn render_job(job: &Job, calls: &[Call], now: i64) -> String {
     if let (Some(owner), Some(t)) = (&job.lease_owner, job.lease_expires_at) {
         field("lease", format!("{owner} until {}", clock::short(t)));
     }
+    for (name, value) in timeline(job, calls, now) {
+        field(name, value);
+    }
     field("request id", job.request_id.clone().unwrap_or_else(dash));
     field(
         "code",
@@ -461,6 +465,38 @@ fn render_job(job: &Job, calls: &[Call], now: i64) -> String {
     }
     out.push_str("Provider calls that carried it:\n");
     out.push_str(&calls_table(calls));
+    out
+}
+
+/// A job's way to the edge: sent, accepted, confirmed, and what the CDN said.
+fn timeline(job: &Job, calls: &[Call], now: i64) -> Vec<(&'static str, String)> {
+    let at = |t: i64| format!("{} ({})", clock::short(t), ago(now, t));
+    let mut out = Vec::new();
+    let sent = calls.iter().rev().find(|c| !c.operation.ends_with("_list"));
+    if let Some(call) = sent {
+        out.push(("sent", at(call.started_at)));
+    }
+    if let Some(t) = job.accepted_at {
+        out.push(("accepted", at(t)));
+    }
+    let confirmation = match (job.state, job.confirmed_at, job.confirm_at) {
+        _ if !job.provider.offers_confirmation() => {
+            "none: the provider offers no confirmation; the job ended at acceptance".to_owned()
+        }
+        (_, Some(t), _) => format!("{} (the CDN's end time)", at(t)),
+        (JobState::Confirming, _, Some(t)) if t > now => {
+            format!("pending; the CDN is asked again {}", until(now, t))
+        }
+        (JobState::Confirming, _, _) => "pending; the CDN is being asked".to_owned(),
+        (JobState::Succeeded, None, _) => {
+            "none: succeeded at acceptance (the worker ran with --no-confirm)".to_owned()
+        }
+        _ => "-".to_owned(),
+    };
+    out.push(("confirmed", confirmation));
+    if let Some(detail) = &job.cdn_detail {
+        out.push(("cdn detail", detail.clone()));
+    }
     out
 }
 

@@ -16,10 +16,10 @@ use crate::provider::pan123::Pan123Settings;
 use crate::provider::qiniu::{self, QiniuSettings};
 use crate::provider::{self, Coalesce, EnvSettings};
 use crate::store::{Durability, Store, StoreError};
-use crate::worker::{self, Handles, Policies, Timeouts, WorkerConfig};
+use crate::worker::{self, ConfirmSettings, Handles, Policies, Timeouts, WorkerConfig};
 
 /// Drain the queue: claim jobs per lane, collapse duplicates, call the provider within its
-/// limits, record every outcome.
+/// limits, record every outcome, and confirm accepted Qiniu purges at the CDN.
 ///
 /// The accounts come from the config file's [[qiniu]] and [[pan123]] tables (every route of
 /// every account runs on its own; `purgeq config check` shows them), else from the environment
@@ -38,7 +38,9 @@ use crate::worker::{self, Handles, Policies, Timeouts, WorkerConfig};
     purgeq worker --http-listen 127.0.0.1:9464   # dashboard on /, Prometheus scrapes /metrics\n  \
     QINIU_ENDPOINT=http://127.0.0.1:8080 purgeq worker --max-targets-per-sec 0")]
 pub struct Args {
-    /// Drain what is ready now, then exit (backoffs are not waited out).
+    /// Drain what is ready now, wait for the CDN to confirm what was sent (at most
+    /// --confirm-timeout; a purge the CDN failed is sent again), then exit (backoffs are not
+    /// waited out).
     #[arg(long)]
     once: bool,
 
@@ -71,6 +73,25 @@ pub struct Args {
         allow_negative_numbers = true
     )]
     backoff_scale: f64,
+
+    /// Confirm accepted purges at the CDN: the first query about a Qiniu request comes this long
+    /// after Qiniu accepted it (multiplied by --backoff-scale), later ones at a growing interval;
+    /// jobs stay `confirming` until the CDN says the purge is done (10ms to 1h).
+    #[arg(long, value_name = "DUR", default_value = "1m", env = "PURGEQ_CONFIRM_INTERVAL",
+          value_parser = confirm_interval_arg, allow_hyphen_values = true)]
+    confirm_interval: Duration,
+
+    /// A job the CDN has not confirmed this long after acceptance fails with an error starting
+    /// `unconfirmed:` (`purgeq retry` sends it again), so `--once` ends once its jobs have (it
+    /// waits at most twice this long) (1s to 7d).
+    #[arg(long, value_name = "DUR", default_value = "1h", value_parser = confirm_timeout_arg,
+          allow_hyphen_values = true)]
+    confirm_timeout: Duration,
+
+    /// Don't confirm: a job succeeds as soon as the provider accepts it (the behaviour before
+    /// confirmation; 123pan jobs always do, as 123pan offers no way to confirm).
+    #[arg(long)]
+    no_confirm: bool,
 
     /// Timeout of one provider call, connection included (1s to 10m).
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = request_timeout_arg, allow_hyphen_values = true)]
@@ -115,6 +136,18 @@ pub struct Args {
 /// `--pan123-settle`, `--pan123-max-delay`: 0s to 10m.
 fn coalesce_arg(text: &str) -> Result<Duration, String> {
     super::bounded_duration(text, Duration::ZERO, Duration::from_secs(600))
+}
+
+fn confirm_interval_arg(text: &str) -> Result<Duration, String> {
+    super::bounded_duration(text, Duration::from_millis(10), Duration::from_secs(3600))
+}
+
+fn confirm_timeout_arg(text: &str) -> Result<Duration, String> {
+    super::bounded_duration(
+        text,
+        Duration::from_secs(1),
+        Duration::from_secs(7 * 86_400),
+    )
 }
 
 fn batch_size(text: &str) -> Result<usize, String> {
@@ -218,6 +251,11 @@ impl Args {
             ..Policies::default()
         }
         .scaled(self.backoff_scale);
+        config.confirm = ConfirmSettings {
+            enabled: !self.no_confirm,
+            interval: self.confirm_interval.mul_f64(self.backoff_scale),
+            timeout: self.confirm_timeout,
+        };
         Ok(config)
     }
 

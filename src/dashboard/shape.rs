@@ -34,6 +34,10 @@ pub fn job_json(job: &Job) -> Value {
         "finished_at": opt_time(job.finished_at),
         "priority": job.priority,
         "served_by_dir": job.served_by_dir,
+        "accepted_at": opt_time(job.accepted_at),
+        "confirm_at": opt_time(job.confirm_at),
+        "confirmed_at": opt_time(job.confirmed_at),
+        "cdn_detail": job.cdn_detail,
     })
 }
 

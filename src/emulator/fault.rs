@@ -153,6 +153,9 @@ pub struct FaultPlan {
     /// Scripted faults for 123pan's token endpoint (`POST /api/v1/access_token`) only: renewal
     /// failures. Every kind applies; `drop-after` issues a token that never reaches the client.
     pub token_fail_next: Option<ScriptedFaults>,
+    /// Scripted faults for Qiniu's task lists (`/v2/tune/refresh/list`, `/prefetch/list`)
+    /// only; the random faults apply to them as to every purge request.
+    pub list_fail_next: Option<ScriptedFaults>,
     /// How long the [`FaultKind::Slow`] fault waits before answering, in milliseconds.
     pub slow_delay_ms: u64,
 }
@@ -163,6 +166,7 @@ impl Default for FaultPlan {
             fail_next: None,
             random: None,
             token_fail_next: None,
+            list_fail_next: None,
             slow_delay_ms: u64::try_from(DEFAULT_SLOW_DELAY.as_millis()).unwrap_or(u64::MAX),
         }
     }
@@ -216,6 +220,22 @@ impl Injector {
             script.count -= 1;
             return Some(script.kind);
         }
+        self.draw_random()
+    }
+
+    /// Draws the fault, if any, for the next task-list request: its own script, then the
+    /// random faults.
+    pub(crate) fn draw_list(&mut self) -> Option<FaultKind> {
+        if let Some(script) = &mut self.plan.list_fail_next
+            && script.count > 0
+        {
+            script.count -= 1;
+            return Some(script.kind);
+        }
+        self.draw_random()
+    }
+
+    fn draw_random(&mut self) -> Option<FaultKind> {
         let random = self.plan.random.as_ref()?;
         // N.B. draw the probability even when the rate is 0 or 1, so a seed gives the same
         // sequence whatever the rate.

@@ -13,6 +13,8 @@
 //! - `POST /_emulator/reset-quota`: every daily quota back to full.
 //! - `POST /_emulator/faults`: replace the [`FaultPlan`] (JSON body).
 //!
+//! Qiniu's accepted purges become tasks that its task lists report ([`qiniu_list`]).
+//!
 //! Invariants:
 //! - A fault that "processes" a request ([`FaultKind::DropAfter`], and [`FaultKind::Slow`] once
 //!   its delay is over) changes state exactly as a normal request would, so stats show it.
@@ -23,6 +25,7 @@
 pub mod fault;
 pub mod pan123;
 pub mod qiniu;
+pub mod qiniu_list;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -73,6 +76,9 @@ pub struct Stats {
     /// Faults injected into purge requests so far (Qiniu's and 123pan's refresh calls), by kind
     /// name (`http-503`, `drop-after`, …). 123pan token faults are in `pan123.token_faults`.
     pub faults: BTreeMap<String, u64>,
+    /// Faults injected into Qiniu task-list requests so far, by kind name.
+    #[serde(default)]
+    pub list_faults: BTreeMap<String, u64>,
 }
 
 /// A running emulator. It stops when dropped or on [`Emulator::shutdown`].
@@ -167,6 +173,7 @@ pub(crate) struct State {
     pub(crate) pan123: pan123::Pan123State,
     injector: fault::Injector,
     faults: BTreeMap<String, u64>,
+    list_faults: BTreeMap<String, u64>,
     /// Request ids and trace ids: unseeded, so that a fault seed alone decides the fault sequence.
     ids: fastrand::Rng,
     serial: u64,
@@ -217,6 +224,7 @@ impl Shared {
             pan123: pan123::Pan123State::new(&config.pan123),
             injector: fault::Injector::new(config.faults.clone()),
             faults: BTreeMap::new(),
+            list_faults: BTreeMap::new(),
             ids: fastrand::Rng::new(),
             serial: 0,
         };
@@ -247,6 +255,7 @@ impl Shared {
             qiniu: state.qiniu.stats(&self.config.qiniu),
             pan123: state.pan123.stats(),
             faults: state.faults.clone(),
+            list_faults: state.list_faults.clone(),
         }
     }
 
@@ -270,6 +279,17 @@ impl Shared {
         let mut state = self.lock();
         let kind = state.injector.draw()?;
         *state.faults.entry(kind.as_str().to_owned()).or_default() += 1;
+        Some(kind)
+    }
+
+    /// Draws the fault for the next Qiniu task-list request, and counts it.
+    fn draw_list_fault(&self) -> Option<FaultKind> {
+        let mut state = self.lock();
+        let kind = state.injector.draw_list()?;
+        *state
+            .list_faults
+            .entry(kind.as_str().to_owned())
+            .or_default() += 1;
         Some(kind)
     }
 
@@ -331,6 +351,17 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Answer {
         };
         return purge(shared, fault, |fault| {
             pan123::handle(shared, endpoint, &parts, &body, fault)
+        })
+        .await;
+    }
+    if let Some(op) = qiniu_list::list_operation_for(&path) {
+        if parts.method != Method::POST {
+            return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
+        }
+        qiniu::count_list_request(shared, op);
+        let fault = shared.draw_list_fault();
+        return purge(shared, fault, |fault| {
+            qiniu::handle_list(shared, op, &parts, &body, fault)
         })
         .await;
     }

@@ -1,5 +1,6 @@
 //! The Qiniu fusion CDN side of the emulator: `POST /v2/tune/refresh` and `/v2/tune/prefetch`
-//! (and the seed document's legacy `/refresh` and `/prefetch`).
+//! (and the seed document's legacy `/refresh` and `/prefetch`); the task lists that say when an
+//! accepted purge is done are in `qiniu_list.rs`.
 //!
 //! A request is checked in the order the real API is understood to check it, and nothing is
 //! spent unless every check passes:
@@ -11,7 +12,8 @@
 //! 4. every target's form (400031 `invalid url`, naming the malformed ones; a dir ends with `/`,
 //!    or with `/*` as the API reference allows);
 //! 5. every target's host against the accepted domains (400032 `invalid host`);
-//! 6. the daily quotas, per target (400034 URLs, 400035 dirs, 400033 prefetch).
+//! 6. a URL with a task of the same kind still processing (400037, nothing is processed);
+//! 7. the daily quotas, per target (400034 URLs, 400035 dirs, 400033 prefetch).
 //!
 //! HTTP statuses follow Qiniu's convention that a body code's first three digits are the status
 //! (400031 under 400, 401001 under 401, 500002 under 500). Every answer carries `X-Reqid` and
@@ -62,6 +64,12 @@ pub struct QiniuConfig {
     pub quotas: DailyQuotas,
     /// Per-request limits.
     pub limits: RequestLimits,
+    /// How long an accepted task stays `processing` before it ends.
+    pub complete_after: std::time::Duration,
+    /// The fraction of tasks that end in `failure`, drawn per task.
+    pub fail_fraction: f64,
+    /// The seed of those draws: the same seed fails the same tasks.
+    pub fail_seed: u64,
 }
 
 impl Default for QiniuConfig {
@@ -73,6 +81,9 @@ impl Default for QiniuConfig {
             domains: Vec::new(),
             quotas: DailyQuotas::default(),
             limits: RequestLimits::default(),
+            complete_after: std::time::Duration::ZERO,
+            fail_fraction: 0.0,
+            fail_seed: 0,
         }
     }
 }
@@ -122,7 +133,8 @@ impl Default for RequestLimits {
 /// What the Qiniu side has seen and done.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QiniuStats {
-    /// Requests that reached each endpoint (`refresh`, `prefetch`), faults included.
+    /// Requests that reached each endpoint (`refresh`, `prefetch`, `refresh_list`,
+    /// `prefetch_list`), faults included.
     pub requests: BTreeMap<String, u64>,
     /// Requests refused for their signature or `Authorization` header.
     pub unauthorized: u64,
@@ -193,7 +205,7 @@ pub(crate) struct QiniuState {
     day: jiff::civil::Date,
     surplus: DailyQuotas,
     stats: QiniuStats,
-    task_serial: u64,
+    tasks: super::qiniu_list::Tasks,
 }
 
 impl QiniuState {
@@ -202,7 +214,7 @@ impl QiniuState {
             day: china_today(),
             surplus: config.quotas,
             stats: QiniuStats::default(),
-            task_serial: 0,
+            tasks: super::qiniu_list::Tasks::new(config),
         }
     }
 
@@ -284,7 +296,7 @@ pub(crate) fn count_request(shared: &Shared, op: Operation) {
 }
 
 /// What to answer, before the headers every answer gets.
-struct Reply {
+pub(crate) struct Reply {
     status: StatusCode,
     /// The body code, for the log line.
     code: Option<i64>,
@@ -294,7 +306,7 @@ struct Reply {
 
 impl Reply {
     /// A body-code answer under the status Qiniu pairs with that code.
-    fn coded(code: i64, error: &str, extra: Value) -> Reply {
+    pub(crate) fn coded(code: i64, error: &str, extra: Value) -> Reply {
         let status = u16::try_from(code / 1000)
             .ok()
             .and_then(|s| StatusCode::from_u16(s).ok())
@@ -324,15 +336,7 @@ pub(crate) fn handle(
     body: &[u8],
     fault: Option<FaultKind>,
 ) -> Response<Full<Bytes>> {
-    // The account whose access key signed the request; the first when none matches (then
-    // the signature check refuses it).
-    let signer = signed_by(parts);
-    let account = shared
-        .config
-        .more_qiniu
-        .iter()
-        .position(|a| Some(a.access_key.as_str()) == signer.as_deref());
-    let config = account.map_or(&shared.config.qiniu, |i| &shared.config.more_qiniu[i]);
+    let (account, config) = signer(shared, parts);
     let mut state = shared.lock();
     state.qiniu_of(account).roll_day(config);
     let request = PurgeRequest::parse(body);
@@ -352,6 +356,62 @@ pub(crate) fn handle(
         "emulated qiniu request"
     );
     respond(reply, &trace_id)
+}
+
+/// The account whose access key signed the request (`None`: the first), and its config; the
+/// first when none matches (then the signature check refuses it).
+fn signer<'a>(shared: &'a Shared, parts: &Parts) -> (Option<usize>, &'a QiniuConfig) {
+    let signer = signed_by(parts);
+    let account = shared
+        .config
+        .more_qiniu
+        .iter()
+        .position(|a| Some(a.access_key.as_str()) == signer.as_deref());
+    let config = account.map_or(&shared.config.qiniu, |i| &shared.config.more_qiniu[i]);
+    (account, config)
+}
+
+/// Handles one task-list request for `op`'s tasks, with the provider-level part of `fault`.
+pub(crate) fn handle_list(
+    shared: &Shared,
+    op: Operation,
+    parts: &Parts,
+    body: &[u8],
+    fault: Option<FaultKind>,
+) -> Response<Full<Bytes>> {
+    let (account, config) = signer(shared, parts);
+    let mut state = shared.lock();
+    let reply = match fault {
+        Some(kind) => fault_reply(&mut state, config, op, kind, None),
+        None => match check_signature(config, parts, body) {
+            Err((code, error)) => {
+                state.qiniu_of(account).stats.unauthorized += 1;
+                Reply::coded(code, error, json!({}))
+            }
+            Ok(()) => state.qiniu_of(account).tasks.list(op, body),
+        },
+    };
+    let trace_id = state.trace_id();
+    drop(state);
+    tracing::debug!(
+        op = super::qiniu_list::list_name(op),
+        status = reply.status.as_u16(),
+        code = reply.code,
+        fault = fault.map(FaultKind::as_str),
+        "emulated qiniu list request"
+    );
+    respond(reply, &trace_id)
+}
+
+/// Counts a request to a task-list endpoint, before any fault decides its fate.
+pub(crate) fn count_list_request(shared: &Shared, op: Operation) {
+    *shared
+        .lock()
+        .qiniu
+        .stats
+        .requests
+        .entry(super::qiniu_list::list_name(op).to_owned())
+        .or_default() += 1;
 }
 
 /// The answer to an unknown path, in Qiniu's shape.
@@ -505,18 +565,20 @@ fn process(
     if let Some(reply) = check_targets(config, urls, dirs) {
         return reply;
     }
+    if state.qiniu_of(account).tasks.busy(op, urls) {
+        return Reply::coded(
+            400_037,
+            "url is already being refreshed or prefetched",
+            json!({}),
+        );
+    }
     if let Some(reply) = spend_quota(state.qiniu_of(account), config, op, urls, dirs) {
         return reply;
     }
     let request_id = state.request_id();
     let qiniu = state.qiniu_of(account);
-    let mut task_ids = serde_json::Map::new();
+    let task_ids = qiniu.tasks.issue(config, &request_id, op, urls, dirs);
     for target in urls.iter().chain(dirs) {
-        qiniu.task_serial += 1;
-        task_ids.insert(
-            target.clone(),
-            Value::String(format!("{:x}", qiniu.task_serial)),
-        );
         *qiniu.stats.purged.entry(target.clone()).or_default() += 1;
     }
     qiniu.stats.issued.push(IssuedRequest {

@@ -153,7 +153,7 @@ async fn missing(
     if store.has_pending(provider).await? {
         return Err(ConfigError::Missing {
             var: id_var,
-            why: format!("{provider} jobs are queued and the worker needs {id_var} and {secret_var} to send them"),
+            why: format!("{provider} jobs are queued (or being confirmed) and the worker needs {id_var} and {secret_var} to send them"),
         }
         .into());
     }

@@ -11,6 +11,9 @@
 //!   body code, request ids, message, quota readings) and one [`Outcome`]. The worker maps an
 //!   `Outcome` to job states and lane gates; nothing else inspects provider codes or error
 //!   strings.
+//! - A provider that can tell when a purge is done at the edge offers a [`Confirmer`]; its
+//!   answers are classified once into a [`Listing`]. One without ([`Account::confirmer`] is
+//!   `None`) has its jobs end `succeeded` at acceptance.
 
 mod configured;
 mod env;
@@ -78,6 +81,11 @@ pub trait Account: std::fmt::Debug + Send + Sync {
     fn escalate_dir_after(&self) -> Option<u32> {
         None
     }
+
+    /// How to ask the provider whether accepted purges are done; `None` when it offers no way.
+    fn confirmer(&self) -> Option<&dyn Confirmer> {
+        None
+    }
 }
 
 /// When a provider's daily quotas next reset after `now` (ms), and what that moment is called;
@@ -87,6 +95,101 @@ pub fn daily_reset(provider: Provider, now: i64) -> Option<(i64, &'static str)> 
         Provider::Qiniu => Some((qiniu::next_china_midnight(now), "China midnight")),
         Provider::Pan123 => None,
     }
+}
+
+/// Asks a provider how the tasks of accepted purges are going.
+pub trait Confirmer: std::fmt::Debug + Send + Sync {
+    /// The operation recorded in the audit row of a query about jobs of `action`
+    /// (`refresh_list`).
+    fn operation(&self, action: Action) -> &'static str;
+
+    /// Sends one query (one page) and classifies the answer.
+    fn query<'a>(&'a self, query: &'a ConfirmQuery) -> CallFuture<'a, ConfirmReport>;
+}
+
+/// What a confirmation query asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmQuery {
+    /// The action of the jobs asked about (refresh or prefetch tasks).
+    pub action: Action,
+    /// Which tasks.
+    pub by: ConfirmBy,
+    /// The page, from 0.
+    pub page: u32,
+}
+
+/// Which tasks a confirmation query asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfirmBy {
+    /// Every task of one accepted request.
+    Request(String),
+    /// The tasks of these URLs, when the provider gave no request id (Qiniu 400037).
+    Urls(Vec<String>),
+}
+
+/// How a CDN task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// Still on its way to the edge (also any state the provider names that we don't know).
+    Processing,
+    /// Done at the edge.
+    Success,
+    /// The CDN gave up on it.
+    Failure,
+}
+
+/// One task the provider reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdnTask {
+    /// The URL or directory.
+    pub url: String,
+    /// Its state.
+    pub state: TaskState,
+    /// The provider's detail (Qiniu `stateDetail`), possibly empty.
+    pub detail: String,
+    /// When the task was created (ms), if said.
+    pub created_at: Option<i64>,
+    /// When the task ended (ms), if said.
+    pub end_at: Option<i64>,
+}
+
+/// What a confirmation query's answer means. Classified once, in the provider module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listing {
+    /// One page of tasks, with the total the query matches.
+    Tasks {
+        /// The tasks on this page.
+        tasks: Vec<CdnTask>,
+        /// How many tasks the query matches in all.
+        total: u64,
+        /// The page size the provider used.
+        page_size: u64,
+    },
+    /// The provider does not know the request id (Qiniu 400036).
+    UnknownRequest,
+    /// No usable answer (network, 5xx, garbage, rate limit, auth): ask again later; the
+    /// report's outcome says which.
+    Unanswered,
+}
+
+impl Listing {
+    /// A short stable name for the audit row.
+    pub fn label(&self, report: &CallReport) -> &'static str {
+        match self {
+            Listing::Tasks { .. } => "listed",
+            Listing::UnknownRequest => "unknown_request",
+            Listing::Unanswered => report.outcome.label(),
+        }
+    }
+}
+
+/// A confirmation query's classified answer and the facts for the audit row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmReport {
+    /// What the answer means.
+    pub listing: Listing,
+    /// The wire facts (its outcome is only meaningful for [`Listing::Unanswered`]).
+    pub report: CallReport,
 }
 
 /// A kind of request an account sends, with the lanes whose jobs it carries.
@@ -187,6 +290,9 @@ pub enum Outcome {
         /// The action whose quota ran out.
         action: Action,
     },
+    /// The provider is already working on the targets (Qiniu 400037) and gave no request id:
+    /// like `Accepted`, but confirmed by URL.
+    InProgress,
     /// The provider asked us to slow down. Jobs go back untouched; the lane pauses briefly.
     RateLimited,
     /// The credentials were refused. Jobs go back untouched; the lane pauses until fixed.
@@ -203,6 +309,7 @@ impl Outcome {
             Outcome::Accepted { .. } => "accepted",
             Outcome::InvalidTargets { .. } => "invalid_targets",
             Outcome::ActionRejected { .. } => "action_rejected",
+            Outcome::InProgress => "in_progress",
             Outcome::Quota { .. } => "quota",
             Outcome::RateLimited => "rate_limited",
             Outcome::Auth => "auth",

@@ -310,7 +310,7 @@ pub(super) trait Backend: Sync {
     /// Refreshes the query planner's statistics.
     async fn optimize(&self) -> Result<(), StoreError>;
 
-    /// Whether any job of `provider` is queued or running.
+    /// Whether any job of `provider` is queued, running or being confirmed.
     async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError>;
 
     /// Queued and running jobs per provider, account and state (zero counts left out).
@@ -596,8 +596,8 @@ async fn apply_gate<B: Backend>(
 
 /// A job update as the row both backends read: the explicit column list of the update
 /// statement, in this order: id, state, attempts, next_at, request_id, provider_code,
-/// last_error, served_by_dir. A new column is added here, in [`update_row`] and in both
-/// statements; nothing depends on Rust field names.
+/// last_error, served_by_dir, confirm_at. A new column is added here, in [`update_row`] and in
+/// both statements; nothing depends on Rust field names.
 pub(super) type UpdateRow<'a> = (
     i64,
     &'static str,
@@ -607,6 +607,7 @@ pub(super) type UpdateRow<'a> = (
     Option<i64>,
     Option<&'a str>,
     Option<&'a str>,
+    Option<i64>,
 );
 
 /// `job` as an [`UpdateRow`].
@@ -620,6 +621,7 @@ pub(super) fn update_row(job: &JobUpdate) -> UpdateRow<'_> {
         job.provider_code,
         job.last_error.as_deref(),
         job.served_by_dir.as_deref(),
+        job.confirm_at,
     )
 }
 
@@ -653,8 +655,9 @@ mod tests {
             provider_code: Some(400_031),
             last_error: Some("e".into()),
             served_by_dir: Some("d".into()),
+            confirm_at: Some(9),
         };
         let json = encode(&update_row(&job)).unwrap();
-        assert_eq!(json, r#"[7,"failed",2,3,"r",400031,"e","d"]"#);
+        assert_eq!(json, r#"[7,"failed",2,3,"r",400031,"e","d",9]"#);
     }
 }

@@ -11,6 +11,7 @@
 //! - The claim takes every ready duplicate of each chosen target, so one request serves them all.
 
 mod backend;
+mod confirm;
 mod dashboard;
 mod guard;
 mod lanes;
@@ -28,6 +29,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use confirm::{
+    ConfirmRecord, ConfirmUpdate, Confirming, NewQuery, TakeConfirmations, WaitSelection,
+};
 pub use dashboard::{HourCount, JobPage};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -361,7 +365,7 @@ impl Store {
         }
     }
 
-    /// Whether any job of `provider` is queued or running.
+    /// Whether any job of `provider` is queued, running or being confirmed.
     pub async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
         dispatch!(self, s => backend::Backend::has_pending(s, provider).await)
     }
@@ -404,6 +408,14 @@ macro_rules! final_states {
         "('succeeded', 'failed', 'cancelled')"
     };
 }
+
+/// The states in which a provider has accepted the job, for SQL: `accepted_at` is set on entry.
+macro_rules! accepted_states {
+    () => {
+        "('confirming', 'succeeded')"
+    };
+}
+pub(crate) use accepted_states;
 pub(crate) use final_states;
 
 /// How `enqueue` and bulk operations refer to jobs of one kind.
@@ -466,6 +478,14 @@ pub struct Job {
     pub priority: Priority,
     /// The directory whose refresh served this URL job in its place (directory escalation).
     pub served_by_dir: Option<String>,
+    /// Last accepted by the provider (ms).
+    pub accepted_at: Option<i64>,
+    /// While confirming: when the worker next asks the CDN (ms).
+    pub confirm_at: Option<i64>,
+    /// When the CDN said the task ended (ms).
+    pub confirmed_at: Option<i64>,
+    /// The CDN's last word on the task.
+    pub cdn_detail: Option<String>,
 }
 
 /// One provider call, as audited.
@@ -708,6 +728,9 @@ pub struct JobUpdate {
     pub last_error: Option<String>,
     /// The directory whose refresh served the job in place of its own target (kept if `None`).
     pub served_by_dir: Option<String>,
+    /// With state `confirming`: when to first ask the CDN (ms). The request id to ask about is
+    /// `request_id`; `None` there asks by the job's URL.
+    pub confirm_at: Option<i64>,
 }
 
 /// A change to a lane's gate.

@@ -126,6 +126,11 @@ impl PgStore {
         Ok(PgStore { pool, connect })
     }
 
+    /// The pool, for the confirmation statements (src/store/confirm/postgres.rs).
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Starts the wake-up listener (see `store/wake.rs`) until `stop`.
     pub(super) fn wake(&self, stop: tokio_util::sync::CancellationToken) -> super::Wake {
         super::wake::postgres(self.connect.clone(), stop)
@@ -305,13 +310,16 @@ impl Backend for PgStore {
             update_set!(),
             "
                  updated_at = $8,
+                 accepted_at = CASE WHEN u.state IN ",
+            super::accepted_states!(),
+            " THEN $8 ELSE jobs.accepted_at END,
                  finished_at = CASE WHEN u.state IN ",
             super::final_states!(),
             " THEN $8 END
              FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
-                         $6::bigint[], $7::text[], $10::text[])
+                         $6::bigint[], $7::text[], $10::text[], $11::bigint[])
                   AS u(id, state, attempts, next_at, request_id, provider_code, last_error,
-                       served_by_dir)
+                       served_by_dir, confirm_at)
              WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.lease_owner = $9"
         ))
         .bind(cols.id)
@@ -323,7 +331,8 @@ impl Backend for PgStore {
         .bind(cols.last_error)
         .bind(rec.now)
         .bind(&rec.owner)
-        .bind(cols.served_by_dir);
+        .bind(cols.served_by_dir)
+        .bind(cols.confirm_at);
         let done = query.execute(&mut **tx).await.map_err(sql_err)?;
         Ok(done.rows_affected())
     }
@@ -342,12 +351,22 @@ struct UpdateColumns<'a> {
     provider_code: Vec<Option<i64>>,
     last_error: Vec<Option<&'a str>>,
     served_by_dir: Vec<Option<&'a str>>,
+    confirm_at: Vec<Option<i64>>,
 }
 
 impl<'a> UpdateColumns<'a> {
     fn push(&mut self, row: UpdateRow<'a>) {
-        let (id, state, attempts, next_at, request_id, provider_code, last_error, served_by_dir) =
-            row;
+        let (
+            id,
+            state,
+            attempts,
+            next_at,
+            request_id,
+            provider_code,
+            last_error,
+            served_by_dir,
+            confirm_at,
+        ) = row;
         self.id.push(id);
         self.state.push(state);
         self.attempts.push(attempts);
@@ -356,5 +375,6 @@ impl<'a> UpdateColumns<'a> {
         self.provider_code.push(provider_code);
         self.last_error.push(last_error);
         self.served_by_dir.push(served_by_dir);
+        self.confirm_at.push(confirm_at);
     }
 }

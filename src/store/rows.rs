@@ -57,7 +57,7 @@ macro_rules! job_columns {
     () => {
         "id, provider, account, action, target, tag, state, attempts, next_at, lease_owner, \
          lease_expires_at, request_id, provider_code, last_error, created_at, updated_at, finished_at, \
-         priority, served_by_dir"
+         priority, served_by_dir, accepted_at, confirm_at, confirmed_at, cdn_detail"
     };
 }
 pub(super) use job_columns;
@@ -83,6 +83,10 @@ pub(super) fn job(row: &impl Columns) -> Result<Job, StoreError> {
         finished_at: row.opt_int("finished_at")?,
         priority: priority(row.int("priority")?)?,
         served_by_dir: row.opt_text("served_by_dir")?,
+        accepted_at: row.opt_int("accepted_at")?,
+        confirm_at: row.opt_int("confirm_at")?,
+        confirmed_at: row.opt_int("confirmed_at")?,
+        cdn_detail: row.opt_text("cdn_detail")?,
     })
 }
 
@@ -172,6 +176,23 @@ pub(super) fn account_count(row: &impl Columns) -> Result<AccountCount, StoreErr
     })
 }
 
+pub(super) fn confirming(row: &impl Columns) -> Result<super::Confirming, StoreError> {
+    Ok(super::Confirming {
+        id: row.int("id")?,
+        action: row.name("action")?,
+        target: row.opt_text("target")?,
+        attempts: row.int("attempts")?,
+        created_at: row.int("created_at")?,
+        accepted_at: row.opt_int("accepted_at")?.unwrap_or_default(),
+        request_id: row.opt_text("confirm_request_id")?,
+        fence: row.int("confirm_at")?,
+    })
+}
+
+pub(super) fn wait_count(row: &impl Columns) -> Result<(crate::model::JobState, i64), StoreError> {
+    Ok((row.name("state")?, row.int("n")?))
+}
+
 pub(super) fn token(row: &impl Columns) -> Result<CachedToken, StoreError> {
     Ok(CachedToken {
         token: crate::secret::Secret::new(row.text("access_token")?),
@@ -192,6 +213,9 @@ pub(super) fn retry_refusal(job: &Job) -> Option<String> {
         ),
         JobState::Queued => Some("it is already queued".to_owned()),
         JobState::Running => Some("it is running; a worker holds it".to_owned()),
+        JobState::Confirming => Some(
+            "it was accepted and is being confirmed at the CDN; wait for its outcome".to_owned(),
+        ),
     }
 }
 
@@ -202,6 +226,9 @@ pub(super) fn prioritize_refusal(job: &Job) -> Option<String> {
         JobState::Queued => None,
         JobState::Running => {
             Some("it is running: a worker has sent or is about to send it".to_owned())
+        }
+        JobState::Confirming => {
+            Some("it was accepted and is being confirmed at the CDN".to_owned())
         }
         state => Some(format!("it already ended ({state})")),
     }
@@ -214,6 +241,10 @@ pub(super) fn cancel_refusal(job: &Job) -> Option<String> {
         JobState::Queued => None,
         JobState::Running => Some(
             "it is running: a worker has sent or is about to send it; wait for its outcome"
+                .to_owned(),
+        ),
+        JobState::Confirming => Some(
+            "it was accepted by the provider and is being confirmed at the CDN; wait for its outcome"
                 .to_owned(),
         ),
         state => Some(format!("it already ended ({state})")),

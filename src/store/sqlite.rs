@@ -300,12 +300,15 @@ impl Backend for SqliteStore {
                  SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS attempts,
                         value ->> 3 AS next_at, value ->> 4 AS request_id,
                         value ->> 5 AS provider_code, value ->> 6 AS last_error,
-                        value ->> 7 AS served_by_dir
+                        value ->> 7 AS served_by_dir, value ->> 8 AS confirm_at
                  FROM json_each($1))
              UPDATE jobs SET ",
             update_set!(),
             "
                  updated_at = $2,
+                 accepted_at = CASE WHEN u.state IN ",
+            super::accepted_states!(),
+            " THEN $2 ELSE jobs.accepted_at END,
                  finished_at = CASE WHEN u.state IN ",
             super::final_states!(),
             " THEN $2 END

@@ -466,7 +466,8 @@ macro_rules! shared_statements {
         async fn has_pending(&self, provider: Provider) -> Result<bool, StoreError> {
             sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM jobs
-                                WHERE state IN ('queued', 'running') AND provider = $1)",
+                                WHERE state IN ('queued', 'running', 'confirming')
+                                  AND provider = $1)",
             )
             .bind(provider.as_str())
             .fetch_one(&self.pool)
@@ -489,6 +490,8 @@ macro_rules! update_set {
          provider_code = coalesce(u.provider_code, jobs.provider_code),
          last_error = coalesce(u.last_error, jobs.last_error),
          served_by_dir = coalesce(u.served_by_dir, jobs.served_by_dir),
+         confirm_at = u.confirm_at,
+         confirm_request_id = CASE WHEN u.state = 'confirming' THEN u.request_id END,
          lease_owner = NULL,
          lease_expires_at = NULL,"
     };

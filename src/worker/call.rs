@@ -120,6 +120,9 @@ impl Shared {
             quota_reset_at: account.quota_reset_at(now),
             now,
             policies: self.config.policies,
+            confirm_at: self
+                .confirms(account.as_ref())
+                .then(|| clock::add(now, self.config.confirm.interval)),
         }
     }
 

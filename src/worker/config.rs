@@ -73,6 +73,39 @@ pub struct WorkerConfig {
     pub once: bool,
     /// Backoff and attempt limits.
     pub policies: Policies,
+    /// Whether and how accepted purges are confirmed at the CDN.
+    pub confirm: ConfirmSettings,
+}
+
+/// How accepted purges are confirmed at the CDN (for accounts whose provider can tell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfirmSettings {
+    /// Confirm at all (`--no-confirm` turns it off: jobs succeed at acceptance).
+    pub enabled: bool,
+    /// The first query comes this long after acceptance; later ones at a growing interval
+    /// (half the time since acceptance, between this and ten times this).
+    pub interval: Duration,
+    /// A job still unconfirmed this long after acceptance fails as unconfirmed; `--once` waits
+    /// at most this long for its confirmations.
+    pub timeout: Duration,
+}
+
+impl Default for ConfirmSettings {
+    /// On, first query a minute after acceptance, an hour at most.
+    fn default() -> Self {
+        ConfirmSettings {
+            enabled: true,
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl ConfirmSettings {
+    /// The wait before asking again about a job accepted `elapsed` ago.
+    pub fn next_delay(&self, elapsed: Duration) -> Duration {
+        (elapsed / 2).clamp(self.interval, self.interval * 10)
+    }
 }
 
 impl WorkerConfig {
@@ -95,6 +128,7 @@ impl WorkerConfig {
             poll_interval: Duration::from_secs(1),
             once: false,
             policies: Policies::default(),
+            confirm: ConfirmSettings::default(),
         })
     }
 
@@ -142,6 +176,14 @@ mod tests {
             request: S(request),
             busy: S(busy),
         }
+    }
+
+    #[test]
+    fn confirmation_asks_at_a_growing_interval() {
+        let c = ConfirmSettings::default();
+        assert_eq!(c.next_delay(S(0)), S(60));
+        assert_eq!(c.next_delay(S(300)), S(150));
+        assert_eq!(c.next_delay(S(86_400)), S(600));
     }
 
     #[test]

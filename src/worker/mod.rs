@@ -14,12 +14,17 @@
 //! - An idle route loop sleeps until its next due job, its poll interval, or a wake-up from the
 //!   store (enqueue or retry committed; see `store/wake.rs`), whichever comes first. A wake-up
 //!   is only a hint: polling stays, so a lost one delays a job by at most the poll interval.
+//! - Accounts whose provider can confirm purges get a confirm loop of their own
+//!   (`confirm.rs`); accepted jobs wait there as `confirming`, without a lease. With `--once`,
+//!   the run ends when nothing is ready and nothing is left to confirm (or after
+//!   `--confirm-timeout`).
 //! - Shutdown stops claiming, lets a call in flight finish (bounded by the request timeout),
 //!   records it, and returns claimed-but-unsent jobs to `queued`.
 
 mod budget;
 mod call;
 mod config;
+mod confirm;
 mod settle;
 
 use std::collections::HashMap;
@@ -29,7 +34,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use config::{DEFAULT_LEASE, Handles, LeaseError, Timeouts, WorkerConfig, worker_id};
+pub use config::{
+    ConfirmSettings, DEFAULT_LEASE, Handles, LeaseError, Timeouts, WorkerConfig, worker_id,
+};
 pub use settle::Policies;
 
 use crate::clock;
@@ -58,6 +65,7 @@ struct Shared {
     handles: Handles,
     shutdown: CancellationToken,
     wake: Wake,
+    started: std::time::Instant,
 }
 
 /// One route of one account: what a route loop drives.
@@ -122,6 +130,7 @@ pub async fn run(
         handles,
         shutdown,
         wake,
+        started: std::time::Instant::now(),
     });
     if let Err(e) = shared.store.optimize().await {
         warn!(error = %e, "could not refresh the planner's statistics");
@@ -143,10 +152,28 @@ pub async fn run(
     for lanes in &routes {
         shared.handles.notifier.register(&lanes.name());
     }
+    let mut route_tasks = tokio::task::JoinSet::new();
     for lanes in routes {
         let shared = Arc::clone(&shared);
-        tasks.spawn(async move { shared.drive(&lanes).await });
+        route_tasks.spawn(async move { shared.drive(&lanes).await });
     }
+    let routes_done = CancellationToken::new();
+    for account in accounts.iter().filter(|a| shared.confirms(a.as_ref())) {
+        let (shared, account, done) = (
+            Arc::clone(&shared),
+            Arc::clone(account),
+            routes_done.clone(),
+        );
+        tasks.spawn(async move { shared.confirm_loop(account.as_ref(), &done).await });
+    }
+    tasks.spawn(async move {
+        while let Some(joined) = route_tasks.join_next().await {
+            if let Err(e) = joined {
+                warn!(error = %e, "a worker task ended abnormally");
+            }
+        }
+        routes_done.cancel();
+    });
     if !shared.config.once {
         let reaper = Arc::clone(&shared);
         tasks.spawn(async move { reaper.reap().await });
@@ -254,7 +281,16 @@ impl Shared {
                     self.config.poll_interval
                 }
             };
-            if self.config.once || self.sleep_or_wake(wait, &mut wake).await {
+            if self.config.once {
+                // N.B. A once run keeps its routes polling while their account has jobs being
+                // confirmed: one the CDN failed is queued again and must be sent again.
+                if !self.once_waits(lanes.account.as_ref()).await {
+                    return;
+                }
+                if self.sleep(wait.min(self.config.poll_interval)).await {
+                    return;
+                }
+            } else if self.sleep_or_wake(wait, &mut wake).await {
                 return;
             }
         }
@@ -365,7 +401,7 @@ fn until(now: i64, then: i64) -> Duration {
     Duration::from_millis(u64::try_from(then - now).unwrap_or(0))
 }
 
-/// `42 queued, 3 running; paused: qiniu/default/refresh_url until 16:00:00`.
+/// `42 queued, 3 running, 7 confirming; paused: qiniu/default/refresh_url until 16:00:00`.
 fn status_line(summary: &crate::store::Summary, now: i64) -> String {
     let count = |state: crate::model::JobState| -> i64 {
         summary
@@ -380,6 +416,10 @@ fn status_line(summary: &crate::store::Summary, now: i64) -> String {
         count(crate::model::JobState::Queued),
         count(crate::model::JobState::Running)
     );
+    let confirming = count(crate::model::JobState::Confirming);
+    if confirming > 0 {
+        line.push_str(&format!(", {confirming} confirming"));
+    }
     let paused: Vec<String> = summary
         .lanes
         .iter()

@@ -1,7 +1,9 @@
 //! Settling a call: what its [`Outcome`] means for each job and lane. Pure, no I/O.
 //!
-//! - Accepted: every job `succeeded` with the request id, except targets the provider named as
-//!   invalid, which fail for good. An attempt is spent.
+//! - Accepted: every job `succeeded` with the request id (or `confirming`, when the account
+//!   confirms, from `confirm_at` on), except targets the provider named as invalid, which fail
+//!   for good. An attempt is spent.
+//! - In progress (Qiniu 400037): like accepted, with no request id: confirmed by URL.
 //! - Invalid targets / rejected action: the named jobs fail for good; the rest of the request
 //!   stays claimed and is sent again at once. URL jobs that rode a rejected directory refresh in
 //!   their place (escalation) go back to the queue untouched, and the directory lane pauses.
@@ -79,6 +81,8 @@ pub struct Settling<'a> {
     pub now: i64,
     /// Policies.
     pub policies: Policies,
+    /// When accepted jobs are first confirmed (ms); `None`: they succeed at acceptance.
+    pub confirm_at: Option<i64>,
 }
 
 /// The result of settling: new job states, lane changes, and what to send again.
@@ -150,6 +154,7 @@ impl Settling<'_> {
                 provider_code: report.code,
                 last_error: error.clone(),
                 served_by_dir: None,
+                confirm_at: None,
             })
             .collect()
     }
@@ -165,6 +170,7 @@ impl Settling<'_> {
                 provider_code: report.code,
                 last_error: Some(reason(report)),
                 served_by_dir: None,
+                confirm_at: None,
             })
             .collect()
     }
@@ -190,7 +196,7 @@ impl Settling<'_> {
                     Some(rejection(r.code, &r.reason)),
                 )),
                 None => {
-                    let mut done = self.done(&ids, JobState::Succeeded, report, None);
+                    let mut done = self.accept(&ids, report);
                     for job in done.iter_mut().filter(|j| batch.stands_in(j.id)) {
                         job.served_by_dir.clone_from(&target);
                     }
@@ -204,6 +210,20 @@ impl Settling<'_> {
                     lane: self.lane(*action),
                 });
             }
+        }
+    }
+
+    /// Accepted jobs: `confirming` from `confirm_at` when the account confirms, else done.
+    fn accept(&self, ids: &[i64], report: &CallReport) -> Vec<JobUpdate> {
+        match self.confirm_at {
+            Some(at) => {
+                let mut updates = self.done(ids, JobState::Confirming, report, None);
+                for u in &mut updates {
+                    u.confirm_at = Some(at);
+                }
+                updates
+            }
+            None => self.done(ids, JobState::Succeeded, report, None),
         }
     }
 
@@ -275,6 +295,14 @@ impl Settling<'_> {
         match &report.outcome {
             Outcome::Accepted { rejected } => {
                 self.accepted(report, rejected, &mut batch, &actions, &mut out);
+            }
+            Outcome::InProgress => {
+                // N.B. No request id: a confirming job without one is confirmed by URL.
+                let report = CallReport {
+                    request_id: None,
+                    ..report.clone()
+                };
+                self.accepted(&report, &[], &mut batch, &actions, &mut out);
             }
             Outcome::InvalidTargets { rejected } => {
                 if let Err(batch) = self.fail_named(report, rejected, batch, &mut out) {
@@ -391,6 +419,7 @@ impl Settling<'_> {
                         reason(report)
                     }),
                     served_by_dir: None,
+                    confirm_at: None,
                 }
             })
             .collect();
@@ -415,6 +444,7 @@ fn reason(report: &CallReport) -> String {
         Outcome::InvalidTargets { .. } => "invalid target",
         Outcome::Transient => "transient failure",
         Outcome::Accepted { .. } => "accepted",
+        Outcome::InProgress => "already in progress",
     };
     match report.code {
         Some(code) => format!("{what} ({code}): {}", report.message),
@@ -469,6 +499,7 @@ mod tests {
             quota_reset_at: Some(2_000_000),
             now: 1_000_000,
             policies: Policies::default(),
+            confirm_at: None,
         };
         s.settle(&report(outcome), batch())
     }
@@ -577,6 +608,7 @@ mod tests {
             quota_reset_at: None,
             now: 1_000_000,
             policies: Policies::default(),
+            confirm_at: None,
         };
         let mut escalated = batch();
         escalated.escalate("http://a/d/");
@@ -667,6 +699,36 @@ mod tests {
     }
 
     #[test]
+    fn accepted_jobs_are_confirmed_when_the_account_confirms() {
+        let (attempts, strikes) = (HashMap::new(), HashMap::new());
+        let settling = |outcome| {
+            Settling {
+                provider: Provider::Qiniu,
+                account: "default",
+                attempts: &attempts,
+                strikes: &strikes,
+                quota_reset_at: None,
+                now: 5,
+                policies: Policies::default(),
+                confirm_at: Some(60),
+            }
+            .settle(&report(outcome), batch())
+        };
+        let s = settling(Outcome::Accepted { rejected: vec![] });
+        assert!(s.updates.iter().all(|u| u.state == JobState::Confirming
+            && u.confirm_at == Some(60)
+            && u.request_id.as_deref() == Some("req-1")));
+        // 400037: confirmed by URL, so no request id.
+        let s = settling(Outcome::InProgress);
+        assert_eq!(s.updates.len(), 4);
+        assert!(
+            s.updates.iter().all(|u| u.state == JobState::Confirming
+                && u.attempts == 1
+                && u.request_id.is_none())
+        );
+    }
+
+    #[test]
     fn quota_readings_are_kept() {
         let mut r = report(Outcome::Accepted { rejected: vec![] });
         r.quotas = vec![QuotaReading {
@@ -682,6 +744,7 @@ mod tests {
             quota_reset_at: Some(0),
             now: 0,
             policies: Policies::default(),
+            confirm_at: None,
         }
         .settle(&r, batch());
         assert!(s.gates.contains(&GateChange::Quota {

@@ -119,6 +119,8 @@ impl Scratch {
         for var in CLEARED {
             cmd.env_remove(var);
         }
+        // A worker confirms promptly: the in-process emulator's tasks complete at once.
+        cmd.env("PURGEQ_CONFIRM_INTERVAL", "20ms");
         cmd
     }
 
@@ -221,6 +223,7 @@ pub fn worker_cmd_polling(db: &OsStr, emu: &Emulator, poll: &str) -> std::proces
         .arg(db)
         .arg("worker")
         .args(["--max-targets-per-sec", "0", "--poll-interval", poll])
+        .env("PURGEQ_CONFIRM_INTERVAL", "20ms")
         .env("QINIU_ACCESS_KEY", worker::AK)
         .env("QINIU_SECRET_KEY", worker::SK)
         .env("QINIU_ENDPOINT", emu.url())

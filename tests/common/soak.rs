@@ -4,7 +4,8 @@
 //! database up against what the producers were told and what the emulator saw.
 //!
 //! Sizes come from the environment: `PURGEQ_SOAK_SCALE=small|large` (default `small`, the CI
-//! size) and `PURGEQ_SOAK_SEED=N`. The seed decides the producers' choices, the fault sequence
+//! size), `PURGEQ_SOAK_SEED=N` and `PURGEQ_SOAK_KILLS=N` (the crash loop's SIGKILLs; the
+//! producers keep going while they last). The seed decides the producers' choices, the fault sequence
 //! and the kill delays; process timing still differs from run to run, so a failing run keeps
 //! its scratch directory (database and worker logs) and prints where.
 
@@ -120,6 +121,10 @@ impl Plan {
         } else {
             (15, [600, 30, 120], 60, 10, 60)
         };
+        // N.B. The producers keep going for as long as the kills take.
+        let kills = std::env::var("PURGEQ_SOAK_KILLS").map_or(kills, |s| {
+            s.parse().expect("PURGEQ_SOAK_KILLS is a whole number")
+        });
         Plan {
             name,
             scale: if large { "large" } else { "small" },
@@ -300,6 +305,9 @@ impl Ctx {
             .args(["--poll-interval", "50ms", "--lease", LEASE])
             .args(["--request-timeout", REQUEST_TIMEOUT, "--busy-timeout", "2s"])
             .args(["--max-attempts", &MAX_ATTEMPTS.to_string()])
+            // Confirmation in the path: every accepted job is confirmed through the task lists
+            // (the fake's tasks complete at once, so duplicates never meet a 400037).
+            .args(["--confirm-interval", "50ms"])
             .env("QINIU_ACCESS_KEY", AK)
             .env("QINIU_SECRET_KEY", SK)
             .env("QINIU_ENDPOINT", &self.endpoint)
@@ -573,20 +581,20 @@ fn watch_leases(ctx: &Ctx, stop: &AtomicBool) -> LeaseWatch {
     watch
 }
 
-/// Waits until no job is queued or running.
+/// Waits until no job is queued, running or confirming.
 fn drain(ctx: &Ctx, within: Duration) -> Result<(), String> {
     let db = Probe::open(&ctx.scratch);
     let deadline = Instant::now() + within;
     loop {
         let left = db
-            .count("FROM jobs WHERE state IN ('queued', 'running')")
+            .count("FROM jobs WHERE state IN ('queued', 'running', 'confirming')")
             .unwrap_or(-1);
         if left == 0 {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "{left} jobs still queued or running {within:?} after the producers stopped"
+                "{left} jobs still queued, running or confirming {within:?} after the producers stopped"
             ));
         }
         thread::sleep(Duration::from_millis(200));

@@ -158,6 +158,8 @@ pub fn fast_config() -> WorkerConfig {
     let mut config = WorkerConfig::new(worker_id(), DEFAULT_LEASE, Timeouts::default())
         .expect("the default lease is valid");
     config.poll_interval = ms(50);
+    // The emulator's tasks complete at once unless a test says otherwise: confirm promptly.
+    config.confirm.interval = ms(20);
     config.policies = Policies {
         max_attempts: 8,
         transient: RetryPolicy::TRANSIENT.starting_at(ms(10)),

@@ -4,8 +4,8 @@
 
 const POLL_MS = 5000;
 const SVG = "http://www.w3.org/2000/svg";
-const STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
-const COLOURS = { queued: "#1565c0", running: "#6a1b9a", succeeded: "#2e7d32", failed: "#c62828", cancelled: "#757575" };
+const STATES = ["queued", "running", "confirming", "succeeded", "failed", "cancelled"];
+const COLOURS = { queued: "#1565c0", running: "#6a1b9a", confirming: "#00838f", succeeded: "#2e7d32", failed: "#c62828", cancelled: "#757575" };
 
 function $(id) { return document.getElementById(id); }
 

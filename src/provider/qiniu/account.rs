@@ -1,13 +1,16 @@
 //! One Qiniu account behind [`Account`]: its two routes (refresh, prefetch), its pacer and the
 //! daily quota reset at China midnight.
 //!
-//! Qiniu signs every request with the account's keys, so a call needs no token.
+//! Qiniu signs every request with the account's keys, so a call needs no token. Accepted
+//! purges are confirmed through the task lists (`list.rs`).
 
 use super::{MAX_REFRESH_DIRS, MAX_REFRESH_URLS, Operation, QiniuClient};
 use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
 use crate::pacer::Pacer;
 use crate::planner::Batch;
-use crate::provider::{Account, CallFuture, CallReport, Credential, Route};
+use crate::provider::{
+    Account, CallFuture, CallReport, ConfirmQuery, ConfirmReport, Confirmer, Credential, Route,
+};
 use crate::store::Store;
 
 /// How one Qiniu account is driven: its name, request sizes and pacing.
@@ -139,6 +142,23 @@ impl Account for QiniuAccount {
 
     fn escalate_dir_after(&self) -> Option<u32> {
         self.escalate_dir_after
+    }
+
+    fn confirmer(&self) -> Option<&dyn Confirmer> {
+        Some(self)
+    }
+}
+
+impl Confirmer for QiniuAccount {
+    fn operation(&self, action: Action) -> &'static str {
+        match action {
+            Action::PrefetchUrl => "prefetch_list",
+            _ => "refresh_list",
+        }
+    }
+
+    fn query<'a>(&'a self, query: &'a ConfirmQuery) -> CallFuture<'a, ConfirmReport> {
+        Box::pin(self.client.list(query))
     }
 }
 

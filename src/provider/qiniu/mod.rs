@@ -11,6 +11,7 @@
 //!   and a body that is not JSON is never taken for one.
 
 mod account;
+mod list;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -27,6 +28,7 @@ use super::{CallReport, Outcome, QuotaReading, Rejection};
 use crate::model::Action;
 use crate::secret::Secret;
 pub use account::{QiniuAccount, QiniuSettings, next_china_midnight};
+pub use list::{PREFETCH_LIST_PATH, REFRESH_LIST_PATH, classify_list, parse_china_time};
 
 /// URLs per refresh call. Source: developer.qiniu.com/fusion/api/1229/cache-refresh.
 pub const MAX_REFRESH_URLS: usize = 60;
@@ -186,7 +188,23 @@ impl QiniuClient {
         urls: &[String],
         dirs: &[String],
     ) -> Result<Answer, CallReport> {
-        let target = format!("{}{}", self.endpoint, op.path());
+        let mut body = serde_json::Map::new();
+        if !urls.is_empty() {
+            body.insert("urls".to_owned(), urls.into());
+        }
+        if !dirs.is_empty() {
+            body.insert("dirs".to_owned(), dirs.into());
+        }
+        self.post(op.path(), &body).await
+    }
+
+    /// POSTs `body` as JSON to `path` under the endpoint, signed, and reads the answer.
+    async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Answer, CallReport> {
+        let target = format!("{}{path}", self.endpoint);
         let url = url::Url::parse(&target)
             .map_err(|e| transient(None, format!("invalid endpoint {:?}: {e}", self.endpoint)))?;
         let path_and_query = match url.query() {
@@ -207,19 +225,11 @@ impl QiniuClient {
             })?;
         authorization.set_sensitive(true);
 
-        let mut body = serde_json::Map::new();
-        if !urls.is_empty() {
-            body.insert("urls".to_owned(), urls.into());
-        }
-        if !dirs.is_empty() {
-            body.insert("dirs".to_owned(), dirs.into());
-        }
-
         let mut response = self
             .http
             .post(url)
             .header(reqwest::header::AUTHORIZATION, authorization)
-            .json(&body)
+            .json(body)
             .send()
             .await
             .map_err(|e| transient(None, describe_transport_error(&e)))?;
@@ -283,7 +293,7 @@ struct Body {
 ///   HTTP 401/403 is an auth failure (gateways answer those with HTML too); anything else is
 ///   transient, with an escaped excerpt of the body.
 /// - `200`/`200001` under a 2xx status: accepted, `invalidUrls`/`invalidDirs` rejected for good.
-/// - `400037` (already being prefetched): accepted.
+/// - `400037` (already being refreshed or prefetched): in progress, confirmed by URL.
 /// - `400031`/`400032`: the targets named in `invalidUrls`/`invalidDirs` are invalid; if none is
 ///   named, the one target sent is, and with several sent the answer is transient (we can't
 ///   tell which one to fail).
@@ -350,9 +360,7 @@ fn with_code(
         c if CODE_SUCCESS.contains(&c) && (200..300).contains(&status) => Outcome::Accepted {
             rejected: named_rejections(code, urls, dirs, body),
         },
-        400_037 => Outcome::Accepted {
-            rejected: Vec::new(),
-        },
+        400_037 => Outcome::InProgress,
         400_031 | 400_032 => invalid_targets(code, urls, dirs, body),
         400_033 => quota(Action::PrefetchUrl),
         400_034 => quota(Action::RefreshUrl),
@@ -553,11 +561,8 @@ mod tests {
     }
 
     #[test]
-    fn already_being_prefetched_is_success() {
-        assert_eq!(
-            coded(400_037, 400).outcome,
-            Outcome::Accepted { rejected: vec![] }
-        );
+    fn already_being_prefetched_is_in_progress() {
+        assert_eq!(coded(400_037, 400).outcome, Outcome::InProgress);
     }
 
     #[test]

@@ -108,6 +108,12 @@ fn check_acceptance(e: &Evidence<'_>, db: &Db, v: &mut Violations, f: &mut Figur
                 ),
             ),
         }
+        if job.state == "succeeded" && !job.confirmed {
+            v.add(
+                "a job succeeds only once the CDN confirms it",
+                format!("job {id} succeeded without a confirmation"),
+            );
+        }
         if job.attempts > MAX_ATTEMPTS {
             v.add(
                 "attempts stop at the maximum",
@@ -334,7 +340,16 @@ fn check_faults(e: &Evidence<'_>, db: &Db, seen: &[Seen], v: &mut Violations, f:
             format!("{injected} faults injected, {answered} on calls' records, {unfinished} calls cut short"),
         );
     }
-    let received: u64 = e.stats.qiniu.requests.values().sum();
+    let received: u64 = e
+        .stats
+        .qiniu
+        .requests
+        .iter()
+        .filter(|(op, _)| !op.ends_with("_list"))
+        .map(|(_, n)| n)
+        .sum();
+    f.list_queries = db.queries;
+    f.list_faults = e.stats.list_faults.values().sum();
     let rows = db.calls.len() as u64;
     f.requests_received = received;
     f.requests_served = e.stats.qiniu.issued.len();

@@ -17,6 +17,8 @@ pub(super) struct Job {
     pub(super) request_id: Option<String>,
     pub(super) provider_code: Option<i64>,
     pub(super) last_error: Option<String>,
+    /// The CDN confirmed it (`confirmed_at` is set).
+    pub(super) confirmed: bool,
 }
 
 /// A provider call's audit row, with the jobs it carried.
@@ -52,8 +54,10 @@ impl Call {
 
 pub(super) struct Db {
     pub(super) jobs: BTreeMap<i64, Job>,
-    /// In id order, so a job's last call comes last.
+    /// The sends, in id order, so a job's last call comes last.
     pub(super) calls: Vec<Call>,
+    /// How many confirmation queries (task lists) have an audit row.
+    pub(super) queries: usize,
 }
 
 pub(super) fn load(probe: &Probe) -> Result<Db, String> {
@@ -62,7 +66,8 @@ pub(super) fn load(probe: &Probe) -> Result<Db, String> {
     let int = |v: &Value| v.as_i64().unwrap_or_default();
     let mut jobs = BTreeMap::new();
     probe.each(
-        "id, action, target, state, attempts, request_id, provider_code, last_error",
+        "id, action, target, state, attempts, request_id, provider_code, last_error,
+         CASE WHEN confirmed_at IS NULL THEN 0 ELSE 1 END",
         "FROM jobs",
         |r| {
             let job = Job {
@@ -73,6 +78,7 @@ pub(super) fn load(probe: &Probe) -> Result<Db, String> {
                 request_id: maybe(&r[5]),
                 provider_code: r[6].as_i64(),
                 last_error: maybe(&r[7]),
+                confirmed: int(&r[8]) == 1,
             };
             jobs.insert(int(&r[0]), job);
         },
@@ -107,7 +113,15 @@ pub(super) fn load(probe: &Probe) -> Result<Db, String> {
     for call in &mut calls {
         call.jobs.sort_unstable();
     }
-    Ok(Db { jobs, calls })
+    // Confirmation queries carry no purge: the send checks read only the sends.
+    let (queries, calls): (Vec<Call>, Vec<Call>) = calls
+        .into_iter()
+        .partition(|c| c.operation.ends_with("_list"));
+    Ok(Db {
+        jobs,
+        calls,
+        queries: queries.len(),
+    })
 }
 
 /// The Qiniu operation that carries an action.

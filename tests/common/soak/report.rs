@@ -52,6 +52,8 @@ pub struct Figures {
     pub requests_served: usize,
     pub calls: usize,
     pub calls_unfinished: usize,
+    pub list_queries: usize,
+    pub list_faults: u64,
     pub calls_seen: BTreeMap<&'static str, usize>,
     pub faults: BTreeMap<String, u64>,
     pub target_sends: usize,
@@ -93,6 +95,11 @@ impl fmt::Display for Figures {
             f,
             "  requests   {} received by the fake, {} served; {} audit rows ({} cut short by kills)",
             self.requests_received, self.requests_served, self.calls, self.calls_unfinished
+        )?;
+        writeln!(
+            f,
+            "  confirm    {} task-list queries audited ({} faults injected into them)",
+            self.list_queries, self.list_faults
         )?;
         let total: u64 = self.faults.values().sum();
         writeln!(f, "  faults     {total} injected: {}", join(&self.faults))?;
