@@ -23,10 +23,9 @@ use anyhow::Context as _;
 use purgeq::emulator::qiniu::{DEMO_ACCESS_KEY, DEMO_SECRET_KEY};
 use purgeq::emulator::{self, EmulatorConfig};
 use purgeq::model::{Action, DEFAULT_ACCOUNT, JobState, Priority, Provider};
-use purgeq::pacer::Pacer;
 use purgeq::planner::Batch;
 use purgeq::provider::qiniu::{Credentials, QiniuAccount, QiniuClient, QiniuSettings};
-use purgeq::provider::{Account, CallFuture, CallReport, Credential, Route};
+use purgeq::provider::{Account, AccountBase, CallFuture, CallReport, Credential, Route};
 use purgeq::secret::Secret;
 use purgeq::store::{Location, NewJobs, Store};
 use purgeq::worker::{DEFAULT_LEASE, Handles, Policies, Timeouts, WorkerConfig, worker_id};
@@ -101,14 +100,8 @@ impl Account for SimulatedDays {
     fn provider(&self) -> Provider {
         self.inner.provider()
     }
-    fn account(&self) -> &str {
-        self.inner.account()
-    }
-    fn routes(&self) -> &[Route] {
-        self.inner.routes()
-    }
-    fn pacer(&self) -> &Pacer {
-        self.inner.pacer()
+    fn base(&self) -> &AccountBase {
+        self.inner.base()
     }
     fn prepare<'a>(
         &'a self,

@@ -46,14 +46,23 @@ pub trait Account: std::fmt::Debug + Send + Sync {
     /// The provider this account belongs to.
     fn provider(&self) -> Provider;
 
+    /// What every account has: its name, routes and pacer.
+    fn base(&self) -> &AccountBase;
+
     /// The account's name, as jobs and lanes carry it.
-    fn account(&self) -> &str;
+    fn account(&self) -> &str {
+        &self.base().account
+    }
 
     /// The kinds of request this account serves, each with the lanes it drains.
-    fn routes(&self) -> &[Route];
+    fn routes(&self) -> &[Route] {
+        &self.base().routes
+    }
 
     /// The client-side pacer shared by every route of this account.
-    fn pacer(&self) -> &Pacer;
+    fn pacer(&self) -> &Pacer {
+        &self.base().pacer
+    }
 
     /// What the next call needs besides the account's keys: nothing, or an access token (from
     /// the store's cache while it is fresh, else, or when `renew`, a new one). A failure to get
@@ -190,6 +199,17 @@ pub struct ConfirmReport {
     pub listing: Listing,
     /// The wire facts (its outcome is only meaningful for [`Listing::Unanswered`]).
     pub report: CallReport,
+}
+
+/// What every [`Account`] has, whatever its provider.
+#[derive(Debug)]
+pub struct AccountBase {
+    /// The account's name, as jobs and lanes carry it.
+    pub account: String,
+    /// The kinds of request it serves.
+    pub routes: Vec<Route>,
+    /// The pacer shared by all its routes (requests and targets per second).
+    pub pacer: Pacer,
 }
 
 /// A kind of request an account sends, with the lanes whose jobs it carries.

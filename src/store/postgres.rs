@@ -139,7 +139,7 @@ impl PgStore {
 
 impl PgStore {
     /// Many values as one bound parameter: an array, read by `ANY` or `unnest`.
-    fn list<T>(values: &[T]) -> Result<&[T], StoreError> {
+    pub(super) fn list<T>(values: &[T]) -> Result<&[T], StoreError> {
         Ok(values)
     }
 }

@@ -148,7 +148,7 @@ impl SqliteStore {
 
 impl SqliteStore {
     /// Many values as one bound parameter: a JSON array, read by `json_each`.
-    fn list<T: serde::Serialize>(values: &[T]) -> Result<String, StoreError> {
+    pub(super) fn list<T: serde::Serialize>(values: &[T]) -> Result<String, StoreError> {
         encode(values)
     }
 }

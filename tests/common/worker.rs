@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use purgeq::emulator::{self, Emulator, EmulatorConfig};
 use purgeq::model::{Action, DEFAULT_ACCOUNT, Provider};
-use purgeq::pacer::Pacer;
 use purgeq::planner::Batch;
 use purgeq::policy::RetryPolicy;
 use purgeq::provider::pan123::{Pan123Account, Pan123Client, Pan123Settings};
 use purgeq::provider::qiniu::{Credentials, QiniuAccount, QiniuClient, QiniuSettings};
-use purgeq::provider::{Account, CallFuture, CallReport, Coalesce, Credential, Route};
+use purgeq::provider::{Account, AccountBase, CallFuture, CallReport, Coalesce, Credential, Route};
 use purgeq::secret::Secret;
 use purgeq::store::{NewJobs, Store};
 use purgeq::worker::{DEFAULT_LEASE, Handles, Policies, Timeouts, WorkerConfig, worker_id};
@@ -119,14 +118,8 @@ impl Account for ShortDays {
     fn provider(&self) -> Provider {
         self.inner.provider()
     }
-    fn account(&self) -> &str {
-        self.inner.account()
-    }
-    fn routes(&self) -> &[Route] {
-        self.inner.routes()
-    }
-    fn pacer(&self) -> &Pacer {
-        self.inner.pacer()
+    fn base(&self) -> &AccountBase {
+        self.inner.base()
     }
     fn prepare<'a>(
         &'a self,

@@ -15,7 +15,7 @@ use crate::clock;
 use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
 use crate::pacer::Pacer;
 use crate::planner::Batch;
-use crate::provider::{Account, CallFuture, CallReport, Coalesce, Credential, Route};
+use crate::provider::{Account, AccountBase, CallFuture, CallReport, Coalesce, Credential, Route};
 use crate::seal;
 use crate::store::{CachedToken, Store};
 
@@ -54,9 +54,7 @@ impl Default for Pan123Settings {
 #[derive(Debug)]
 pub struct Pan123Account {
     client: Pan123Client,
-    account: String,
-    routes: [Route; 1],
-    pacer: Pacer,
+    base: AccountBase,
 }
 
 impl Pan123Account {
@@ -64,23 +62,25 @@ impl Pan123Account {
     pub fn new(client: Pan123Client, settings: Pan123Settings) -> Self {
         Pan123Account {
             client,
-            routes: [Route {
-                name: "123pan/refresh_all",
-                operation: "refresh_all",
-                // One call refreshes the whole account: it serves every ready job.
-                lanes: vec![(Action::RefreshAll, None)],
-                account_wide: true,
-                coalesce: Some(settings.coalesce),
-            }],
-            pacer: Pacer::new(0.0, settings.requests_per_sec),
-            account: settings.account,
+            base: AccountBase {
+                routes: vec![Route {
+                    name: "123pan/refresh_all",
+                    operation: "refresh_all",
+                    // One call refreshes the whole account: it serves every ready job.
+                    lanes: vec![(Action::RefreshAll, None)],
+                    account_wide: true,
+                    coalesce: Some(settings.coalesce),
+                }],
+                pacer: Pacer::new(0.0, settings.requests_per_sec),
+                account: settings.account,
+            },
         }
     }
 
     async fn token(&self, store: &Store, renew: bool) -> Result<Credential, CallReport> {
         let now = clock::now_ms();
         let secret = self.client.client_secret();
-        let cached = match store.token(Provider::Pan123, &self.account).await {
+        let cached = match store.token(Provider::Pan123, self.account()).await {
             // Stored sealed; a value that does not open (an old plain token) is renewed.
             Ok(cached) => cached.and_then(|c| {
                 Some(CachedToken {
@@ -114,7 +114,7 @@ impl Pan123Account {
                     obtained_at: cached.obtained_at,
                 };
                 store
-                    .save_token(Provider::Pan123, &self.account, &sealed)
+                    .save_token(Provider::Pan123, self.account(), &sealed)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -132,16 +132,8 @@ impl Account for Pan123Account {
         Provider::Pan123
     }
 
-    fn account(&self) -> &str {
-        &self.account
-    }
-
-    fn routes(&self) -> &[Route] {
-        &self.routes
-    }
-
-    fn pacer(&self) -> &Pacer {
-        &self.pacer
+    fn base(&self) -> &AccountBase {
+        &self.base
     }
 
     fn prepare<'a>(

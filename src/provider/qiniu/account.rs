@@ -9,7 +9,8 @@ use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
 use crate::pacer::Pacer;
 use crate::planner::Batch;
 use crate::provider::{
-    Account, CallFuture, CallReport, ConfirmQuery, ConfirmReport, Confirmer, Credential, Route,
+    Account, AccountBase, CallFuture, CallReport, ConfirmQuery, ConfirmReport, Confirmer,
+    Credential, Route,
 };
 use crate::store::Store;
 
@@ -51,9 +52,7 @@ impl Default for QiniuSettings {
 #[derive(Debug)]
 pub struct QiniuAccount {
     client: QiniuClient,
-    account: String,
-    routes: [Route; 2],
-    pacer: Pacer,
+    base: AccountBase,
     escalate_dir_after: Option<u32>,
 }
 
@@ -63,28 +62,30 @@ impl QiniuAccount {
         let urls = Some(settings.batch_urls);
         QiniuAccount {
             client,
-            routes: [
-                Route {
-                    name: "qiniu/refresh",
-                    operation: Operation::Refresh.as_str(),
-                    lanes: vec![
-                        (Action::RefreshUrl, urls),
-                        (Action::RefreshDir, Some(settings.batch_dirs)),
-                    ],
-                    account_wide: false,
-                    coalesce: None,
-                },
-                Route {
-                    name: "qiniu/prefetch",
-                    operation: Operation::Prefetch.as_str(),
-                    lanes: vec![(Action::PrefetchUrl, urls)],
-                    account_wide: false,
-                    coalesce: None,
-                },
-            ],
-            pacer: Pacer::new(settings.targets_per_sec, settings.requests_per_sec),
+            base: AccountBase {
+                routes: vec![
+                    Route {
+                        name: "qiniu/refresh",
+                        operation: Operation::Refresh.as_str(),
+                        lanes: vec![
+                            (Action::RefreshUrl, urls),
+                            (Action::RefreshDir, Some(settings.batch_dirs)),
+                        ],
+                        account_wide: false,
+                        coalesce: None,
+                    },
+                    Route {
+                        name: "qiniu/prefetch",
+                        operation: Operation::Prefetch.as_str(),
+                        lanes: vec![(Action::PrefetchUrl, urls)],
+                        account_wide: false,
+                        coalesce: None,
+                    },
+                ],
+                pacer: Pacer::new(settings.targets_per_sec, settings.requests_per_sec),
+                account: settings.account,
+            },
             escalate_dir_after: settings.escalate_dir_after,
-            account: settings.account,
         }
     }
 }
@@ -94,16 +95,8 @@ impl Account for QiniuAccount {
         Provider::Qiniu
     }
 
-    fn account(&self) -> &str {
-        &self.account
-    }
-
-    fn routes(&self) -> &[Route] {
-        &self.routes
-    }
-
-    fn pacer(&self) -> &Pacer {
-        &self.pacer
+    fn base(&self) -> &AccountBase {
+        &self.base
     }
 
     fn prepare<'a>(

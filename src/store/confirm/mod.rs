@@ -16,7 +16,7 @@ mod sqlite;
 use serde::Serialize;
 
 use super::backend::{Backend, Tx};
-use super::{CallEnd, Store, StoreError};
+use super::{CallEnd, Store, StoreError, dispatch};
 use crate::model::{Action, JobState, Provider};
 
 /// Which confirming jobs a worker takes.
@@ -42,7 +42,8 @@ pub struct Confirming {
     pub id: i64,
     /// Action.
     pub action: Action,
-    /// Target.
+    /// The target whose CDN task tells: the job's own, or the directory whose refresh served
+    /// it in its place (directory escalation).
     pub target: Option<String>,
     /// Attempts spent.
     pub attempts: i64,
@@ -120,7 +121,7 @@ pub struct WaitSelection {
 
 /// A confirmation update as one row: id, fence, state, attempts, next_at, confirm_at,
 /// confirmed_at, cdn_detail, last_error (both backends read it positionally).
-type ConfirmRow<'a> = (
+pub(super) type ConfirmRow<'a> = (
     i64,
     i64,
     &'static str,
@@ -132,7 +133,7 @@ type ConfirmRow<'a> = (
     Option<&'a str>,
 );
 
-fn confirm_row(u: &ConfirmUpdate) -> ConfirmRow<'_> {
+pub(super) fn confirm_row(u: &ConfirmUpdate) -> ConfirmRow<'_> {
     (
         u.id,
         u.fence,
@@ -146,8 +147,29 @@ fn confirm_row(u: &ConfirmUpdate) -> ConfirmRow<'_> {
     )
 }
 
-/// The statements confirmation needs, per dialect. Each runs one statement.
+/// The confirmation statement texts that differ between the dialects (see
+/// `store/backend.rs::Dialect`); the rest is written once in [`confirm_statements!`].
+pub(super) struct ConfirmDialect {
+    /// Moves `confirm_at` of the due jobs of the first `$5` requests of an account to `$1`:
+    /// `$2` provider, `$3` account, `$4` now; returns them.
+    pub take_confirming: &'static str,
+    /// Links call `$1` to those of the jobs `$2` (list) that still exist.
+    pub link_query_jobs: &'static str,
+    /// Jobs per state with tag `$1` (NULL: any), enqueued at or after `$2` (NULL: any).
+    pub wait_by_filter: &'static str,
+    /// Jobs per state among the ids `$1` (list).
+    pub wait_by_ids: &'static str,
+}
+
+/// What a confirmation write returns: how many jobs it changed.
+pub(super) type Changed = Result<u64, StoreError>;
+
+/// The statements confirmation needs. Each runs one statement; all but the fenced update are
+/// written once ([`confirm_statements!`]).
 pub(super) trait ConfirmBackend: Backend {
+    /// The statement texts of this dialect.
+    const CONFIRM_SQL: ConfirmDialect;
+
     /// Takes due confirming jobs, moving their `confirm_at` to the hold.
     async fn take_confirming(
         &self,
@@ -156,31 +178,110 @@ pub(super) trait ConfirmBackend: Backend {
     ) -> Result<Vec<Confirming>, StoreError>;
 
     /// The earliest `confirm_at` of the account's confirming jobs.
-    async fn next_confirm(
-        &self,
-        provider: Provider,
-        account: &str,
-    ) -> Result<Option<i64>, StoreError>;
+    async fn next_confirm(&self, provider: Provider, account: &str) -> Result<Span, StoreError>;
 
-    /// Writes a query's audit row linked to its jobs; returns its id.
-    async fn insert_query(
-        &self,
-        tx: &mut Tx<Self>,
-        query: &NewQuery,
-        now: i64,
-    ) -> Result<i64, StoreError>;
+    /// Writes a query's audit row (started at `query.1`) linked to its jobs; returns its id.
+    async fn insert_query(&self, tx: &mut Tx<Self>, query: (&NewQuery, i64)) -> CallId;
 
-    /// Applies confirmation results, fenced; returns how many jobs changed.
-    async fn update_confirming(
-        &self,
-        tx: &mut Tx<Self>,
-        now: i64,
-        rows: &[ConfirmRow<'_>],
-    ) -> Result<u64, StoreError>;
+    /// Applies the record's confirmation results, fenced; returns how many jobs changed.
+    async fn update_confirming(&self, tx: &mut Tx<Self>, rec: &ConfirmRecord) -> Changed;
 
     /// Jobs per state among the selection.
     async fn wait_counts(&self, sel: &WaitSelection) -> Result<Vec<(JobState, i64)>, StoreError>;
 }
+
+/// A due time (ms), if there is one.
+type Span = Option<i64>;
+
+/// An audit row's id.
+type CallId = Result<i64, StoreError>;
+
+/// The [`ConfirmBackend`] methods whose code is the same for every dialect (see
+/// `store/statements.rs` for why a macro). Expects in scope: `sql_err`, `rows`, `Self::list`,
+/// `Self::CONFIRM_SQL` and a `pool()` method.
+macro_rules! confirm_statements {
+    () => {
+        async fn take_confirming(
+            &self,
+            tx: &mut Tx<Self>,
+            req: &TakeConfirmations,
+        ) -> Result<Vec<Confirming>, StoreError> {
+            let query = sqlx::query(Self::CONFIRM_SQL.take_confirming)
+                .bind(req.hold_until)
+                .bind(req.provider.as_str())
+                .bind(&req.account)
+                .bind(req.now)
+                .bind(req.limit);
+            let rows = query.fetch_all(&mut **tx).await.map_err(sql_err)?;
+            rows.iter().map(rows::confirming).collect()
+        }
+
+        async fn next_confirm(
+            &self,
+            provider: Provider,
+            account: &str,
+        ) -> Result<Span, StoreError> {
+            let query = sqlx::query(
+                "SELECT MIN(confirm_at) AS due FROM jobs
+                 WHERE state = 'confirming' AND provider = $1 AND account = $2",
+            );
+            let query = query.bind(provider.as_str()).bind(account);
+            let row = query.fetch_one(self.pool()).await.map_err(sql_err)?;
+            rows::Columns::opt_int(&row, "due")
+        }
+
+        async fn insert_query(&self, tx: &mut Tx<Self>, query: (&NewQuery, i64)) -> CallId {
+            let (q, now) = query;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO calls (provider, account, operation, worker, target_count, started_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(q.provider.as_str())
+            .bind(&q.account)
+            .bind(q.operation)
+            .bind(&q.worker)
+            .bind(q.target_count)
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(sql_err)?;
+            let link = sqlx::query(Self::CONFIRM_SQL.link_query_jobs).bind(id);
+            let link = link.bind(Self::list(&q.job_ids)?);
+            link.execute(&mut **tx).await.map_err(sql_err)?;
+            Ok(id)
+        }
+
+        async fn wait_counts(
+            &self,
+            sel: &WaitSelection,
+        ) -> Result<Vec<(JobState, i64)>, StoreError> {
+            let query = if sel.ids.is_empty() {
+                let query = sqlx::query(Self::CONFIRM_SQL.wait_by_filter).bind(&sel.tag);
+                query.bind(sel.since)
+            } else {
+                sqlx::query(Self::CONFIRM_SQL.wait_by_ids).bind(Self::list(&sel.ids)?)
+            };
+            let rows = query.fetch_all(self.pool()).await.map_err(sql_err)?;
+            rows.iter().map(rows::wait_count).collect()
+        }
+    };
+}
+pub(super) use confirm_statements;
+
+/// The columns a confirmation result sets from its row `u` (the [`ConfirmRow`] columns), for
+/// `concat!` into each dialect's update, which adds `updated_at`, `finished_at` and the fence.
+macro_rules! confirm_set {
+    () => {
+        "state = u.state,
+         attempts = u.attempts,
+         next_at = u.next_at,
+         confirm_at = u.confirm_at,
+         confirmed_at = coalesce(u.confirmed_at, jobs.confirmed_at),
+         cdn_detail = coalesce(u.cdn_detail, jobs.cdn_detail),
+         last_error = coalesce(u.last_error, jobs.last_error),"
+    };
+}
+pub(super) use confirm_set;
 
 async fn take<B: ConfirmBackend>(
     b: &B,
@@ -196,7 +297,7 @@ async fn take<B: ConfirmBackend>(
 async fn begin_query<B: ConfirmBackend>(b: &B, query: &NewQuery) -> Result<i64, StoreError> {
     let mut tx = b.begin().await?;
     let id = b
-        .insert_query(&mut tx, query, crate::clock::now_ms())
+        .insert_query(&mut tx, (query, crate::clock::now_ms()))
         .await?;
     tx.commit().await.map_err(B::sql_err)?;
     Ok(id)
@@ -207,23 +308,13 @@ async fn record<B: ConfirmBackend>(b: &B, rec: &ConfirmRecord) -> Result<u64, St
     if let Some(call) = &rec.call {
         b.finish_call(&mut tx, call, rec.now).await?;
     }
-    let rows: Vec<ConfirmRow<'_>> = rec.jobs.iter().map(confirm_row).collect();
-    let changed = if rows.is_empty() {
+    let changed = if rec.jobs.is_empty() {
         0
     } else {
-        b.update_confirming(&mut tx, rec.now, &rows).await?
+        b.update_confirming(&mut tx, rec).await?
     };
     tx.commit().await.map_err(B::sql_err)?;
     Ok(changed)
-}
-
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            Store::Sqlite($s) => $call,
-            Store::Postgres($s) => $call,
-        }
-    };
 }
 
 impl Store {

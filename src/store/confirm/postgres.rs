@@ -1,6 +1,10 @@
-//! Confirmation statements for PostgreSQL.
+//! Confirmation statements for PostgreSQL: the texts that differ, and the fenced update.
 
-use super::{ConfirmBackend, ConfirmRow, Confirming, NewQuery, TakeConfirmations, WaitSelection};
+use super::{CallId, Span};
+use super::{
+    Changed, ConfirmBackend, ConfirmDialect, ConfirmRecord, ConfirmRow, Confirming, NewQuery,
+    TakeConfirmations, WaitSelection, confirm_row, confirm_set, confirm_statements,
+};
 use crate::model::{JobState, Provider};
 use crate::store::backend::Tx;
 use crate::store::postgres::sql_err;
@@ -8,15 +12,10 @@ use crate::store::rows;
 use crate::store::{PgStore, StoreError};
 
 impl ConfirmBackend for PgStore {
-    async fn take_confirming(
-        &self,
-        tx: &mut Tx<Self>,
-        req: &TakeConfirmations,
-    ) -> Result<Vec<Confirming>, StoreError> {
+    const CONFIRM_SQL: ConfirmDialect = ConfirmDialect {
         // Whole requests, as on SQLite. SKIP LOCKED: two workers never take the same job; the
         // outer conditions are checked again on the locked row.
-        let rows = sqlx::query(
-            "UPDATE jobs SET confirm_at = $1
+        take_confirming: "UPDATE jobs SET confirm_at = $1
              WHERE id IN (SELECT id FROM jobs
                           WHERE state = 'confirming' AND provider = $2 AND account = $3
                             AND confirm_at <= $4
@@ -27,86 +26,27 @@ impl ConfirmBackend for PgStore {
                                 GROUP BY 1 ORDER BY MIN(confirm_at) LIMIT $5)
                           FOR UPDATE SKIP LOCKED)
                AND state = 'confirming' AND confirm_at <= $4
-             RETURNING id, action, target, attempts, created_at, accepted_at,
-                       confirm_request_id, confirm_at",
-        )
-        .bind(req.hold_until)
-        .bind(req.provider.as_str())
-        .bind(&req.account)
-        .bind(req.now)
-        .bind(req.limit)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(sql_err)?;
-        rows.iter().map(rows::confirming).collect()
-    }
-
-    async fn next_confirm(
-        &self,
-        provider: Provider,
-        account: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT MIN(confirm_at) FROM jobs
-             WHERE state = 'confirming' AND provider = $1 AND account = $2",
-        )
-        .bind(provider.as_str())
-        .bind(account)
-        .fetch_one(self.pool())
-        .await
-        .map_err(sql_err)
-    }
-
-    async fn insert_query(
-        &self,
-        tx: &mut Tx<Self>,
-        query: &NewQuery,
-        now: i64,
-    ) -> Result<i64, StoreError> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO calls (provider, account, operation, worker, target_count, started_at)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        )
-        .bind(query.provider.as_str())
-        .bind(&query.account)
-        .bind(query.operation)
-        .bind(&query.worker)
-        .bind(query.target_count)
-        .bind(now)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(sql_err)?;
-        sqlx::query(
-            "INSERT INTO call_jobs (call_id, job_id)
+             RETURNING id, action, coalesce(served_by_dir, target) AS target, attempts,
+                       created_at, accepted_at, confirm_request_id, confirm_at",
+        link_query_jobs: "INSERT INTO call_jobs (call_id, job_id)
              SELECT $1, j.id FROM jobs j WHERE j.id = ANY($2)",
-        )
-        .bind(id)
-        .bind(&query.job_ids)
-        .execute(&mut **tx)
-        .await
-        .map_err(sql_err)?;
-        Ok(id)
-    }
+        wait_by_filter: "SELECT state, COUNT(*) AS n FROM jobs
+             WHERE ($1::text IS NULL OR tag = $1) AND ($2::bigint IS NULL OR created_at >= $2)
+             GROUP BY state",
+        wait_by_ids: "SELECT state, COUNT(*) AS n FROM jobs WHERE id = ANY($1) GROUP BY state",
+    };
 
-    async fn update_confirming(
-        &self,
-        tx: &mut Tx<Self>,
-        now: i64,
-        rows: &[ConfirmRow<'_>],
-    ) -> Result<u64, StoreError> {
+    confirm_statements!();
+
+    async fn update_confirming(&self, tx: &mut Tx<Self>, rec: &ConfirmRecord) -> Changed {
         let mut cols = Columns::default();
-        for row in rows {
-            cols.push(*row);
+        for job in &rec.jobs {
+            cols.push(confirm_row(job));
         }
-        let done = sqlx::query(concat!(
-            "UPDATE jobs SET
-                 state = u.state,
-                 attempts = u.attempts,
-                 next_at = u.next_at,
-                 confirm_at = u.confirm_at,
-                 confirmed_at = coalesce(u.confirmed_at, jobs.confirmed_at),
-                 cdn_detail = coalesce(u.cdn_detail, jobs.cdn_detail),
-                 last_error = coalesce(u.last_error, jobs.last_error),
+        let query = sqlx::query(concat!(
+            "UPDATE jobs SET ",
+            confirm_set!(),
+            "
                  updated_at = $10,
                  finished_at = CASE WHEN u.state IN ",
             crate::store::final_states!(),
@@ -126,32 +66,9 @@ impl ConfirmBackend for PgStore {
         .bind(cols.confirmed_at)
         .bind(cols.cdn_detail)
         .bind(cols.last_error)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(sql_err)?;
+        .bind(rec.now);
+        let done = query.execute(&mut **tx).await.map_err(sql_err)?;
         Ok(done.rows_affected())
-    }
-
-    async fn wait_counts(&self, sel: &WaitSelection) -> Result<Vec<(JobState, i64)>, StoreError> {
-        let rows = if sel.ids.is_empty() {
-            sqlx::query(
-                "SELECT state, COUNT(*) AS n FROM jobs
-                 WHERE ($1::text IS NULL OR tag = $1) AND ($2::bigint IS NULL OR created_at >= $2)
-                 GROUP BY state",
-            )
-            .bind(&sel.tag)
-            .bind(sel.since)
-            .fetch_all(self.pool())
-            .await
-        } else {
-            sqlx::query("SELECT state, COUNT(*) AS n FROM jobs WHERE id = ANY($1) GROUP BY state")
-                .bind(&sel.ids)
-                .fetch_all(self.pool())
-                .await
-        }
-        .map_err(sql_err)?;
-        rows.iter().map(rows::wait_count).collect()
     }
 }
 
