@@ -361,7 +361,7 @@ async fn dispatch(shared: &Shared, req: Request<Incoming>) -> Answer {
         qiniu::count_list_request(shared, op);
         let fault = shared.draw_list_fault();
         return purge(shared, fault, |fault| {
-            qiniu::handle_list(shared, op, &parts, &body, fault)
+            qiniu::handle_list(shared, op, (&parts, &body), fault)
         })
         .await;
     }

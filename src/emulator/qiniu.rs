@@ -375,8 +375,7 @@ fn signer<'a>(shared: &'a Shared, parts: &Parts) -> (Option<usize>, &'a QiniuCon
 pub(crate) fn handle_list(
     shared: &Shared,
     op: Operation,
-    parts: &Parts,
-    body: &[u8],
+    (parts, body): (&Parts, &[u8]),
     fault: Option<FaultKind>,
 ) -> Response<Full<Bytes>> {
     let (account, config) = signer(shared, parts);

@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -139,24 +140,8 @@ pub async fn run(
     if requeued > 0 {
         info!(requeued, "requeued jobs whose lease expired");
     }
-    let routes: Vec<Lanes> = accounts
-        .iter()
-        .flat_map(|account| {
-            account.routes().iter().map(|route| Lanes {
-                account: Arc::clone(account),
-                route: route.clone(),
-            })
-        })
-        .collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    for lanes in &routes {
-        shared.handles.notifier.register(&lanes.name());
-    }
-    let mut route_tasks = tokio::task::JoinSet::new();
-    for lanes in routes {
-        let shared = Arc::clone(&shared);
-        route_tasks.spawn(async move { shared.drive(&lanes).await });
-    }
+    let mut tasks = JoinSet::new();
+    let mut route_tasks = spawn_routes(&shared, &accounts);
     let routes_done = CancellationToken::new();
     for account in accounts.iter().filter(|a| shared.confirms(a.as_ref())) {
         let (shared, account, done) = (
@@ -175,18 +160,7 @@ pub async fn run(
         routes_done.cancel();
     });
     if !shared.config.once {
-        let reaper = Arc::clone(&shared);
-        tasks.spawn(async move { reaper.reap().await });
-        let reporter = Arc::clone(&shared);
-        tasks.spawn(async move { reporter.report_status().await });
-        let checkpointer = Arc::clone(&shared);
-        tasks.spawn(async move { checkpointer.checkpoint().await });
-        let stopper = Arc::clone(&shared);
-        tasks.spawn(async move {
-            stopper.shutdown.cancelled().await;
-            info!("stopping: no new claims; the call in flight is finished and recorded");
-            stopper.handles.notifier.stopping();
-        });
+        spawn_housekeeping(&shared, &mut tasks);
     }
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = joined {
@@ -194,6 +168,45 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// One task per route of every account, each registered with the watchdog.
+fn spawn_routes(shared: &Arc<Shared>, accounts: &[Arc<dyn Account>]) -> JoinSet<()> {
+    let routes: Vec<Lanes> = accounts
+        .iter()
+        .flat_map(|account| {
+            account.routes().iter().map(|route| Lanes {
+                account: Arc::clone(account),
+                route: route.clone(),
+            })
+        })
+        .collect();
+    for lanes in &routes {
+        shared.handles.notifier.register(&lanes.name());
+    }
+    let mut route_tasks = JoinSet::new();
+    for lanes in routes {
+        let shared = Arc::clone(shared);
+        route_tasks.spawn(async move { shared.drive(&lanes).await });
+    }
+    route_tasks
+}
+
+/// The long-running worker's housekeeping: the lease reaper, the status line, the WAL's
+/// checkpoints, and the shutdown notice.
+fn spawn_housekeeping(shared: &Arc<Shared>, tasks: &mut JoinSet<()>) {
+    let reaper = Arc::clone(shared);
+    tasks.spawn(async move { reaper.reap().await });
+    let reporter = Arc::clone(shared);
+    tasks.spawn(async move { reporter.report_status().await });
+    let checkpointer = Arc::clone(shared);
+    tasks.spawn(async move { checkpointer.checkpoint().await });
+    let stopper = Arc::clone(shared);
+    tasks.spawn(async move {
+        stopper.shutdown.cancelled().await;
+        info!("stopping: no new claims; the call in flight is finished and recorded");
+        stopper.handles.notifier.stopping();
+    });
 }
 
 impl Shared {
