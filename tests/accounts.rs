@@ -197,6 +197,28 @@ async fn one_accounts_spent_quota_leaves_the_other_draining() {
     assert_eq!(waiting[0]["waiting"], 90, "{forecast:?}");
     assert_eq!(status["accounts"][0]["account"], "main", "{status}");
     assert_eq!(status["accounts"][0]["queued"], 270, "{status}");
+
+    // `wait --account` follows one account: staging's jobs all ended well (0), main's wait for
+    // the reset (6 when the timeout passes), and an account with no jobs matches nothing (4).
+    let code = |args: &[&str]| run(&s, &config, args).status.code();
+    assert_eq!(
+        code(&["wait", "--account", "staging", "--timeout", "5s"]),
+        Some(0)
+    );
+    let waited = [
+        "wait",
+        "--account",
+        "main",
+        "--timeout",
+        "200ms",
+        "--poll-interval",
+        "50ms",
+    ];
+    assert_eq!(code(&waited), Some(6));
+    assert_eq!(
+        code(&["wait", "--account", "nobody", "--timeout", "1s"]),
+        Some(4)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use crate::store::{JobFilter, Store, WaitSelection};
 /// 4 a listed job does not exist, or nothing matches the selection.
 #[derive(Debug, clap::Args)]
 #[command(
-    group(clap::ArgGroup::new("select").required(true).multiple(true).args(["ids", "tag", "since"])),
+    group(clap::ArgGroup::new("select").required(true).multiple(true).args(["ids", "tag", "since", "account"])),
     after_help = "Examples:\n  \
     purgeq wait 41 42 43\n  \
     purgeq wait --tag build-42 --timeout 20m\n  \
@@ -27,7 +27,7 @@ use crate::store::{JobFilter, Store, WaitSelection};
 )]
 pub struct Args {
     /// The jobs to wait for.
-    #[arg(value_name = "JOB_ID", conflicts_with_all = ["tag", "since"])]
+    #[arg(value_name = "JOB_ID", conflicts_with_all = ["tag", "since", "account"])]
     ids: Vec<i64>,
 
     /// Wait for every job with this tag.
@@ -37,6 +37,11 @@ pub struct Args {
     /// Only jobs enqueued within this long (e.g. 10m), alone or with --tag.
     #[arg(long, value_name = "DUR", value_parser = duration_arg)]
     since: Option<Duration>,
+
+    /// Only jobs of this provider account (as the config file names it), alone or with --tag
+    /// and --since.
+    #[arg(long, value_name = "NAME")]
+    account: Option<String>,
 
     /// Give up after this long (exit 6); without it, wait as long as it takes.
     #[arg(long, value_name = "DUR", value_parser = duration_arg)]
@@ -55,6 +60,7 @@ impl Args {
             ids: self.ids.clone(),
             tag: self.tag.clone(),
             since: self.since.map(|d| now.saturating_sub(millis(d))),
+            account: self.account.clone(),
         };
         wait(&store, &selection, self.timeout, self.poll_interval).await
     }
@@ -208,6 +214,7 @@ async fn verdict(
                         state: Some(state),
                         tag: selection.tag.clone(),
                         updated_since: selection.since,
+                        account: selection.account.clone(),
                         limit: 20,
                         ..JobFilter::default()
                     })

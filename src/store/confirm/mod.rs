@@ -115,8 +115,10 @@ pub struct WaitSelection {
     pub ids: Vec<i64>,
     /// With no ids: jobs with this tag...
     pub tag: Option<String>,
-    /// ...and enqueued at or after this (ms).
+    /// ...and enqueued at or after this (ms)...
     pub since: Option<i64>,
+    /// ...and of this provider account.
+    pub account: Option<String>,
 }
 
 /// A confirmation update as one row: id, fence, state, attempts, next_at, confirm_at,
@@ -155,7 +157,8 @@ pub(super) struct ConfirmDialect {
     pub take_confirming: &'static str,
     /// Links call `$1` to those of the jobs `$2` (list) that still exist.
     pub link_query_jobs: &'static str,
-    /// Jobs per state with tag `$1` (NULL: any), enqueued at or after `$2` (NULL: any).
+    /// Jobs per state with tag `$1`, enqueued at or after `$2`, of account `$3` (each NULL:
+    /// any).
     pub wait_by_filter: &'static str,
     /// Jobs per state among the ids `$1` (list).
     pub wait_by_ids: &'static str,
@@ -257,7 +260,7 @@ macro_rules! confirm_statements {
         ) -> Result<Vec<(JobState, i64)>, StoreError> {
             let query = if sel.ids.is_empty() {
                 let query = sqlx::query(Self::CONFIRM_SQL.wait_by_filter).bind(&sel.tag);
-                query.bind(sel.since)
+                query.bind(sel.since).bind(&sel.account)
             } else {
                 sqlx::query(Self::CONFIRM_SQL.wait_by_ids).bind(Self::list(&sel.ids)?)
             };

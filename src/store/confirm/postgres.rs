@@ -32,6 +32,7 @@ impl ConfirmBackend for PgStore {
              SELECT $1, j.id FROM jobs j WHERE j.id = ANY($2)",
         wait_by_filter: "SELECT state, COUNT(*) AS n FROM jobs
              WHERE ($1::text IS NULL OR tag = $1) AND ($2::bigint IS NULL OR created_at >= $2)
+               AND ($3::text IS NULL OR account = $3)
              GROUP BY state",
         wait_by_ids: "SELECT state, COUNT(*) AS n FROM jobs WHERE id = ANY($1) GROUP BY state",
     };

@@ -29,6 +29,7 @@ impl ConfirmBackend for SqliteStore {
              SELECT $1, value FROM json_each($2) WHERE value IN (SELECT id FROM jobs)",
         wait_by_filter: "SELECT state, COUNT(*) AS n FROM jobs
              WHERE ($1 IS NULL OR tag = $1) AND ($2 IS NULL OR created_at >= $2)
+               AND ($3 IS NULL OR account = $3)
              GROUP BY state",
         wait_by_ids: "SELECT state, COUNT(*) AS n FROM jobs
              WHERE id IN (SELECT value FROM json_each($1)) GROUP BY state",
