@@ -26,6 +26,7 @@ pub mod fault;
 pub mod pan123;
 pub mod qiniu;
 pub mod qiniu_list;
+mod qiniu_quota;
 
 use std::collections::BTreeMap;
 use std::io;
