@@ -126,6 +126,12 @@ impl SqliteStore {
     /// Applies pending migrations. Several processes may open a new database at once: a loser
     /// of that race sees the winner's tables and tries again until every migration is applied.
     async fn migrate(&self, shown: &str) -> Result<(), StoreError> {
+        // One migrator at a time across processes: sqlx takes no lock on SQLite, and a
+        // migration that runs outside a transaction (the `confirming` table rebuild) would
+        // otherwise be run again by a second process after later migrations had added columns.
+        // An exclusive `flock` on the database file; SQLite's own locks are `fcntl` locks, which
+        // are independent of it. Released when `_guard` drops.
+        let _guard = self.migration_lock().await;
         let mut tries = 0;
         loop {
             match MIGRATOR.run(&self.pool).await {
@@ -147,6 +153,30 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Waits for the exclusive migration lock on the database file. `None` (migrating
+    /// unlocked, as sqlx does) when the file cannot be locked, e.g. on a file system without
+    /// `flock`.
+    async fn migration_lock(&self) -> Option<std::fs::File> {
+        let path = self.file().to_owned();
+        let locked = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            file.lock()?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await;
+        match locked {
+            Ok(Ok(file)) => Some(file),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "no migration lock; migrating unlocked");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no migration lock; migrating unlocked");
+                None
+            }
+        }
+    }
+
     /// Many values as one bound parameter: a JSON array, read by `json_each`.
     pub(super) fn list<T: serde::Serialize>(values: &[T]) -> Result<String, StoreError> {
         encode(values)
