@@ -42,7 +42,7 @@ text = "".join(dom.text)
 
 if 'data-loaded="true"' not in open(sys.argv[1], encoding="utf-8").read():
     fail("the page never loaded its data")
-totals = {s: 0 for s in ["queued", "running", "succeeded", "failed", "cancelled"]}
+totals = {s: 0 for s in ["queued", "running", "confirming", "succeeded", "failed", "cancelled"]}
 for c in status["counts"]:
     totals[c["state"]] += c["count"]
 shown = json.loads(dom.by_id["depth"]["data-counts"])
