@@ -35,11 +35,7 @@ pub fn run(
     sizes: &Sizes,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting a Tokio runtime")?;
+    let rt = util::serving_runtime(1)?;
     let jobs = sizes.confirm_jobs;
     let scratch = backend.scratch()?;
     rt.block_on(fill(scratch.location(), jobs))?;

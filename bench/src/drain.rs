@@ -50,11 +50,7 @@ pub fn run(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     // One runtime thread serves the emulator while this thread waits for the workers.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting a Tokio runtime")?;
+    let rt = util::serving_runtime(1)?;
     let mut runs = Vec::new();
     for workers in [1, sizes.drain_workers] {
         let scratch = backend.scratch()?;

@@ -45,11 +45,7 @@ pub fn run(
     sizes: &Sizes,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting a Tokio runtime")?;
+    let rt = util::serving_runtime(1)?;
     idle(purgeq, backend, sizes, &rt, report)?;
     busy(purgeq, backend, sizes, &rt, report)
 }

@@ -131,11 +131,7 @@ impl Account for SimulatedDays {
 
 /// Runs the week with and without quota readings, and reports both.
 pub fn run(backend: &Backend, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting a Tokio runtime")?;
+    let rt = crate::util::serving_runtime(2)?;
     let name = backend.name();
     eprintln!("{name} quota week: {} simulated days", sizes.week_days);
     // N.B. Scratch databases are made and dropped outside the runtime (PostgreSQL's use one of

@@ -44,6 +44,16 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting a Tokio runtime")
 }
 
+/// A Tokio runtime with `threads` worker threads, to serve the in-process emulator (and
+/// worker) while the calling thread waits for child processes.
+pub fn serving_runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("starting a Tokio runtime")
+}
+
 /// `count` distinct URLs, as a deploy pipeline would list its changed files.
 pub fn urls(count: usize) -> Vec<String> {
     (0..count)
