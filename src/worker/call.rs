@@ -233,13 +233,28 @@ impl Shared {
     /// the batch is sent again once its lease expires. Past the lease the jobs may belong to
     /// another worker, so it gives up then.
     async fn record(&self, record: &Record) -> Result<u64, StoreError> {
+        self.retrying("a call's outcome", || self.store.record(record))
+            .await
+    }
+
+    /// Runs a store write, retrying with a growing delay while the database is unreachable
+    /// (locked, restarting), for at most a lease: past it, the jobs may be another worker's.
+    pub(super) async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        mut write: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
         let give_up = Instant::now() + self.config.lease();
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.store.record(record).await {
+            match write().await {
                 Ok(n) => return Ok(n),
                 Err(e) if Instant::now() + delay < give_up => {
-                    warn!(error = %e, retry_in = ?delay, "could not record a call's outcome; retrying");
+                    warn!(error = %e, retry_in = ?delay, "could not record {what}; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }

@@ -306,12 +306,16 @@ impl Shared {
         }
         let jobs: Vec<ConfirmUpdate> = updates.into_iter().map(|(u, _, _)| u).collect();
         let expected = jobs.len() as u64;
+        // Retried like a call's record: the fence keeps a late write from undoing another
+        // worker's, and an unrecorded audit row would be a lost answer.
+        let record = ConfirmRecord {
+            now,
+            call: Some(call),
+            jobs,
+        };
         let changed = self
-            .store
-            .record_confirmations(&ConfirmRecord {
-                now,
-                call: Some(call),
-                jobs,
+            .retrying("a confirmation query's answer", || {
+                self.store.record_confirmations(&record)
             })
             .await?;
         if changed < expected {
