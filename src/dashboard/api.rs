@@ -20,7 +20,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::shape::{call_json, job_json, summary_json};
+use super::shape::{call_json, forecast_json, job_json, summary_json};
 use crate::clock;
 use crate::store::{JobFilter, JobPage, Store, StoreError};
 
@@ -85,9 +85,18 @@ async fn summary(store: &Store) -> Result<Value, StoreError> {
     let calls = store.recent_calls(TABLE_ROWS).await?;
     let hours = store.hourly(now - DAY_MS).await?;
     let times = store.finish_times(now - DAY_MS, FINISH_SAMPLE).await?;
+    let forecasts = crate::quota::forecasts(&summary.lanes, &store.queued_targets().await?, now);
     let mut value = summary_json(&summary, &jobs, now);
     if let Value::Object(map) = &mut value {
         map.insert("now".into(), json!(clock::rfc3339(now)));
+        map.insert(
+            "forecast".into(),
+            forecasts
+                .iter()
+                .map(forecast_json)
+                .collect::<Vec<_>>()
+                .into(),
+        );
         map.insert("hours".into(), json!(hours));
         map.insert("finish_ms".into(), percentiles(&times));
         map.insert(
@@ -124,7 +133,7 @@ async fn lanes(store: &Store) -> Result<Value, StoreError> {
     let forecasts = crate::quota::forecasts(&gates, &store.queued_targets().await?, now);
     Ok(json!({
         "lanes": gates.iter().map(|g| super::shape::gate_json(g, now)).collect::<Vec<_>>(),
-        "forecast": forecasts.iter().map(super::shape::forecast_json).collect::<Vec<_>>(),
+        "forecast": forecasts.iter().map(forecast_json).collect::<Vec<_>>(),
     }))
 }
 

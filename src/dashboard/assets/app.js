@@ -45,8 +45,6 @@ function when(t) { return t ? t.replace("T", " ").replace(/\.\d+Z$|Z$/, "Z") : "
 function lanes(data) {
   const box = $("lanes");
   clear(box);
-  const queued = {};
-  for (const c of data.counts) if (c.state === "queued") queued[c.provider] = c.count;
   if (data.lanes.length === 0) box.appendChild(el("p", "No lane has been used yet.", "muted"));
   for (const l of data.lanes) {
     const card = el("div", null, "card lane");
@@ -67,11 +65,10 @@ function lanes(data) {
       gauge.appendChild(bar);
       card.appendChild(gauge);
       card.appendChild(el("p", used + " used · " + l.surplus_day + " left of " + l.quota_day + " today", "quota"));
-      const waiting = queued[l.provider] || 0;
-      const forecast = waiting <= l.surplus_day
-        ? "forecast: the " + waiting + " queued " + l.provider + " jobs fit in today's quota"
-        : "forecast: " + (waiting - l.surplus_day) + " of " + waiting + " queued " + l.provider + " jobs wait for tomorrow's quota";
-      card.appendChild(el("p", forecast, "muted forecast"));
+      // The server's per-lane forecast (distinct targets queued against what is left today).
+      const f = (data.forecast || []).find((x) =>
+        x.provider === l.provider && x.account === l.account && x.action === l.action);
+      if (f) card.appendChild(el("p", "forecast: " + f.message, "muted forecast"));
     } else {
       card.appendChild(el("p", "quota not reported yet", "muted quota"));
     }
