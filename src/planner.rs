@@ -1,46 +1,14 @@
 //! The planner: which targets go into the next request. Pure, no I/O.
 //!
-//! Dedupe happens in two places that must agree. The claim asks [`DistinctTargets`] for the next
-//! N distinct targets of a lane in due order and then takes *every* ready job with one of those
+//! Dedupe happens in two places that must agree. The claim (one statement in the store) picks the
+//! next N distinct targets of a lane in claim order and takes *every* ready job with one of those
 //! targets, so all duplicates ride one request and each distinct target costs one quota unit.
 //! [`Batch::from_claimed`] then turns claimed jobs back into the request body: each target once,
 //! with the ids of every job it serves.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{Action, ClaimedJob};
-
-/// Collects the first `limit` distinct targets offered.
-#[derive(Debug)]
-pub struct DistinctTargets {
-    limit: usize,
-    seen: HashSet<String>,
-    order: Vec<String>,
-}
-
-impl DistinctTargets {
-    /// A collector that stops at `limit` distinct targets.
-    pub fn new(limit: usize) -> Self {
-        DistinctTargets {
-            limit,
-            seen: HashSet::new(),
-            order: Vec::new(),
-        }
-    }
-
-    /// Offers a target; returns `true` once `limit` distinct targets are collected.
-    pub fn offer(&mut self, target: String) -> bool {
-        if self.order.len() < self.limit && self.seen.insert(target.clone()) {
-            self.order.push(target);
-        }
-        self.order.len() >= self.limit
-    }
-
-    /// The distinct targets, in the order first offered.
-    pub fn into_targets(self) -> Vec<String> {
-        self.order
-    }
-}
 
 /// The jobs one distinct target serves, keyed by `(action, target)`.
 pub type TargetJobs = ((Action, Option<String>), Vec<i64>);
@@ -186,16 +154,6 @@ mod tests {
             target: Some(target.to_owned()),
             attempts: 0,
         }
-    }
-
-    #[test]
-    fn distinct_targets_stop_at_the_limit_and_skip_duplicates() {
-        let mut picker = DistinctTargets::new(2);
-        assert!(!picker.offer("a".into()));
-        assert!(!picker.offer("a".into()));
-        assert!(picker.offer("b".into()));
-        assert!(picker.offer("c".into()));
-        assert_eq!(picker.into_targets(), vec!["a", "b"]);
     }
 
     #[test]

@@ -92,6 +92,47 @@ async fn duplicates_ride_one_request_and_every_job_records_its_request_id() {
 }
 
 #[tokio::test]
+async fn a_target_with_more_duplicates_than_a_claim_reads_still_leaves_room_for_others() {
+    // 700 copies of one URL come first: more than one claim statement reads (512 rows), so the
+    // claim repeats for the other 59 targets and the first request is full.
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
+    let emu = emulator(emulator_config()).await;
+    let hot = urls("hot.example.com", 1);
+    for _ in 0..7 {
+        enqueue(&store, Action::RefreshUrl, &vec![hot[0].clone(); 100]).await;
+    }
+    let rest = urls("cdn.example.com", 100);
+    enqueue(&store, Action::RefreshUrl, &rest).await;
+    let mut config = fast_config();
+    config.confirm.enabled = false;
+    drain_once(&store, &emu, config).await;
+
+    let stats = emu.stats().qiniu;
+    let sizes: Vec<usize> = stats.issued.iter().map(|r| r.urls.len()).collect();
+    assert_eq!(
+        sizes,
+        [60, 41],
+        "101 distinct targets in the fewest requests"
+    );
+    assert!(
+        stats.issued[0].urls.contains(&hot[0]),
+        "the oldest target goes first"
+    );
+    assert!(stats.purged.values().all(|n| *n == 1), "each target once");
+    let jobs = all_jobs(&store).await;
+    assert_eq!(jobs.len(), 800);
+    let first = Some(stats.issued[0].request_id.as_str());
+    for job in jobs
+        .iter()
+        .filter(|j| j.target.as_deref() == Some(&*hot[0]))
+    {
+        assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+        assert_eq!(job.request_id.as_deref(), first, "{job:?}");
+    }
+}
+
+#[tokio::test]
 async fn invalid_hosts_fail_alone_and_the_rest_succeed() {
     let scratch = common::Scratch::new();
     let store = scratch.store().await;

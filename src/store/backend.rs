@@ -10,10 +10,13 @@
 //! - Every write runs in a transaction opened by [`Backend::begin`] (SQLite: `BEGIN IMMEDIATE`),
 //!   and committed or dropped (rolled back) before the function returns.
 //! - An operator verb on explicit ids changes every listed job or none.
-//! - A claim takes every ready duplicate of each chosen target; the distinct targets are found
-//!   by paging the ready queue in due order ([`CLAIM_PAGE`] rows at a time).
+//! - A claim takes every ready duplicate of each chosen target. The distinct targets are the
+//!   first ones of the lane's next ready jobs in claim order, found and claimed by one statement
+//!   (repeated only when duplicates filled its page, see [`claim_next_targets`]).
 //! - `record` completes the audit row, the fenced job updates and the gate changes in one
 //!   transaction.
+
+use std::collections::HashSet;
 
 use sqlx::Transaction;
 
@@ -25,10 +28,13 @@ use super::{
     StoreError, Summary, VerbResult,
 };
 use crate::model::{Action, Lane, Priority, Provider};
-use crate::planner::DistinctTargets;
 
-/// Rows read per page while looking for the next distinct targets of a lane.
-pub(super) const CLAIM_PAGE: i64 = 512;
+/// At most this many ready jobs are read by one claim statement looking for distinct targets.
+const CLAIM_PAGE: i64 = 512;
+
+/// Ready jobs read per distinct target wanted (below [`CLAIM_PAGE`]): room for a few
+/// duplicates each before the statement has to be repeated.
+const CLAIM_PAGE_PER_TARGET: i64 = 4;
 
 /// A backend's open transaction.
 pub(super) type Tx<B> = Transaction<'static, <B as Backend>::Db>;
@@ -53,19 +59,6 @@ impl Verb {
             Verb::Prioritize(_) => rows::prioritize_refusal(job),
         }
     }
-}
-
-/// A ready job as seen while paging for distinct targets.
-#[derive(Debug, Clone)]
-pub(super) struct ReadyRow {
-    /// Its priority rank, the first paging key (lower goes first).
-    pub priority: i64,
-    /// Its due time (ms), the second paging key.
-    pub next_at: i64,
-    /// Its id, the third paging key.
-    pub id: i64,
-    /// Its target.
-    pub target: Option<String>,
 }
 
 /// The statement texts that differ between the dialects; every other statement is written once
@@ -93,6 +86,9 @@ pub(super) struct Dialect {
     pub claim_every: &'static str,
     /// As `claim_every`, only the jobs whose target is in `$7` (list).
     pub claim_targets: &'static str,
+    /// As `claim_every`, only the jobs whose target is among the first `$7` distinct targets
+    /// of the lane's next `$8` ready jobs in claim order (see `next_targets!`).
+    pub claim_next: &'static str,
     /// Returns `$1`'s running jobs among `$2` (list) to the queue at `$3`.
     pub release: &'static str,
     /// Inserts jobs: the targets are `$7` (list); see `Backend::insert_query`.
@@ -245,14 +241,15 @@ pub(super) trait Backend: Sync {
     /// Claims every ready job of the lane.
     async fn claim_every(&self, tx: &mut Tx<Self>, lane: LaneClaim<'_>) -> Claimed;
 
-    /// Up to `CLAIM_PAGE` ready jobs of the lane after `after` in `(priority, next_at, id)`
-    /// order: higher priority (lower rank) first, then the oldest.
-    async fn ready_page(
+    /// Claims every ready job of the lane whose target is among the first `limit` distinct
+    /// targets of its next `page` ready jobs, in claim order.
+    async fn claim_next(
         &self,
         tx: &mut Tx<Self>,
         lane: LaneClaim<'_>,
-        after: (i64, i64, i64),
-    ) -> Result<Vec<ReadyRow>, StoreError>;
+        limit: i64,
+        page: i64,
+    ) -> Claimed;
 
     /// Claims every ready job of the lane whose target is in `targets`.
     async fn claim_targets(
@@ -460,13 +457,7 @@ pub(super) async fn claim<B: Backend>(
         b.lock_lane(&mut tx, lane).await?;
         let jobs = match limit {
             None => b.claim_every(&mut tx, lane).await?,
-            Some(limit) => {
-                let targets = next_targets(b, &mut tx, lane, *limit).await?;
-                if targets.is_empty() {
-                    continue;
-                }
-                b.claim_targets(&mut tx, lane, &targets).await?
-            }
+            Some(limit) => claim_next_targets(b, &mut tx, lane, *limit).await?,
         };
         claimed.extend(jobs);
     }
@@ -475,31 +466,35 @@ pub(super) async fn claim<B: Backend>(
     Ok(claimed)
 }
 
-/// Pages through the lane's ready jobs by priority, then in due order, until `limit` distinct
-/// targets are found. A target queued at several priorities is first met at its highest.
-async fn next_targets<B: Backend>(
+/// Claims the lane's next `limit` distinct targets with every ready job of each, by priority,
+/// then in due order (a target queued at several priorities is first met at its highest).
+///
+/// One statement reads a page of the next ready jobs and claims all duplicates of the first
+/// distinct targets in it. A page short of `limit` distinct targets holds only claimed
+/// targets' jobs, so the statement is repeated only when it claimed a whole page or more
+/// (many duplicates of few targets), for the targets still missing.
+async fn claim_next_targets<B: Backend>(
     b: &B,
     tx: &mut Tx<B>,
     lane: LaneClaim<'_>,
     limit: usize,
-) -> Result<Vec<String>, StoreError> {
-    let mut picker = DistinctTargets::new(limit);
-    let mut after = (i64::MIN, i64::MIN, i64::MIN);
-    loop {
-        let rows = b.ready_page(tx, lane, after).await?;
-        let full = rows.len() as i64 == CLAIM_PAGE;
-        for row in &rows {
-            if let Some(target) = &row.target
-                && picker.offer(target.clone())
-            {
-                return Ok(picker.into_targets());
-            }
-        }
-        match rows.last() {
-            Some(last) if full => after = (last.priority, last.next_at, last.id),
-            _ => return Ok(picker.into_targets()),
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let mut claimed = Vec::new();
+    let mut missing = limit;
+    while missing > 0 {
+        let wanted = i64::try_from(missing).unwrap_or(i64::MAX);
+        let page = wanted.saturating_mul(CLAIM_PAGE_PER_TARGET).min(CLAIM_PAGE);
+        let jobs = b.claim_next(tx, lane, wanted, page).await?;
+        let targets: HashSet<&Option<String>> = jobs.iter().map(|j| &j.target).collect();
+        let whole_page = jobs.len() as i64 >= page;
+        missing = missing.saturating_sub(targets.len());
+        let none = jobs.is_empty();
+        claimed.extend(jobs);
+        if none || !whole_page {
+            break;
         }
     }
+    Ok(claimed)
 }
 
 /// Claims every ready job of one lane whose target is in `targets`, in one transaction.

@@ -17,14 +17,14 @@ use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::backend::{
-    Backend, CLAIM_PAGE, Claimed, Dialect, Done, Held, Ids, LaneClaim, Pause, Query, Quota,
-    ReadyRow, Span, Targets, Tx, UpdateRow, Verb, update_row,
+    Backend, Claimed, Dialect, Done, Held, Ids, LaneClaim, Pause, Query, Quota, Span, Targets, Tx,
+    UpdateRow, Verb, update_row,
 };
 use super::dashboard::JobPage;
 use super::rows;
 use super::statements::{
-    cancel_set, claim_set, insert_call_head, insert_jobs_head, retry_set, shared_statements,
-    update_set,
+    cancel_set, claim_set, insert_call_head, insert_jobs_head, next_targets, retry_set,
+    shared_statements, update_set,
 };
 use super::{
     AccountCount, CachedToken, Call, CallEnd, Gate, Job, LaneTargets, NewCall, NewJobs,
@@ -209,6 +209,17 @@ impl Backend for PgStore {
                                        AND target = ANY($7::text[])
                                      FOR UPDATE SKIP LOCKED)
                         RETURNING id, action, target, attempts"
+        ),
+        claim_next: concat!(
+            claim_set!(),
+            "
+                     WHERE id IN (SELECT id FROM jobs
+                                  WHERE state = 'queued' AND provider = $4 AND account = $5
+                                    AND action = $6 AND next_at <= $3 AND target IN (",
+            next_targets!("next_at"),
+            ")
+                                  FOR UPDATE SKIP LOCKED)
+                     RETURNING id, action, target, attempts"
         ),
         release: "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                                   updated_at = $3

@@ -6,7 +6,6 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
-use super::backend::ReadyRow;
 use super::{
     AccountCount, CachedToken, Call, ClaimedJob, Gate, Job, LaneTargets, StateCount, StoreError,
 };
@@ -147,15 +146,6 @@ pub(super) fn claimed(row: &impl Columns) -> Result<ClaimedJob, StoreError> {
         action: row.name("action")?,
         target: row.opt_text("target")?,
         attempts: row.int("attempts")?,
-    })
-}
-
-pub(super) fn ready(row: &impl Columns) -> Result<ReadyRow, StoreError> {
-    Ok(ReadyRow {
-        priority: row.int("priority")?,
-        next_at: row.int("next_at")?,
-        id: row.int("id")?,
-        target: row.opt_text("target")?,
     })
 }
 

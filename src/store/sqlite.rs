@@ -17,15 +17,15 @@ use sqlx::sqlite::{
 };
 
 use super::backend::{
-    Backend, CLAIM_PAGE, Claimed, Dialect, Done, Held, Ids, LaneClaim, Pause, Query, Quota,
-    ReadyRow, Span, Targets, Tx, Verb, encode, update_row,
+    Backend, Claimed, Dialect, Done, Held, Ids, LaneClaim, Pause, Query, Quota, Span, Targets, Tx,
+    Verb, encode, update_row,
 };
 use super::dashboard::JobPage;
 use super::guard;
 use super::rows;
 use super::statements::{
-    cancel_set, claim_set, insert_call_head, insert_jobs_head, retry_set, shared_statements,
-    update_set,
+    cancel_set, claim_set, insert_call_head, insert_jobs_head, next_targets, retry_set,
+    shared_statements, update_set,
 };
 use super::{
     AccountCount, CachedToken, Call, CallEnd, Durability, Gate, Job, LaneTargets, NewCall, NewJobs,
@@ -244,6 +244,19 @@ impl Backend for SqliteStore {
                         WHERE state = 'queued' AND provider = $4 AND account = $5 AND action = $6
                           AND +next_at <= $3 AND target IN (SELECT value FROM json_each($7))
                         RETURNING id, action, target, attempts"
+        ),
+        // N.B. `+next_at` outside as in `claim_targets`: the chosen targets are looked up by
+        // target. Inside, it keeps the page on `jobs_ready_priority` (read in claim order, stops
+        // at the limit); without statistics the planner would take `jobs_ready`'s range on
+        // `next_at` and sort every ready job of the lane.
+        claim_next: concat!(
+            claim_set!(),
+            "
+                     WHERE state = 'queued' AND provider = $4 AND account = $5 AND action = $6
+                       AND +next_at <= $3 AND target IN (",
+            next_targets!("+next_at"),
+            ")
+                     RETURNING id, action, target, attempts"
         ),
         release: "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                                   updated_at = $3

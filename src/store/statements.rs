@@ -237,31 +237,16 @@ macro_rules! shared_statements {
             rows.iter().map(rows::claimed).collect()
         }
 
-        async fn ready_page(
+        async fn claim_next(
             &self,
             tx: &mut Tx<Self>,
             lane: LaneClaim<'_>,
-            after: (i64, i64, i64),
-        ) -> Result<Vec<ReadyRow>, StoreError> {
-            // The claim's order: higher priority (lower rank) first, then the oldest.
-            let rows = sqlx::query(
-                "SELECT id, priority, next_at, target FROM jobs
-                 WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3
-                   AND next_at <= $4 AND (priority, next_at, id) > ($5, $6, $7)
-                 ORDER BY priority, next_at, id LIMIT $8",
-            )
-            .bind(lane.req.provider.as_str())
-            .bind(&lane.req.account)
-            .bind(lane.action.as_str())
-            .bind(lane.req.now)
-            .bind(after.0)
-            .bind(after.1)
-            .bind(after.2)
-            .bind(CLAIM_PAGE)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(sql_err)?;
-            rows.iter().map(rows::ready).collect()
+            limit: i64,
+            page: i64,
+        ) -> Claimed {
+            let query = Self::claim_query(Self::SQL.claim_next, lane);
+            let rows = query.bind(limit).bind(page).fetch_all(&mut **tx).await;
+            rows.map_err(sql_err)?.iter().map(rows::claimed).collect()
         }
 
         async fn claim_targets(
@@ -517,6 +502,27 @@ macro_rules! cancel_set {
 pub(super) use cancel_set;
 
 /// See [`retry_set!`]: `$1` owner, `$2` lease until, `$3` now.
+/// The first `$7` distinct targets of the lane's next `$8` ready jobs, in claim order: higher
+/// priority (lower rank) first, then the oldest. A target queued at several priorities is
+/// first met at its highest. Lane and `now` as in `claim_set!`'s statements; `$next_at` is how
+/// the dialect names the due time in the page's filter (SQLite: `+next_at`, see there).
+macro_rules! next_targets {
+    ($next_at:literal) => {
+        concat!(
+            "SELECT target FROM (
+                SELECT target, row_number() OVER (ORDER BY priority, next_at, id) AS pos
+                FROM (SELECT target, priority, next_at, id FROM jobs
+                      WHERE state = 'queued' AND provider = $4 AND account = $5 AND action = $6
+                        AND ",
+            $next_at,
+            " <= $3
+                      ORDER BY priority, next_at, id LIMIT $8) page) ranked
+             GROUP BY target ORDER BY MIN(pos) LIMIT $7"
+        )
+    };
+}
+pub(super) use next_targets;
+
 macro_rules! claim_set {
     () => {
         "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3"
