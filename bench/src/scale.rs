@@ -188,6 +188,25 @@ impl Plain {
         Ok(())
     }
 
+    /// Quota readings on both lanes, as a running worker leaves them: `status` then forecasts
+    /// them from the lanes' distinct queued targets.
+    fn quota_readings(&mut self, rt: &Runtime, now: i64) -> anyhow::Result<()> {
+        let sql = format!(
+            "INSERT INTO lanes (provider, account, action, quota_day, surplus_day, quota_at, updated_at)
+             VALUES ('qiniu', 'default', 'refresh_url', 500, 200, {now}, {now}),
+                    ('qiniu', 'default', 'refresh_dir', 10, 5, {now}, {now})"
+        );
+        match self {
+            Plain::Sqlite(conn) => {
+                conn.execute(&sql, [])?;
+            }
+            Plain::Postgres(conn) => {
+                rt.block_on(conn.execute(sqlx::AssertSqlSafe(sql)))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The minimal read a claim needs: the next ready jobs of each lane, in due order.
     fn select_ready(&mut self, rt: &Runtime, now: i64) -> anyhow::Result<usize> {
         let mut n = 0;
@@ -381,6 +400,7 @@ pub fn run(
     let largest = sizes.scale_rows.iter().copied().max().unwrap_or(0) as u64;
     // The oldest row was enqueued this long ago; the newest a few hours before now.
     let t0 = purgeq::clock::now_ms() - 5 * largest as i64 - 3_600_000;
+    plain.quota_readings(&rt, purgeq::clock::now_ms())?;
     let mut results = Vec::new();
     let mut have = 0;
     for &size in &sizes.scale_rows {

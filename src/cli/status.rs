@@ -100,7 +100,11 @@ impl Args {
         };
         let jobs = store.list_jobs(&filter).await?;
         let accounts = self.accounts(ctx, &store).await?;
-        let forecasts = quota::forecasts(&summary.lanes, &store.queued_targets().await?, now);
+        let forecasts = quota::forecasts(
+            &summary.lanes,
+            &store.queued_targets(&summary.lanes).await?,
+            now,
+        );
         if self.json {
             let mut out = summary_json(&summary, &jobs, now);
             out["accounts"] = json!(accounts);
@@ -222,7 +226,11 @@ pub(super) async fn print_summary(store: &Store, limit: i64) -> anyhow::Result<(
         })
         .await?;
     let now = clock::now_ms();
-    let forecasts = quota::forecasts(&summary.lanes, &store.queued_targets().await?, now);
+    let forecasts = quota::forecasts(
+        &summary.lanes,
+        &store.queued_targets(&summary.lanes).await?,
+        now,
+    );
     print!("{}", render_summary(&summary, &jobs, now, limit));
     print!("{}", render_forecasts(&forecasts));
     Ok(())

@@ -85,7 +85,11 @@ async fn summary(store: &Store) -> Result<Value, StoreError> {
     let calls = store.recent_calls(TABLE_ROWS).await?;
     let hours = store.hourly(now - DAY_MS).await?;
     let times = store.finish_times(now - DAY_MS, FINISH_SAMPLE).await?;
-    let forecasts = crate::quota::forecasts(&summary.lanes, &store.queued_targets().await?, now);
+    let forecasts = crate::quota::forecasts(
+        &summary.lanes,
+        &store.queued_targets(&summary.lanes).await?,
+        now,
+    );
     let mut value = summary_json(&summary, &jobs, now);
     if let Value::Object(map) = &mut value {
         map.insert("now".into(), json!(clock::rfc3339(now)));
@@ -130,7 +134,7 @@ fn percentiles(times: &[i64]) -> Value {
 async fn lanes(store: &Store) -> Result<Value, StoreError> {
     let now = clock::now_ms();
     let gates = store.gates().await?;
-    let forecasts = crate::quota::forecasts(&gates, &store.queued_targets().await?, now);
+    let forecasts = crate::quota::forecasts(&gates, &store.queued_targets(&gates).await?, now);
     Ok(json!({
         "lanes": gates.iter().map(|g| super::shape::gate_json(g, now)).collect::<Vec<_>>(),
         "forecast": forecasts.iter().map(forecast_json).collect::<Vec<_>>(),

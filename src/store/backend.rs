@@ -24,8 +24,8 @@ use super::dashboard::JobPage;
 use super::rows;
 use super::{
     AccountCount, CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, GateChange, Job,
-    JobUpdate, LaneTargets, NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount,
-    StoreError, Summary, VerbResult,
+    JobUpdate, NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
+    Summary, VerbResult,
 };
 use crate::model::{Action, Lane, Priority, Provider};
 
@@ -313,8 +313,8 @@ pub(super) trait Backend: Sync {
     /// Queued and running jobs per provider, account and state (zero counts left out).
     async fn pending_accounts(&self) -> Result<Vec<AccountCount>, StoreError>;
 
-    /// Distinct queued targets per lane, lanes with none left out.
-    async fn queued_targets(&self) -> Result<Vec<LaneTargets>, StoreError>;
+    /// Distinct queued targets of the lane.
+    async fn queued_targets(&self, lane: &Lane) -> Result<i64, StoreError>;
 
     /// Up to `limit` distinct targets of the lane's jobs ready at `now`, in target order.
     async fn ready_targets(&self, lane: &Lane, now: i64, limit: i64) -> Targets;

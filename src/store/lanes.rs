@@ -4,16 +4,28 @@
 //! (`statements.rs`).
 //!
 //! Invariant: read-only, and each read stays within one lane's queued jobs through the
-//! `jobs_queued_target` and `jobs_ready` indexes (the forecast reads every queued job once).
+//! `jobs_queued_target` and `jobs_ready` indexes (the forecast reads the queued jobs of each lane
+//! with a quota reading once, and no other lane's).
 
 use super::backend::Backend;
-use super::{LaneTargets, Store, StoreError, dispatch};
+use super::{Gate, LaneTargets, Store, StoreError, dispatch};
 use crate::model::Lane;
+use crate::quota::Reading;
 
 impl Store {
-    /// Distinct queued targets per lane (for the quota forecast), lanes with none left out.
-    pub async fn queued_targets(&self) -> Result<Vec<LaneTargets>, StoreError> {
-        dispatch!(self, s => Backend::queued_targets(s).await)
+    /// Distinct queued targets of each lane among `gates` that has a quota reading: what the
+    /// quota forecast needs ([`crate::quota::forecasts`]). Lanes without one are not read.
+    pub async fn queued_targets(&self, gates: &[Gate]) -> Result<Vec<LaneTargets>, StoreError> {
+        let mut counts = Vec::new();
+        for gate in gates.iter().filter(|g| Reading::of(g).is_some()) {
+            let lane = &gate.lane;
+            let targets = dispatch!(self, s => Backend::queued_targets(s, lane).await)?;
+            counts.push(LaneTargets {
+                lane: lane.clone(),
+                targets,
+            });
+        }
+        Ok(counts)
     }
 
     /// Up to `limit` distinct targets of the lane's jobs ready at `now`, in target order.

@@ -6,9 +6,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
-use super::{
-    AccountCount, CachedToken, Call, ClaimedJob, Gate, Job, LaneTargets, StateCount, StoreError,
-};
+use super::{AccountCount, CachedToken, Call, ClaimedJob, Gate, Job, StateCount, StoreError};
 use crate::model::Lane;
 
 /// The column reads the mapping needs, implemented for each backend's row type.
@@ -126,17 +124,6 @@ pub(super) fn gate(row: &impl Columns) -> Result<Gate, StoreError> {
         quota_day: row.opt_int("quota_day")?,
         surplus_day: row.opt_int("surplus_day")?,
         quota_at: row.opt_int("quota_at")?,
-    })
-}
-
-pub(super) fn lane_targets(row: &impl Columns) -> Result<LaneTargets, StoreError> {
-    Ok(LaneTargets {
-        lane: Lane {
-            provider: row.name("provider")?,
-            account: row.text("account")?,
-            action: row.name("action")?,
-        },
-        targets: row.int("n")?,
     })
 }
 

@@ -28,8 +28,8 @@ use super::statements::{
     shared_statements, update_set,
 };
 use super::{
-    AccountCount, CachedToken, Call, CallEnd, Durability, Gate, Job, LaneTargets, NewCall, NewJobs,
-    OpenOptions, Pruned, Record, Selection, StateCount, StoreError,
+    AccountCount, CachedToken, Call, CallEnd, Durability, Gate, Job, NewCall, NewJobs, OpenOptions,
+    Pruned, Record, Selection, StateCount, StoreError,
 };
 use crate::model::{JobState, Lane, Provider};
 

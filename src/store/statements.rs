@@ -403,16 +403,15 @@ macro_rules! shared_statements {
             rows.iter().map(rows::account_count).collect()
         }
 
-        async fn queued_targets(&self) -> Result<Vec<LaneTargets>, StoreError> {
-            let rows = sqlx::query(
-                "SELECT provider, account, action, COUNT(DISTINCT target) AS n FROM jobs
-                 WHERE state = 'queued' GROUP BY provider, account, action
-                 ORDER BY provider, account, action",
-            )
-            .fetch_all(&self.pool)
-            .await
-            .map_err(sql_err)?;
-            rows.iter().map(rows::lane_targets).collect()
+        async fn queued_targets(&self, lane: &Lane) -> Result<i64, StoreError> {
+            // Read from `jobs_queued_target` in target order: no sort, no temporary table.
+            let query = Self::lane_query(
+                "SELECT COUNT(*) AS n FROM (SELECT DISTINCT target FROM jobs
+                 WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3) t",
+                lane,
+            );
+            let count = query.fetch_one(&self.pool).await.map_err(sql_err)?;
+            rows::Columns::int(&count, "n")
         }
 
         async fn ready_targets(&self, lane: &Lane, now: i64, limit: i64) -> Targets {
