@@ -57,10 +57,11 @@ async fn a_worker_killed_mid_request_loses_nothing() {
     first.kill().unwrap();
     first.wait().unwrap();
     let status = s.status(&[]);
-    assert_eq!(
-        count(&status, "qiniu", "running"),
-        60,
-        "the killed worker's claim is still leased"
+    // The batch in flight, and (pipelining) perhaps the rest claimed behind it, unsent.
+    let leased = count(&status, "qiniu", "running");
+    assert!(
+        (60..=100).contains(&leased),
+        "the killed worker's claims are still leased: {leased}\n{status}"
     );
 
     let mut second = worker(&s, &emu, &["--request-timeout", "1s", "--lease", "2s"]);

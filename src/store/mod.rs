@@ -308,7 +308,8 @@ impl Store {
     /// Renews the leases of the call's jobs that the worker still holds and writes the audit
     /// row linked to them, in one transaction, timed after the write lock is taken: a worker
     /// that waited for the lock sends only what it still owns, with a full lease ahead of it.
-    /// `None` if it holds none of them any more.
+    /// `None` if it holds none of them any more. Fresh leases (`NewCall::lease` `None`) are
+    /// not renewed: the row is written for every listed job.
     pub async fn begin_call(&self, call: &NewCall) -> Result<Option<StartedCall>, StoreError> {
         dispatch!(self, s => backend::begin_call(s, call).await)
     }
@@ -677,8 +678,9 @@ pub struct NewCall {
     pub account_wide: bool,
     /// Jobs it is meant to carry.
     pub job_ids: Vec<i64>,
-    /// The jobs' leases are renewed to this long from the moment the call is written.
-    pub lease: std::time::Duration,
+    /// The jobs' leases are renewed to this long from the moment the call is written; `None`
+    /// when they are fresh (taken less than half a lease ago) and are left as they are.
+    pub lease: Option<std::time::Duration>,
 }
 
 /// A call written to the audit trail, about to be sent.

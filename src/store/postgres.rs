@@ -286,7 +286,12 @@ impl Backend for PgStore {
         Ok(())
     }
 
-    async fn renew_leases(&self, tx: &mut Tx<Self>, call: &NewCall) -> Result<Held, StoreError> {
+    async fn renew_leases(
+        &self,
+        tx: &mut Tx<Self>,
+        call: &NewCall,
+        lease: std::time::Duration,
+    ) -> Result<Held, StoreError> {
         let mut held: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM jobs WHERE state = 'running' AND lease_owner = $1 AND id = ANY($2::bigint[])
              ORDER BY id FOR UPDATE",
@@ -301,7 +306,7 @@ impl Backend for PgStore {
         let now = crate::clock::now_ms();
         if !held.is_empty() {
             sqlx::query("UPDATE jobs SET lease_expires_at = $1 WHERE id = ANY($2::bigint[])")
-                .bind(crate::clock::add(now, call.lease))
+                .bind(crate::clock::add(now, lease))
                 .bind(&held)
                 .execute(&mut **tx)
                 .await

@@ -105,8 +105,10 @@ impl SqliteStore {
                 super::wal::autocheckpoint(options.durability),
             )
             .foreign_keys(true);
-        let pools = || super::pool_options(SqlitePoolOptions::new())
-            .max_connections(options.max_connections.max(1));
+        let pools = || {
+            super::pool_options(SqlitePoolOptions::new())
+                .max_connections(options.max_connections.max(1))
+        };
         // A single enqueue writes only: the read pool connects when first used.
         let pool = pools().connect_lazy_with(connect.clone());
         // N.B. The busy handler is turned off last, after the connection's other pragmas ran
@@ -316,7 +318,12 @@ impl Backend for SqliteStore {
         // waits for the lock takes it within a millisecond of its release.
         let deadline = std::time::Instant::now() + self.busy_timeout;
         loop {
-            match self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(sql_err) {
+            match self
+                .writer
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(sql_err)
+            {
                 Err(StoreError::Busy) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(LOCK_RETRY).await;
                 }
@@ -347,7 +354,12 @@ impl Backend for SqliteStore {
         Ok(())
     }
 
-    async fn renew_leases(&self, tx: &mut Tx<Self>, call: &NewCall) -> Result<Held, StoreError> {
+    async fn renew_leases(
+        &self,
+        tx: &mut Tx<Self>,
+        call: &NewCall,
+        lease: std::time::Duration,
+    ) -> Result<Held, StoreError> {
         // Read after BEGIN IMMEDIATE has the write lock: however long that took, the lease
         // runs from now.
         let now = crate::clock::now_ms();
@@ -356,7 +368,7 @@ impl Backend for SqliteStore {
              WHERE state = 'running' AND lease_owner = $2 AND id IN (SELECT value FROM json_each($3))
              RETURNING id",
         )
-        .bind(crate::clock::add(now, call.lease))
+        .bind(crate::clock::add(now, lease))
         .bind(&call.worker)
         .bind(encode(&call.job_ids)?)
         .fetch_all(&mut **tx)

@@ -9,6 +9,7 @@
 //! - On shutdown before a request goes out, its jobs are handed back untouched.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -36,22 +37,26 @@ struct Claim<'a> {
     lanes: &'a Lanes,
     attempts: HashMap<i64, i64>,
     strikes: &'a HashMap<Action, i64>,
+    /// When the jobs' leases were last set (ms): at the claim, then at each renewal.
+    leased_at: AtomicI64,
 }
 
 impl Shared {
     /// Sends the claimed jobs until every one is settled or handed back; with `escalate`, the
-    /// URL jobs ride one refresh of that directory.
+    /// URL jobs ride one refresh of that directory. `claimed_at` is the claim's `now`, from
+    /// which its leases run.
     pub(super) async fn serve(
         &self,
         lanes: &Lanes,
         claimed: Vec<ClaimedJob>,
         escalate: Option<&str>,
-        strikes: &HashMap<Action, i64>,
+        (strikes, claimed_at): (&HashMap<Action, i64>, i64),
     ) -> Result<(), StoreError> {
         let claim = Claim {
             lanes,
             attempts: claimed.iter().map(|j| (j.id, j.attempts)).collect(),
             strikes,
+            leased_at: AtomicI64::new(claimed_at),
         };
         let mut batch = Batch::from_claimed(&claimed);
         if let Some(dir) = escalate {
@@ -92,7 +97,14 @@ impl Shared {
                 return Ok(Sent::Stopped);
             }
         };
-        let Some((call_id, batch)) = self.begin(lanes, batch).await? else {
+        // The route's requests take turns until recorded (`pipeline.rs`): a kill leaves at
+        // most one of them unrecorded. A stop that came meanwhile hands the batch back unsent.
+        let _turn = lanes.turns.send().await;
+        if self.shutdown.is_cancelled() {
+            self.release_unsent(&batch).await?;
+            return Ok(Sent::Stopped);
+        }
+        let Some((call_id, batch)) = self.begin(claim, batch).await? else {
             return Ok(Sent::Stopped);
         };
         let report = self.call(lanes, &batch, &credential).await;
@@ -131,23 +143,35 @@ impl Shared {
         let targets = lanes.route.targets_sent(batch);
         let wait = lanes.account.pacer().reserve(targets).await;
         if self.shutdown.is_cancelled() || (!wait.is_zero() && self.sleep(wait).await) {
-            let released = self
-                .store
-                .release(&self.config.id, &batch.job_ids(), clock::now_ms())
-                .await?;
-            info!(released, "shutting down: returned unsent jobs to the queue");
+            self.release_unsent(batch).await?;
             return Ok(false);
         }
         Ok(true)
     }
 
-    /// Opens the audit row for the jobs still held; `None` if none are.
+    /// On shutdown: returns the batch's unsent jobs to the queue, untouched.
+    async fn release_unsent(&self, batch: &Batch) -> Result<(), StoreError> {
+        let released = self
+            .store
+            .release(&self.config.id, &batch.job_ids(), clock::now_ms())
+            .await?;
+        info!(released, "shutting down: returned unsent jobs to the queue");
+        Ok(())
+    }
+
+    /// Opens the audit row for the jobs still held; `None` if none are. Leases set less than
+    /// half a lease ago are not renewed: they cannot have expired, and the write is one
+    /// `UPDATE` of every job shorter.
     async fn begin(
         &self,
-        lanes: &Lanes,
+        claim: &Claim<'_>,
         mut batch: Batch,
     ) -> Result<Option<(i64, Batch)>, StoreError> {
+        let lanes = claim.lanes;
         let job_ids = batch.job_ids();
+        let now = clock::now_ms();
+        let lease = self.config.lease();
+        let fresh = now < clock::add(claim.leased_at.load(Ordering::Relaxed), lease / 2);
         let Some(started) = self
             .store
             .begin_call(&NewCall {
@@ -157,7 +181,7 @@ impl Shared {
                 worker: self.config.id.clone(),
                 account_wide: lanes.route.account_wide,
                 job_ids: job_ids.clone(),
-                lease: self.config.lease(),
+                lease: (!fresh).then_some(lease),
             })
             .await?
         else {
@@ -167,6 +191,9 @@ impl Shared {
             );
             return Ok(None);
         };
+        if !fresh {
+            claim.leased_at.store(now, Ordering::Relaxed);
+        }
         if started.held.len() < job_ids.len() {
             warn!(
                 lost = job_ids.len() - started.held.len(),

@@ -25,6 +25,7 @@ mod budget;
 mod call;
 mod config;
 mod confirm;
+mod pipeline;
 mod settle;
 
 use std::collections::HashMap;
@@ -69,11 +70,13 @@ struct Shared {
     started: std::time::Instant,
 }
 
-/// One route of one account: what a route loop drives.
-#[derive(Debug, Clone)]
+/// One route of one account: what its route loops drive.
+#[derive(Debug)]
 struct Lanes {
     account: Arc<dyn Account>,
     route: Route,
+    /// What the route's loops take turns at (`pipeline.rs`).
+    turns: pipeline::Turns,
 }
 
 impl Lanes {
@@ -170,14 +173,18 @@ pub async fn run(
     Ok(())
 }
 
-/// One task per route of every account, each registered with the watchdog.
+/// The loops of every route of every account (two per route that pipelines, see
+/// `pipeline.rs`), each route registered with the watchdog.
 fn spawn_routes(shared: &Arc<Shared>, accounts: &[Arc<dyn Account>]) -> JoinSet<()> {
-    let routes: Vec<Lanes> = accounts
+    let routes: Vec<Arc<Lanes>> = accounts
         .iter()
         .flat_map(|account| {
-            account.routes().iter().map(|route| Lanes {
-                account: Arc::clone(account),
-                route: route.clone(),
+            account.routes().iter().map(|route| {
+                Arc::new(Lanes {
+                    account: Arc::clone(account),
+                    route: route.clone(),
+                    turns: pipeline::Turns::default(),
+                })
             })
         })
         .collect();
@@ -186,8 +193,10 @@ fn spawn_routes(shared: &Arc<Shared>, accounts: &[Arc<dyn Account>]) -> JoinSet<
     }
     let mut route_tasks = JoinSet::new();
     for lanes in routes {
-        let shared = Arc::clone(shared);
-        route_tasks.spawn(async move { shared.drive(&lanes).await });
+        for _ in 0..pipeline::slots(&lanes.route) {
+            let (shared, lanes) = (Arc::clone(shared), Arc::clone(&lanes));
+            route_tasks.spawn(async move { shared.drive(&lanes).await });
+        }
     }
     route_tasks
 }
@@ -319,7 +328,11 @@ impl Shared {
         let mut wake = clock::add(now, PAUSED_RECHECK);
         for (action, limit) in &lanes.route.lanes {
             let gate = self.store.gate(&lanes.lane(*action)).await?;
-            let known = gate.as_ref().and_then(|g| self.quota_left(lanes, g, now));
+            // Units the route's batch in flight may spend are not left for this one.
+            let known = gate
+                .as_ref()
+                .and_then(|g| self.quota_left(lanes, g, now))
+                .map(|left| (left - lanes.turns.in_flight(*action)).max(0));
             if let Some(known) = known {
                 left.insert(*action, known);
             }
@@ -354,8 +367,10 @@ impl Shared {
         })
     }
 
-    /// One claim-call-record round.
+    /// One claim-call-record round. The claim is this loop's turn alone (`pipeline.rs`); the
+    /// call and its record overlap the route's other loop.
     async fn step(&self, lanes: &Lanes) -> Result<Step, StoreError> {
+        let turn = lanes.turns.claim().await;
         let now = clock::now_ms();
         let (limits, strikes, left) = match self.open_lanes(lanes, now).await? {
             Open::Paused(wait) => return Ok(Step::Idle(wait)),
@@ -369,8 +384,11 @@ impl Shared {
             return Ok(Step::Idle(wait));
         }
         if let Some(escalation) = self.escalation(lanes, &limits, &left, now).await? {
+            let _in_flight = lanes.turns.count(pipeline::units(&escalation.jobs, true));
+            drop(turn);
             let dir = Some(escalation.dir.as_str());
-            self.serve(lanes, escalation.jobs, dir, &strikes).await?;
+            self.serve(lanes, escalation.jobs, dir, (&strikes, now))
+                .await?;
             return Ok(Step::Served);
         }
         let claimed = self.claim(lanes, &limits, now).await?;
@@ -383,7 +401,9 @@ impl Shared {
             }
             return Ok(Step::Idle(until(now, next)));
         }
-        self.serve(lanes, claimed, None, &strikes).await?;
+        let _in_flight = lanes.turns.count(pipeline::units(&claimed, false));
+        drop(turn);
+        self.serve(lanes, claimed, None, (&strikes, now)).await?;
         Ok(Step::Served)
     }
 
