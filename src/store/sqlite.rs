@@ -52,21 +52,29 @@ pub struct SqliteStore {
 /// lost most races (a single enqueue's p99 was 0.6 to 1.2 s while a worker drained).
 const LOCK_RETRY: Duration = Duration::from_millis(1);
 
+/// Whether `e` is SQLite's "database is locked" (or "table is locked").
+fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(primary_code(e), Some(5 | 6))
+}
+
+/// The primary SQLite result code of a database error.
+fn primary_code(e: &sqlx::Error) -> Option<i32> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    db.code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .map(|c| c & 0xff)
+}
+
 /// Maps SQLite's lock and permission failures to errors an operator can act on.
 pub(super) fn sql_err(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        let primary = db
-            .code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .map(|c| c & 0xff);
-        match primary {
-            Some(5 | 6) => return StoreError::Busy,
-            Some(8) => return StoreError::ReadOnly,
-            Some(13) => return StoreError::DiskFull,
-            _ => {}
-        }
+    match primary_code(&e) {
+        Some(5 | 6) => StoreError::Busy,
+        Some(8) => StoreError::ReadOnly,
+        Some(13) => StoreError::DiskFull,
+        _ => StoreError::Sql(e),
     }
-    StoreError::Sql(e)
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -112,17 +120,25 @@ impl SqliteStore {
         // A single enqueue writes only: the read pool connects when first used.
         let pool = pools().connect_lazy_with(connect.clone());
         // N.B. The busy handler is turned off last, after the connection's other pragmas ran
-        // with it (`journal_mode` may wait for a lock).
-        let writer = pools()
-            .connect_with(connect.clone().pragma("busy_timeout", "0"))
-            .await
-            .map_err(|e| match sql_err(e) {
-                StoreError::Sql(source) => diagnose_open(path).unwrap_or(StoreError::Open {
-                    path: shown.clone(),
-                    source,
-                }),
-                other => other,
-            })?;
+        // with it. Turning a new database into WAL takes a lock no busy handler waits for: a
+        // process that meets another one doing it tries again, within the busy timeout.
+        let writer_options = connect.clone().pragma("busy_timeout", "0");
+        let deadline = std::time::Instant::now() + options.busy_timeout;
+        let writer = loop {
+            match pools().connect_with(writer_options.clone()).await {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                done => break done,
+            }
+        };
+        let writer = writer.map_err(|e| match sql_err(e) {
+            StoreError::Sql(source) => diagnose_open(path).unwrap_or(StoreError::Open {
+                path: shown.clone(),
+                source,
+            }),
+            other => other,
+        })?;
         let store = SqliteStore {
             pool,
             writer,

@@ -193,9 +193,16 @@ fn spawn_routes(shared: &Arc<Shared>, accounts: &[Arc<dyn Account>]) -> JoinSet<
     }
     let mut route_tasks = JoinSet::new();
     for lanes in routes {
-        for _ in 0..pipeline::slots(&lanes.route) {
+        for slot in 0..pipeline::slots(&lanes.route) {
             let (shared, lanes) = (Arc::clone(shared), Arc::clone(&lanes));
-            route_tasks.spawn(async move { shared.drive(&lanes).await });
+            if slot == 0 {
+                route_tasks.spawn(async move {
+                    let _done = lanes.turns.leader_done().clone().drop_guard();
+                    shared.drive(&lanes).await;
+                });
+            } else {
+                route_tasks.spawn(async move { shared.follow(&lanes).await });
+            }
         }
     }
     route_tasks
@@ -318,6 +325,28 @@ impl Shared {
         }
     }
 
+    /// The second loop of a route that pipelines (`pipeline.rs`): serves while the leader
+    /// finds work, until the leader stops.
+    async fn follow(&self, lanes: &Lanes) {
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = lanes.turns.leader_done().cancelled() => return,
+                () = lanes.turns.work() => {}
+            }
+            while !self.shutdown.is_cancelled() {
+                match self.step(lanes).await {
+                    Ok(Step::Served) => {}
+                    Ok(Step::Idle(_)) => break,
+                    Err(e) => {
+                        warn!(route = lanes.route.operation, account = lanes.account.account(), error = %e, "worker step failed; the route's first loop carries on");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// Which of the route's lanes are open now and how many targets each may send, or how
     /// long until one may be. A lane with no quota left waits for the reset.
     async fn open_lanes(&self, lanes: &Lanes, now: i64) -> Result<Open, StoreError> {
@@ -386,6 +415,7 @@ impl Shared {
         if let Some(escalation) = self.escalation(lanes, &limits, &left, now).await? {
             let _in_flight = lanes.turns.count(pipeline::units(&escalation.jobs, true));
             drop(turn);
+            lanes.turns.claimed();
             let dir = Some(escalation.dir.as_str());
             self.serve(lanes, escalation.jobs, dir, (&strikes, now))
                 .await?;
@@ -403,6 +433,7 @@ impl Shared {
         }
         let _in_flight = lanes.turns.count(pipeline::units(&claimed, false));
         drop(turn);
+        lanes.turns.claimed();
         self.serve(lanes, claimed, None, (&strikes, now)).await?;
         Ok(Step::Served)
     }

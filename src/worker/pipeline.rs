@@ -15,11 +15,16 @@
 //!   new reading) is recorded.
 //! - Routes that refresh a whole account or coalesce bursts run one slot: their point is one
 //!   call for many jobs.
+//! - Only the first slot (the leader) polls and listens for wake-ups; the second follows: it
+//!   wakes when the leader claims a batch ([`Turns::claimed`]), serves while there is more, and
+//!   waits again at its first idle round. An idle route costs one loop's polling, and the
+//!   follower stops when the leader does.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
-use tokio::sync::{Mutex as TurnLock, MutexGuard};
+use tokio::sync::{Mutex as TurnLock, MutexGuard, Notify};
+use tokio_util::sync::CancellationToken;
 
 use crate::model::{Action, ClaimedJob};
 use crate::provider::Route;
@@ -42,9 +47,26 @@ pub(super) struct Turns {
     claiming: TurnLock<()>,
     sending: TurnLock<()>,
     in_flight: Mutex<HashMap<Action, i64>>,
+    work: Notify,
+    leader_done: CancellationToken,
 }
 
 impl Turns {
+    /// The leader claimed a batch: there may be more for the follower.
+    pub(super) fn claimed(&self) {
+        self.work.notify_one();
+    }
+
+    /// Returns when the leader claimed a batch since the follower last looked, or never.
+    pub(super) async fn work(&self) {
+        self.work.notified().await;
+    }
+
+    /// Cancelled when the leader's loop has ended.
+    pub(super) fn leader_done(&self) -> &CancellationToken {
+        &self.leader_done
+    }
+
     /// Waits for this slot's turn to read the gates and claim.
     pub(super) async fn claim(&self) -> MutexGuard<'_, ()> {
         self.claiming.lock().await
