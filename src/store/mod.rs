@@ -679,7 +679,7 @@ pub struct NewCall {
     /// Jobs it is meant to carry.
     pub job_ids: Vec<i64>,
     /// The jobs' leases are renewed to this long from the moment the call is written; `None`
-    /// when they are fresh (taken less than half a lease ago) and are left as they are.
+    /// when they are fresh (they outlast the call and its record) and are left as they are.
     pub lease: Option<std::time::Duration>,
 }
 

@@ -159,9 +159,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Opens the audit row for the jobs still held; `None` if none are. Leases set less than
-    /// half a lease ago are not renewed: they cannot have expired, and the write is one
-    /// `UPDATE` of every job shorter.
+    /// Opens the audit row for the jobs still held; `None` if none are. Leases still fresh
+    /// ([`crate::worker::WorkerConfig::fresh_for`]) are not renewed: they outlast the call and
+    /// its record, and the write is one `UPDATE` of every job shorter.
     async fn begin(
         &self,
         claim: &Claim<'_>,
@@ -171,7 +171,11 @@ impl Shared {
         let job_ids = batch.job_ids();
         let now = clock::now_ms();
         let lease = self.config.lease();
-        let fresh = now < clock::add(claim.leased_at.load(Ordering::Relaxed), lease / 2);
+        let fresh = now
+            < clock::add(
+                claim.leased_at.load(Ordering::Relaxed),
+                self.config.fresh_for(),
+            );
         let Some(started) = self
             .store
             .begin_call(&NewCall {

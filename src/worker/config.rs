@@ -67,6 +67,8 @@ pub struct WorkerConfig {
     /// This worker's lease owner id (unique per process; see [`worker_id`]).
     pub id: String,
     lease: Duration,
+    /// The lease less a call and a write (see [`WorkerConfig::fresh_for`]).
+    fresh_for: Duration,
     /// The longest an idle lane waits before looking for new jobs.
     pub poll_interval: Duration,
     /// Drain what is ready now, then return.
@@ -125,6 +127,7 @@ impl WorkerConfig {
         Ok(WorkerConfig {
             id,
             lease,
+            fresh_for: lease - (request + busy),
             poll_interval: Duration::from_secs(1),
             once: false,
             policies: Policies::default(),
@@ -135,6 +138,12 @@ impl WorkerConfig {
     /// How long a claim is valid.
     pub fn lease(&self) -> Duration {
         self.lease
+    }
+
+    /// A lease set less than this long ago still outlasts a call and the write of its
+    /// outcome: the audit row is written without renewing it.
+    pub fn fresh_for(&self) -> Duration {
+        self.fresh_for
     }
 }
 

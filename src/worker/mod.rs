@@ -358,10 +358,8 @@ impl Shared {
         for (action, limit) in &lanes.route.lanes {
             let gate = self.store.gate(&lanes.lane(*action)).await?;
             // Units the route's batch in flight may spend are not left for this one.
-            let known = gate
-                .as_ref()
-                .and_then(|g| self.quota_left(lanes, g, now))
-                .map(|left| (left - lanes.turns.in_flight(*action)).max(0));
+            let reading = gate.as_ref().and_then(|g| self.quota_left(lanes, g, now));
+            let known = reading.map(|left| (left - lanes.turns.in_flight(*action)).max(0));
             if let Some(known) = known {
                 left.insert(*action, known);
             }
@@ -377,6 +375,11 @@ impl Shared {
                 Allowance::Send(limit) => {
                     strikes.insert(*action, gate.map_or(0, |g| g.strikes));
                     limits.push((*action, limit));
+                }
+                // What is left may all go to the batch in flight: look again once it is
+                // recorded (with the provider's new reading), not at the reset.
+                Allowance::Exhausted if reading.is_some_and(|left| left > 0) => {
+                    wake = wake.min(clock::add(now, self.config.poll_interval));
                 }
                 // N.B. Nothing is written: the reading itself keeps the lane shut until the
                 // reset (`status` shows it waiting), so its gate and strikes stay as they are.
