@@ -52,6 +52,28 @@ pub struct SqliteStore {
 /// lost most races (a single enqueue's p99 was 0.6 to 1.2 s while a worker drained).
 const LOCK_RETRY: Duration = Duration::from_millis(1);
 
+/// The pool of write transactions: `connect` without a busy handler (see `SqliteStore::writer`).
+///
+/// N.B. The busy handler is turned off last, after the connection's other pragmas ran with it.
+/// Turning a new database into WAL takes a lock no busy handler waits for: a process that meets
+/// another one doing it tries again, within the busy timeout.
+async fn connect_writer(
+    pools: SqlitePoolOptions,
+    connect: &SqliteConnectOptions,
+    busy_timeout: Duration,
+) -> Result<SqlitePool, sqlx::Error> {
+    let options = connect.clone().pragma("busy_timeout", "0");
+    let deadline = std::time::Instant::now() + busy_timeout;
+    loop {
+        match pools.clone().connect_with(options.clone()).await {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Whether `e` is SQLite's "database is locked" (or "table is locked").
 fn is_busy(e: &sqlx::Error) -> bool {
     matches!(primary_code(e), Some(5 | 6))
@@ -119,26 +141,15 @@ impl SqliteStore {
         };
         // A single enqueue writes only: the read pool connects when first used.
         let pool = pools().connect_lazy_with(connect.clone());
-        // N.B. The busy handler is turned off last, after the connection's other pragmas ran
-        // with it. Turning a new database into WAL takes a lock no busy handler waits for: a
-        // process that meets another one doing it tries again, within the busy timeout.
-        let writer_options = connect.clone().pragma("busy_timeout", "0");
-        let deadline = std::time::Instant::now() + options.busy_timeout;
-        let writer = loop {
-            match pools().connect_with(writer_options.clone()).await {
-                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                done => break done,
-            }
-        };
-        let writer = writer.map_err(|e| match sql_err(e) {
-            StoreError::Sql(source) => diagnose_open(path).unwrap_or(StoreError::Open {
-                path: shown.clone(),
-                source,
-            }),
-            other => other,
-        })?;
+        let writer = connect_writer(pools(), &connect, options.busy_timeout)
+            .await
+            .map_err(|e| match sql_err(e) {
+                StoreError::Sql(source) => diagnose_open(path).unwrap_or(StoreError::Open {
+                    path: shown.clone(),
+                    source,
+                }),
+                other => other,
+            })?;
         let store = SqliteStore {
             pool,
             writer,
