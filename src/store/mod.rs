@@ -352,7 +352,8 @@ impl Store {
     }
 
     /// Starts the signal that wakes an idle worker when jobs become ready (PostgreSQL
-    /// `LISTEN`, SQLite `PRAGMA data_version`; see `store/wake.rs`), until `stop`.
+    /// `LISTEN`, SQLite a watch on the WAL file or `PRAGMA data_version`; see
+    /// `store/wake.rs`), until `stop`.
     pub fn wake(&self, stop: tokio_util::sync::CancellationToken) -> Wake {
         dispatch!(self, s => s.wake(stop))
     }

@@ -328,7 +328,8 @@ impl Backend for SqliteStore {
                        WHERE finished_at >= $1 AND +state = 'succeeded'
                        ORDER BY finished_at DESC LIMIT $2",
         optimize: "PRAGMA optimize",
-        // Workers see a commit through `PRAGMA data_version` (store/wake.rs).
+        // Workers see a commit as a write to the WAL file, or through `PRAGMA data_version`
+        // (store/wake.rs).
         notify_ready: None,
         insert_jobs: concat!(
             insert_jobs_head!(),
