@@ -50,7 +50,7 @@ pub struct SqliteStore {
 /// Between two tries for the write lock. SQLite's own busy handler sleeps 1, 2, 5, 10, … up to
 /// 100 ms between tries: a producer waiting behind a worker's back-to-back write transactions
 /// lost most races (a single enqueue's p99 was 0.6 to 1.2 s while a worker drained).
-const LOCK_RETRY: Duration = Duration::from_millis(1);
+pub(super) const LOCK_RETRY: Duration = Duration::from_millis(1);
 
 /// The pool of write transactions: `connect` without a busy handler (see `SqliteStore::writer`).
 ///
@@ -166,6 +166,16 @@ impl SqliteStore {
     /// The pool, for the WAL's checkpoints (src/store/wal.rs).
     pub(super) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The pool of write transactions (no busy handler), for the WAL's `TRUNCATE` checkpoint.
+    pub(super) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// How long a write keeps trying for the lock.
+    pub(super) fn busy_timeout(&self) -> Duration {
+        self.busy_timeout
     }
 
     /// The database file.

@@ -4,8 +4,9 @@
 //! a reader still needs and never shrink the file, so under a steady stream of readers and
 //! writers the WAL can grow without end (421 MB in a long soak). The worker therefore runs a
 //! `PASSIVE` checkpoint every second, and, when the file is over [`WAL_BOUND`], a `TRUNCATE`
-//! checkpoint: it waits (within the busy timeout) for readers of older snapshots to finish,
-//! copies every frame back and truncates the file to zero bytes. Every connection also carries
+//! checkpoint: it takes the write lock, waits for readers of older snapshots to finish, copies
+//! every frame back and truncates the file to zero bytes, tried every millisecond (like every
+//! write transaction) within the busy timeout. Every connection also carries
 //! `journal_size_limit` = [`WAL_BOUND`], so a WAL that was reset is cut back to the bound.
 //!
 //! A producer (`synchronous=FULL`) checkpoints on its own only once the WAL reaches the bound
@@ -35,16 +36,40 @@ impl SqliteStore {
     /// its size in bytes before the checkpoint.
     pub(super) async fn checkpoint(&self) -> Result<u64, StoreError> {
         let size = self.wal_size();
-        let statement = if size > WAL_BOUND {
-            "PRAGMA wal_checkpoint(TRUNCATE)"
+        if size > WAL_BOUND {
+            self.truncate().await?;
         } else {
-            "PRAGMA wal_checkpoint(PASSIVE)"
-        };
-        sqlx::query(statement)
-            .execute(self.pool())
-            .await
-            .map_err(sql_err)?;
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(self.pool())
+                .await
+                .map_err(sql_err)?;
+        }
         Ok(size)
+    }
+
+    /// A `TRUNCATE` checkpoint, tried every millisecond up to the busy timeout.
+    ///
+    /// N.B. It must take the write lock and wait for readers of older snapshots. Through
+    /// SQLite's busy handler (sleeps up to 100 ms) it would never win the lock against writers
+    /// that try every millisecond (`Backend::begin`): in a large soak the WAL grew to 992 MB.
+    /// So it runs on the writer pool (no busy handler) and tries as often as they do. `busy` 1
+    /// in its answer means it could not finish; the frames it copied stay copied.
+    async fn truncate(&self) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + self.busy_timeout();
+        loop {
+            let done = sqlx::query_scalar::<_, i64>("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(self.writer())
+                .await
+                .map_err(sql_err);
+            match done {
+                Ok(0) => return Ok(()),
+                Ok(_) | Err(StoreError::Busy) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(super::sqlite::LOCK_RETRY).await;
+                }
+                Ok(_) => return Err(StoreError::Busy),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The size of the `-wal` file (0 when there is none).
