@@ -47,10 +47,15 @@ pub struct SqliteStore {
     connect: SqliteConnectOptions,
 }
 
-/// Between two tries for the write lock. SQLite's own busy handler sleeps 1, 2, 5, 10, … up to
-/// 100 ms between tries: a producer waiting behind a worker's back-to-back write transactions
-/// lost most races (a single enqueue's p99 was 0.6 to 1.2 s while a worker drained).
+/// The first wait between two tries for the write lock; it doubles up to [`LOCK_RETRY_MAX`].
+/// SQLite's own busy handler sleeps 1, 2, 5, 10, … up to 100 ms between tries: a producer
+/// waiting behind a worker's back-to-back write transactions lost most races (a single
+/// enqueue's p99 was 0.6 to 1.2 s while a worker drained). Trying every millisecond without
+/// end burned the CPU the lock's holder needed when many processes waited (the large soak).
 pub(super) const LOCK_RETRY: Duration = Duration::from_millis(1);
+
+/// The longest wait between two tries for the write lock.
+pub(super) const LOCK_RETRY_MAX: Duration = Duration::from_millis(8);
 
 /// The pool of write transactions: `connect` without a busy handler (see `SqliteStore::writer`).
 ///
@@ -352,9 +357,9 @@ impl Backend for SqliteStore {
     }
 
     async fn begin(&self) -> Result<Tx<Self>, StoreError> {
-        // N.B. Tries every millisecond (see `LOCK_RETRY`) until the busy timeout: whoever
-        // waits for the lock takes it within a millisecond of its release.
+        // N.B. Tries after 1, 2, 4, then every 8 ms (see `LOCK_RETRY`) until the busy timeout.
         let deadline = std::time::Instant::now() + self.busy_timeout;
+        let mut wait = LOCK_RETRY;
         loop {
             match self
                 .writer
@@ -363,7 +368,8 @@ impl Backend for SqliteStore {
                 .map_err(sql_err)
             {
                 Err(StoreError::Busy) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(LOCK_RETRY).await;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(LOCK_RETRY_MAX);
                 }
                 done => return done,
             }

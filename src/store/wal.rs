@@ -5,8 +5,8 @@
 //! writers the WAL can grow without end (421 MB in a long soak). The worker therefore runs a
 //! `PASSIVE` checkpoint every second, and, when the file is over [`WAL_BOUND`], a `TRUNCATE`
 //! checkpoint: it takes the write lock, waits for readers of older snapshots to finish, copies
-//! every frame back and truncates the file to zero bytes, tried every millisecond (like every
-//! write transaction) within the busy timeout. Every connection also carries
+//! every frame back and truncates the file to zero bytes, tried like every write transaction
+//! (after 1, 2, 4, then every 8 ms) within the busy timeout. Every connection also carries
 //! `journal_size_limit` = [`WAL_BOUND`], so a WAL that was reset is cut back to the bound.
 //!
 //! A producer (`synchronous=FULL`) checkpoints on its own only once the WAL reaches the bound
@@ -47,15 +47,17 @@ impl SqliteStore {
         Ok(size)
     }
 
-    /// A `TRUNCATE` checkpoint, tried every millisecond up to the busy timeout.
+    /// A `TRUNCATE` checkpoint, tried as often as a write transaction tries for the lock, up to
+    /// the busy timeout.
     ///
     /// N.B. It must take the write lock and wait for readers of older snapshots. Through
     /// SQLite's busy handler (sleeps up to 100 ms) it would never win the lock against writers
-    /// that try every millisecond (`Backend::begin`): in a large soak the WAL grew to 992 MB.
-    /// So it runs on the writer pool (no busy handler) and tries as often as they do. `busy` 1
+    /// that try every few milliseconds (`Backend::begin`): in a large soak the WAL grew to 992 MB.
+    /// So it runs on the writer pool (no busy handler) and tries as they do. `busy` 1
     /// in its answer means it could not finish; the frames it copied stay copied.
     async fn truncate(&self) -> Result<(), StoreError> {
         let deadline = std::time::Instant::now() + self.busy_timeout();
+        let mut wait = super::sqlite::LOCK_RETRY;
         loop {
             let done = sqlx::query_scalar::<_, i64>("PRAGMA wal_checkpoint(TRUNCATE)")
                 .fetch_one(self.writer())
@@ -64,7 +66,8 @@ impl SqliteStore {
             match done {
                 Ok(0) => return Ok(()),
                 Ok(_) | Err(StoreError::Busy) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(super::sqlite::LOCK_RETRY).await;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(super::sqlite::LOCK_RETRY_MAX);
                 }
                 Ok(_) => return Err(StoreError::Busy),
                 Err(e) => return Err(e),
