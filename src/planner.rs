@@ -143,18 +143,20 @@ pub fn minimum_requests(distinct: usize, per_request: usize) -> usize {
     distinct.div_ceil(per_request.max(1))
 }
 
+/// A claimed job with a target and no attempt spent, for tests.
+#[cfg(test)]
+pub(crate) fn job(id: i64, action: Action, target: &str) -> ClaimedJob {
+    ClaimedJob {
+        id,
+        action,
+        target: Some(target.to_owned()),
+        attempts: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn job(id: i64, action: Action, target: &str) -> ClaimedJob {
-        ClaimedJob {
-            id,
-            action,
-            target: Some(target.to_owned()),
-            attempts: 0,
-        }
-    }
 
     #[test]
     fn a_batch_sends_each_target_once_for_all_its_jobs() {

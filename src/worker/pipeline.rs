@@ -146,15 +146,7 @@ pub(super) fn units(claimed: &[ClaimedJob], escalated: bool) -> HashMap<Action, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn job(id: i64, action: Action, target: &str) -> ClaimedJob {
-        ClaimedJob {
-            id,
-            action,
-            target: Some(target.to_owned()),
-            attempts: 0,
-        }
-    }
+    use crate::planner::job;
 
     #[test]
     fn in_flight_targets_count_until_their_guard_is_dropped() {
