@@ -10,6 +10,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# One test runs Debian's sqlite3 program beside a worker, as an operator would (db_faults.rs).
+if ! command -v sqlite3 >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing sqlite3 (Debian package sqlite3)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 >/dev/null) ||
+    echo "sqlite3 could not be installed: that test will say skipped"
+fi
+
 echo "== cargo test (SQLite)"
 cargo test --workspace "$@"
 

@@ -521,3 +521,64 @@ async fn a_lock_held_past_the_busy_timeout_is_named_and_loses_nothing() {
     want.sort();
     assert_eq!(targets(&db), want);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Another program opening and closing the database while a worker runs.
+
+/// An operator's `sqlite3` that opens and closes the database while a worker runs must leave
+/// the worker seeing new jobs. SQLite (Debian's 3.40 `sqlite3` here; the newer library purgeq
+/// bundles did not) deletes the `-wal` and `-shm` files on the close of what it takes for the
+/// last connection: one that can lock the database file exclusively. A worker that ever closed
+/// a descriptor of that file of its own (POSIX drops all of a process's `fcntl` locks on a file
+/// when any descriptor of it closes) holds no lock, and would go on reading a deleted WAL:
+/// blind to every new job. The worker here creates the database, so it migrates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_program_closing_the_database_leaves_the_worker_seeing_new_jobs() {
+    use common::worker::{emulator, emulator_config};
+    const TEST: &str = "another_program_closing_the_database_leaves_the_worker_seeing_new_jobs";
+    let s = Scratch::new();
+    let db = s.db();
+    let emu = emulator(emulator_config()).await;
+    // A new database: the worker creates and migrates it (the path that locks for migrating).
+    let mut child = common::worker_cmd_polling(db.as_os_str(), &emu, "60s")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker starts");
+    let purged = |url: &str| emu.stats().qiniu.purged.contains_key(url);
+    let sent = |url: &'static str| {
+        let out = output(purgeq(&[], &db, &["enqueue", url]));
+        assert!(out.status.success(), "enqueue: {}", text(&out.stderr));
+        common::wait_for(url, Duration::from_secs(10), move || purged(url))
+    };
+    common::wait_for(
+        "the worker to create the database",
+        Duration::from_secs(10),
+        || db.exists(),
+    )
+    .await;
+    sent("https://cdn.example.com/before").await;
+
+    let read = Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT count(*) FROM jobs")
+        .output();
+    let read = match read {
+        Ok(out) => out,
+        Err(e) => {
+            skip(TEST, &format!("no sqlite3 program to run ({e})"));
+            common::signal(&child, "-TERM");
+            let _ = child.wait();
+            return;
+        }
+    };
+    assert!(read.status.success(), "sqlite3: {}", text(&read.stderr));
+    assert_eq!(text(&read.stdout).trim(), "1");
+    assert!(
+        db_files(&db).len() == 3,
+        "the other program's close deleted the WAL under the worker: {:?}",
+        db_files(&db)
+    );
+    sent("https://cdn.example.com/after").await;
+    common::signal(&child, "-TERM");
+    assert!(child.wait().expect("worker exits").success());
+}

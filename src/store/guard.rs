@@ -26,6 +26,17 @@ fn refused(path: &Path, why: impl Into<String>) -> StoreError {
     }
 }
 
+fn not_sqlite(path: &Path) -> StoreError {
+    refused(path, "it is not a SQLite database")
+}
+
+/// SQLite's `SQLITE_NOTADB` (26): the file's header is not a SQLite database's.
+fn is_not_a_database(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "26")
+}
+
 /// Refuses a path that exists and is not a regular file (`/dev/null`, a FIFO, a directory),
 /// before SQLite could create `-journal` or `-wal` files beside it.
 pub(super) fn refuse_special_file(path: &Path) -> Result<(), StoreError> {
@@ -54,27 +65,27 @@ pub(super) async fn refuse_foreign_sqlite(path: &Path) -> Result<i64, StoreError
     if meta.len() == 0 {
         return Ok(0);
     }
-    let mut header = [0u8; 16];
-    let read = std::fs::File::open(path).and_then(|mut f| {
-        use std::io::Read as _;
-        f.read_exact(&mut header)
-    });
-    if read.is_ok() && &header != b"SQLite format 3\0" {
-        return Err(refused(path, "it is not a SQLite database"));
-    }
+    // N.B. SQLite reads the header, never this process: closing a descriptor of the file would
+    // drop every `fcntl` lock this process's connections hold on it (see `store/sqlite.rs`).
     let options = SqliteConnectOptions::new()
         .filename(path)
         .read_only(true)
         .create_if_missing(false);
     // Unreadable here means the real open will say why; this check only refuses what it saw.
-    let Ok(mut conn) = options.connect().await else {
-        return Ok(0);
+    let mut conn = match options.connect().await {
+        Ok(conn) => conn,
+        Err(e) if is_not_a_database(&e) => return Err(not_sqlite(path)),
+        Err(_) => return Ok(0),
     };
     let tables: Result<Vec<String>, _> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
     )
     .fetch_all(&mut conn)
     .await;
+    if matches!(&tables, Err(e) if is_not_a_database(e)) {
+        let _ = conn.close().await;
+        return Err(not_sqlite(path));
+    }
     let ours = matches!(&tables, Ok(t) if t.iter().any(|t| t == MIGRATIONS_TABLE));
     let applied = if ours {
         applied_version(&mut conn).await

@@ -199,8 +199,8 @@ impl SqliteStore {
         // One migrator at a time across processes: sqlx takes no lock on SQLite, and a
         // migration that runs outside a transaction (the `confirming` table rebuild) would
         // otherwise be run again by a second process after later migrations had added columns.
-        // An exclusive `flock` on the database file; SQLite's own locks are `fcntl` locks, which
-        // are independent of it. Released when `_guard` drops.
+        // An exclusive `flock` on the database's directory (see `migration_lock`). Released
+        // when `_guard` drops.
         let _guard = self.migration_lock().await;
         let mut tries = 0;
         loop {
@@ -223,11 +223,21 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// Waits for the exclusive migration lock on the database file. `None` (migrating
-    /// unlocked, as sqlx does) when the file cannot be locked, e.g. on a file system without
-    /// `flock`.
+    /// Waits for the exclusive migration lock: a `flock` on the database's directory. `None`
+    /// (migrating unlocked, as sqlx does) when it cannot be locked, e.g. on a file system
+    /// without `flock`.
+    ///
+    /// N.B. Never a descriptor of the database file itself: POSIX drops every `fcntl` lock a
+    /// process holds on a file when it closes any descriptor of it. SQLite's locks are `fcntl`
+    /// locks, so closing such a lock file would leave this process's connections unlocked, and
+    /// the next program to close the database (an operator's `sqlite3`) would take itself for
+    /// the last connection and delete the WAL and `-shm` under them: a worker blind to new
+    /// jobs, writing to a deleted WAL.
     async fn migration_lock(&self) -> Option<std::fs::File> {
-        let path = self.file().to_owned();
+        let path = match self.file().parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        };
         let locked = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&path)?;
             file.lock()?;
