@@ -36,7 +36,7 @@ pub use dashboard::{HourCount, JobPage};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use wake::{SQLITE_PERIOD, Wake};
-pub use wal::WAL_BOUND;
+pub use wal::{WAL_BOUND, WalCheck};
 
 pub use crate::model::ClaimedJob;
 use crate::model::{Action, JobState, Lane, Priority, Provider};
@@ -364,9 +364,9 @@ impl Store {
         matches!(self, Store::Sqlite(_))
     }
 
-    /// Keeps a SQLite WAL bounded (see `store/wal.rs`): checkpoints it and returns its size in
-    /// bytes before; `None` on PostgreSQL, which needs nothing of the kind.
-    pub async fn checkpoint(&self) -> Result<Option<u64>, StoreError> {
+    /// Keeps a SQLite WAL bounded (see `store/wal.rs`): checkpoints it and says what it found;
+    /// `None` on PostgreSQL, which needs nothing of the kind.
+    pub async fn checkpoint(&self) -> Result<Option<WalCheck>, StoreError> {
         match self {
             Store::Sqlite(s) => s.checkpoint().await.map(Some),
             Store::Postgres(_) => Ok(None),

@@ -52,10 +52,10 @@ pub struct SqliteStore {
 /// waiting behind a worker's back-to-back write transactions lost most races (a single
 /// enqueue's p99 was 0.6 to 1.2 s while a worker drained). Trying every millisecond without
 /// end burned the CPU the lock's holder needed when many processes waited (the large soak).
-pub(super) const LOCK_RETRY: Duration = Duration::from_millis(1);
+const LOCK_RETRY: Duration = Duration::from_millis(1);
 
 /// The longest wait between two tries for the write lock.
-pub(super) const LOCK_RETRY_MAX: Duration = Duration::from_millis(8);
+const LOCK_RETRY_MAX: Duration = Duration::from_millis(8);
 
 /// The pool of write transactions: `connect` without a busy handler (see `SqliteStore::writer`).
 ///
@@ -173,14 +173,9 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// The pool of write transactions (no busy handler), for the WAL's `TRUNCATE` checkpoint.
-    pub(super) fn writer(&self) -> &SqlitePool {
-        &self.writer
-    }
-
-    /// How long a write keeps trying for the lock.
-    pub(super) fn busy_timeout(&self) -> Duration {
-        self.busy_timeout
+    /// How its connections are made, for the WAL's `TRUNCATE` checkpoint (`store/wal.rs`).
+    pub(super) fn connect_options(&self) -> &SqliteConnectOptions {
+        &self.connect
     }
 
     /// The database file.

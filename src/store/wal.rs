@@ -3,24 +3,72 @@
 //! SQLite's own checkpoints (every 1000 pages, at commit) are `PASSIVE`: they give up on pages
 //! a reader still needs and never shrink the file, so under a steady stream of readers and
 //! writers the WAL can grow without end (421 MB in a long soak). The worker therefore runs a
-//! `PASSIVE` checkpoint every second, and, when the file is over [`WAL_BOUND`], a `TRUNCATE`
-//! checkpoint: it takes the write lock, waits for readers of older snapshots to finish, copies
-//! every frame back and truncates the file to zero bytes, tried like every write transaction
-//! (after 1, 2, 4, then every 8 ms) within the busy timeout. Every connection also carries
-//! `journal_size_limit` = [`WAL_BOUND`], so a WAL that was reset is cut back to the bound.
+//! `PASSIVE` checkpoint every second, and, when the file is over half of [`WAL_BOUND`], a
+//! `TRUNCATE` checkpoint on a connection of its own: it takes the write lock, copies every frame
+//! back, waits for the readers still reading the WAL (trying every millisecond, 100 ms at
+//! most), and truncates the file to zero bytes; when that fails, the worker looks again a
+//! quarter of a second later. Every connection also carries `journal_size_limit` =
+//! [`WAL_BOUND`], so a WAL that was reset is cut back to the bound.
 //!
-//! A producer (`synchronous=FULL`) checkpoints on its own only once the WAL reaches the bound
-//! (`wal_autocheckpoint`): with a worker running it never does, so a single enqueue never pays
-//! for copying the worker's pages back, and with no worker the WAL still stays bounded.
+//! The worker's connections keep SQLite's `PASSIVE` checkpoint at commit every 1000 pages (a
+//! `worker --once` runs no checkpoint task); a `TRUNCATE` that meets it waits it out.
+//! A producer (`synchronous=FULL`) checkpoints on its own only once the WAL reaches the bound:
+//! with a worker running it never does, so a single enqueue never pays for copying the
+//! worker's pages back, and with no worker the WAL still stays bounded.
 //!
 //! Invariant: a checkpoint never loses a commit (it only copies committed frames into the
 //! database file); the worst a failed one does is leave the WAL as it was.
+
+use std::ffi::{c_int, c_void};
+
+use sqlx::ConnectOptions as _;
 
 use super::sqlite::sql_err;
 use super::{Durability, SqliteStore, StoreError};
 
 /// The documented bound of the WAL file (bytes), kept by the worker's checkpoints.
 pub const WAL_BOUND: u64 = 64 * 1024 * 1024;
+
+/// The WAL size (bytes) from which the worker resets the WAL (`TRUNCATE`): half the bound, so
+/// that the writes of the second between two looks, and a reset that has to try again, stay
+/// under it.
+const TRUNCATE_FROM: u64 = WAL_BOUND / 2;
+
+/// How many times, a millisecond apart, the `TRUNCATE` checkpoint tries a lock it waits for
+/// (the write lock, then the readers'): about 100 ms in all (see `SqliteStore::truncate`).
+const TRUNCATE_TRIES: c_int = 100;
+
+/// How many times the `TRUNCATE` checkpoint tries again, 5 ms apart, while another process's
+/// checkpoint runs.
+const OTHER_CHECKPOINT_TRIES: u32 = 20;
+
+/// The `TRUNCATE` checkpoint connection's busy handler: SQLite calls it with the number of
+/// times it has already been called for this statement; non-zero means "try again".
+extern "C" fn every_millisecond(_: *mut c_void, tries: c_int) -> c_int {
+    if tries >= TRUNCATE_TRIES {
+        return 0;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    1
+}
+
+/// Replaces the connection's busy handler (SQLite's, from `busy_timeout`) with
+/// [`every_millisecond`].
+async fn poll_every_millisecond(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    let mut handle = conn.lock_handle().await.map_err(sql_err)?;
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: `db` is this open connection's handle, and `handle` keeps sqlx's worker thread
+    // off it while the call runs. The handler is a plain function that ignores its (null)
+    // argument, so it outlives the connection and holds no state.
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_busy_handler(db, Some(every_millisecond), std::ptr::null_mut())
+    };
+    if rc == libsqlite3_sys::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(StoreError::Busy)
+    }
+}
 
 /// `wal_autocheckpoint` (pages) for a connection: SQLite's default of 1000 for the worker, the
 /// bound (at the default page size of 4 KiB) for a producer.
@@ -31,48 +79,72 @@ pub(super) fn autocheckpoint(durability: Durability) -> String {
     }
 }
 
+/// What one look at the WAL found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalCheck {
+    /// The size of the `-wal` file before the checkpoint, in bytes.
+    pub bytes: u64,
+    /// Over the size that calls for a reset, and not reset: readers or writers kept the
+    /// checkpoint from it (or another process's checkpoint ran throughout). Look again soon.
+    pub pending: bool,
+}
+
 impl SqliteStore {
-    /// Checkpoints the WAL (`PASSIVE`; `TRUNCATE` when it is over [`WAL_BOUND`]) and returns
-    /// its size in bytes before the checkpoint.
-    pub(super) async fn checkpoint(&self) -> Result<u64, StoreError> {
-        let size = self.wal_size();
-        if size > WAL_BOUND {
-            self.truncate().await?;
+    /// Checkpoints the WAL: `PASSIVE`, or a reset (`TRUNCATE`) when it is over half of
+    /// [`WAL_BOUND`].
+    pub(super) async fn checkpoint(&self) -> Result<WalCheck, StoreError> {
+        let bytes = self.wal_size();
+        let pending = if bytes > TRUNCATE_FROM {
+            !self.truncate().await?
         } else {
             sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(self.pool())
                 .await
                 .map_err(sql_err)?;
-        }
-        Ok(size)
+            false
+        };
+        Ok(WalCheck { bytes, pending })
     }
 
-    /// A `TRUNCATE` checkpoint, tried as often as a write transaction tries for the lock, up to
-    /// the busy timeout.
+    /// A `TRUNCATE` checkpoint on a connection of its own; whether the WAL was reset (or found
+    /// reset by another process).
     ///
-    /// N.B. It must take the write lock and wait for readers of older snapshots. Through
-    /// SQLite's busy handler (sleeps up to 100 ms) it would never win the lock against writers
-    /// that try every few milliseconds (`Backend::begin`): in a large soak the WAL grew to 992 MB.
-    /// So it runs on the writer pool (no busy handler) and tries as they do. `busy` 1
-    /// in its answer means it could not finish; the frames it copied stay copied.
-    async fn truncate(&self) -> Result<(), StoreError> {
-        let deadline = std::time::Instant::now() + self.busy_timeout();
-        let mut wait = super::sqlite::LOCK_RETRY;
-        loop {
-            let done = sqlx::query_scalar::<_, i64>("PRAGMA wal_checkpoint(TRUNCATE)")
-                .fetch_one(self.writer())
+    /// N.B. It must take the write lock, copy every frame back, then wait for the readers
+    /// still reading the WAL: readers that start once every frame is copied read the database
+    /// file, so the ones left end within milliseconds. Both waits go through the connection's
+    /// busy handler, and SQLite's own sleeps 1, 2, 5, 10, … up to 100 ms: in a large soak it
+    /// lost the write lock to writers trying every few milliseconds (`Backend::begin`) nearly
+    /// every time, and without a busy handler it gave up at the readers with every frame
+    /// copied (200 tries in 2 s); either way the WAL reached 285–355 MB. So this connection's
+    /// handler tries every millisecond, [`TRUNCATE_TRIES`] times: it wins the lock as often
+    /// as a writer, and holds it while readers finish, 100 ms at most. Another process's
+    /// checkpoint (SQLite answers -1 frames, at once) is waited out a few milliseconds at a
+    /// time.
+    async fn truncate(&self) -> Result<bool, StoreError> {
+        let mut conn = self
+            .connect_options()
+            .clone()
+            .connect()
+            .await
+            .map_err(sql_err)?;
+        poll_every_millisecond(&mut conn).await?;
+        let mut others = 0;
+        let answer = loop {
+            // (busy, frames in the WAL, frames copied back); -1 frames: another checkpoint runs.
+            let answer = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut conn)
                 .await
                 .map_err(sql_err);
-            match done {
-                Ok(0) => return Ok(()),
-                Ok(_) | Err(StoreError::Busy) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(super::sqlite::LOCK_RETRY_MAX);
+            match answer {
+                Ok((_, -1, _)) if others < OTHER_CHECKPOINT_TRIES => {
+                    others += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
-                Ok(_) => return Err(StoreError::Busy),
-                Err(e) => return Err(e),
+                answer => break answer,
             }
-        }
+        };
+        let _ = sqlx::Connection::close(conn).await;
+        Ok(answer?.0 == 0)
     }
 
     /// The size of the `-wal` file (0 when there is none).
@@ -80,5 +152,84 @@ impl SqliteStore {
         let mut wal = self.file().as_os_str().to_owned();
         wal.push("-wal");
         std::fs::metadata(wal).map_or(0, |m| m.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::{ConnectOptions as _, Connection as _, SqliteConnection};
+
+    use super::SqliteStore;
+    use crate::store::{Durability, OpenOptions};
+
+    /// A new database with frames in its WAL, and a connection reading them in a transaction.
+    async fn wal_and_reader(dir: &tempfile::TempDir) -> (SqliteStore, SqliteConnection) {
+        let path = dir.path().join("queue.db");
+        let store = SqliteStore::open(&path, &OpenOptions::new(Durability::Normal))
+            .await
+            .expect("open");
+        sqlx::query("PRAGMA user_version = 7")
+            .execute(store.pool())
+            .await
+            .expect("write a frame");
+        let mut reader = store
+            .connect_options()
+            .clone()
+            .connect()
+            .await
+            .expect("a second connection");
+        sqlx::raw_sql("BEGIN; SELECT count(*) FROM jobs;")
+            .execute(&mut reader)
+            .await
+            .expect("a read transaction on the WAL");
+        assert!(store.wal_size() > 0);
+        (store, reader)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn truncate_waits_for_a_reader_that_ends_soon_and_empties_the_wal() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (store, mut reader) = wal_and_reader(&dir).await;
+        let ends = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut reader)
+                .await
+                .expect("end the read");
+            reader
+        });
+        let reset = store.truncate().await.expect("checkpoint");
+        assert!(
+            reset,
+            "the reset waits out a reader that ends within its wait"
+        );
+        assert_eq!(store.wal_size(), 0);
+        let reader = ends.await.expect("the reader ran");
+        reader.close().await.expect("close");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn truncate_gives_up_on_a_reader_that_stays_and_keeps_every_frame() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (store, mut reader) = wal_and_reader(&dir).await;
+        let before = store.wal_size();
+        let reset = store.truncate().await.expect("checkpoint");
+        assert!(!reset, "a reader of the WAL outlasted the wait");
+        assert_eq!(store.wal_size(), before, "the WAL is left as it was");
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut reader)
+            .await
+            .expect("end the read");
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(store.pool())
+            .await
+            .expect("read");
+        assert_eq!(version, 7, "no commit was lost");
+        let reset = store.truncate().await.expect("checkpoint");
+        assert!(reset, "with the reader gone, the reset succeeds");
+        assert_eq!(store.wal_size(), 0);
+        reader.close().await.expect("close");
     }
 }

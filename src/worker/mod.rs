@@ -58,6 +58,9 @@ pub enum WorkerError {
 /// How often the worker checkpoints a SQLite WAL.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
+/// How soon the worker tries again to reset a WAL that needed it and could not be reset.
+const CHECKPOINT_AGAIN: Duration = Duration::from_millis(250);
+
 /// The longest a worker sleeps on a paused lane before reading its gate again.
 const PAUSED_RECHECK: Duration = Duration::from_secs(60);
 
@@ -263,15 +266,34 @@ impl Shared {
     /// Keeps a SQLite WAL under its bound (`store/wal.rs`); returns at once on PostgreSQL.
     async fn checkpoint(&self) {
         loop {
-            match self.store.checkpoint().await {
+            let next = match self.store.checkpoint().await {
                 Ok(None) => return,
-                Ok(Some(size)) if size > crate::store::WAL_BOUND => {
-                    info!(wal_bytes = size, "the WAL was over its bound; truncated it");
+                Ok(Some(check)) => {
+                    if check.bytes > crate::store::WAL_BOUND {
+                        if check.pending {
+                            warn!(
+                                wal_bytes = check.bytes,
+                                "the WAL is over its bound and could not be reset yet; trying again"
+                            );
+                        } else {
+                            info!(
+                                wal_bytes = check.bytes,
+                                "the WAL was over its bound; reset it"
+                            );
+                        }
+                    }
+                    if check.pending {
+                        CHECKPOINT_AGAIN
+                    } else {
+                        CHECKPOINT_EVERY
+                    }
                 }
-                Ok(Some(_)) => {}
-                Err(e) => warn!(error = %e, "could not checkpoint the WAL"),
-            }
-            if self.sleep(CHECKPOINT_EVERY).await {
+                Err(e) => {
+                    warn!(error = %e, "could not checkpoint the WAL");
+                    CHECKPOINT_EVERY
+                }
+            };
+            if self.sleep(next).await {
                 return;
             }
         }
