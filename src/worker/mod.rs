@@ -269,18 +269,19 @@ impl Shared {
             let next = match self.store.checkpoint().await {
                 Ok(None) => return,
                 Ok(Some(check)) => {
-                    if check.bytes > crate::store::WAL_BOUND {
-                        if check.pending {
-                            warn!(
-                                wal_bytes = check.bytes,
-                                "the WAL is over its bound and could not be reset yet; trying again"
-                            );
-                        } else {
+                    let over = check.bytes > crate::store::WAL_BOUND;
+                    match (over, check.pending) {
+                        (true, true) => warn!(
+                            wal_bytes = check.bytes,
+                            "the WAL is over its bound and could not be reset yet; trying again"
+                        ),
+                        (true, false) => {
                             info!(
                                 wal_bytes = check.bytes,
                                 "the WAL was over its bound; reset it"
                             );
                         }
+                        (false, _) => {}
                     }
                     if check.pending {
                         CHECKPOINT_AGAIN
