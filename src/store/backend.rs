@@ -22,6 +22,7 @@ use sqlx::Transaction;
 
 use super::dashboard::JobPage;
 use super::rows;
+use super::turn::Turn;
 use super::{
     AccountCount, CachedToken, Call, CallEnd, ClaimRequest, ClaimedJob, Gate, GateChange, Job,
     JobUpdate, NewCall, NewJobs, Pruned, Record, Selection, StartedCall, StateCount, StoreError,
@@ -36,8 +37,38 @@ const CLAIM_PAGE: i64 = 512;
 /// duplicates each before the statement has to be repeated.
 const CLAIM_PAGE_PER_TARGET: i64 = 4;
 
-/// A backend's open transaction.
-pub(super) type Tx<B> = Transaction<'static, <B as Backend>::Db>;
+/// A backend's open transaction, with the writer's turn (SQLite, see `store/turn.rs`) held
+/// until it ends. It dereferences to the connection, as sqlx's transaction does.
+pub(super) struct Tx<B: Backend + ?Sized> {
+    tx: Transaction<'static, B::Db>,
+    _turn: Option<Turn>,
+}
+
+impl<B: Backend + ?Sized> Tx<B> {
+    /// `tx`, holding `turn` until it is committed or dropped (rolled back).
+    pub(super) fn new(tx: Transaction<'static, B::Db>, turn: Option<Turn>) -> Tx<B> {
+        Tx { tx, _turn: turn }
+    }
+
+    /// Commits, then gives the turn back.
+    pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl<B: Backend + ?Sized> std::ops::Deref for Tx<B> {
+    type Target = <B::Db as sqlx::Database>::Connection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl<B: Backend + ?Sized> std::ops::DerefMut for Tx<B> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
 
 /// An operator verb that moves jobs between states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

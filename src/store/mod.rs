@@ -19,6 +19,7 @@ mod postgres;
 mod rows;
 mod sqlite;
 mod statements;
+mod turn;
 mod wake;
 mod wal;
 

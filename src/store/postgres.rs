@@ -248,7 +248,8 @@ impl Backend for PgStore {
     }
 
     async fn begin(&self) -> Result<Tx<Self>, StoreError> {
-        self.pool.begin().await.map_err(sql_err)
+        let tx = self.pool.begin().await.map_err(sql_err)?;
+        Ok(Tx::new(tx, None))
     }
 
     async fn insert_jobs(&self, tx: &mut Tx<Self>, jobs: &NewJobs, now: i64) -> Ids {

@@ -27,6 +27,7 @@ use super::statements::{
     cancel_set, claim_set, insert_call_head, insert_jobs_head, next_targets, retry_set,
     shared_statements, update_set,
 };
+use super::turn::{Turn, Turns};
 use super::{
     AccountCount, CachedToken, Call, CallEnd, Durability, Gate, Job, NewCall, NewJobs, OpenOptions,
     Pruned, Record, Selection, StateCount, StoreError,
@@ -45,6 +46,8 @@ pub struct SqliteStore {
     busy_timeout: Duration,
     /// How its connections are made, for the wake-up signal's own connection.
     connect: SqliteConnectOptions,
+    /// Where its writers queue for the write lock (`store/turn.rs`).
+    turns: Turns,
 }
 
 /// The first wait between two tries for the write lock; it doubles up to [`LOCK_RETRY_MAX`].
@@ -122,6 +125,7 @@ impl SqliteStore {
                 pool,
                 busy_timeout: options.busy_timeout,
                 connect,
+                turns: Turns::new(path, FILE_MODE),
             });
         }
         prepare_files(path)?;
@@ -160,6 +164,7 @@ impl SqliteStore {
             writer,
             busy_timeout: options.busy_timeout,
             connect,
+            turns: Turns::new(path, FILE_MODE),
         };
         // The guard read the newest applied migration: a current schema needs no migrator run.
         if applied != guard::newest(&MIGRATOR) {
@@ -176,6 +181,13 @@ impl SqliteStore {
     /// How its connections are made, for the WAL's `TRUNCATE` checkpoint (`store/wal.rs`).
     pub(super) fn connect_options(&self) -> &SqliteConnectOptions {
         &self.connect
+    }
+
+    /// Waits for a writer's turn (`store/turn.rs`), as a write transaction does: for the WAL's
+    /// `TRUNCATE` checkpoint, which takes the write lock.
+    pub(super) async fn take_turn(&self) -> Result<Option<Turn>, StoreError> {
+        let deadline = std::time::Instant::now() + self.busy_timeout;
+        self.turns.take(deadline).await
     }
 
     /// The database file.
@@ -362,8 +374,11 @@ impl Backend for SqliteStore {
     }
 
     async fn begin(&self) -> Result<Tx<Self>, StoreError> {
-        // N.B. Tries after 1, 2, 4, then every 8 ms (see `LOCK_RETRY`) until the busy timeout.
         let deadline = std::time::Instant::now() + self.busy_timeout;
+        let turn = self.turns.take(deadline).await?;
+        // N.B. With the turn, the lock is nearly always free. Without one (another program
+        // writing, a rollback finishing, no turn file) this tries after 1, 2, 4, then every
+        // 8 ms (see `LOCK_RETRY`) until the busy timeout.
         let mut wait = LOCK_RETRY;
         loop {
             match self
@@ -376,7 +391,7 @@ impl Backend for SqliteStore {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(LOCK_RETRY_MAX);
                 }
-                done => return done,
+                done => return done.map(|tx| Tx::new(tx, turn)),
             }
         }
     }

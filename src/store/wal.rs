@@ -121,6 +121,7 @@ impl SqliteStore {
     /// checkpoint (SQLite answers -1 frames, at once) is waited out a few milliseconds at a
     /// time.
     async fn truncate(&self) -> Result<bool, StoreError> {
+        let _turn = self.take_turn().await?;
         let mut conn = self
             .connect_options()
             .clone()
