@@ -262,10 +262,25 @@ impl Shared {
 
     /// Records a settlement, retrying while the database is unreachable: a lost record means
     /// the batch is sent again once its lease expires. Past the lease the jobs may belong to
-    /// another worker, so it gives up then.
+    /// another worker, so it gives up on them then. The call's audit row is this worker's
+    /// alone: it goes on trying to complete that, for another lease, so that only a killed
+    /// worker leaves a call unrecorded.
     async fn record(&self, record: &Record) -> Result<u64, StoreError> {
-        self.retrying("a call's outcome", || self.store.record(record))
+        let lost = match self
+            .retrying("a call's outcome", || self.store.record(record))
             .await
+        {
+            Err(e) if record.call.is_some() => e,
+            done => return done,
+        };
+        let audit = Record {
+            jobs: Vec::new(),
+            gates: Vec::new(),
+            ..record.clone()
+        };
+        self.retrying("a call's audit row", || self.store.record(&audit))
+            .await?;
+        Err(lost)
     }
 
     /// Runs a store write, retrying with a growing delay while the database is unreachable
