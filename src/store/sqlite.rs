@@ -55,6 +55,8 @@ pub struct SqliteStore {
 /// waiting behind a worker's back-to-back write transactions lost most races (a single
 /// enqueue's p99 was 0.6 to 1.2 s while a worker drained). Trying every millisecond without
 /// end burned the CPU the lock's holder needed when many processes waited (the large soak).
+/// purgeq's writers now queue for their turn first (`store/turn.rs`), so these tries only
+/// matter against a writer without a turn.
 const LOCK_RETRY: Duration = Duration::from_millis(1);
 
 /// The longest wait between two tries for the write lock.

@@ -4,10 +4,10 @@
 //! a reader still needs and never shrink the file, so under a steady stream of readers and
 //! writers the WAL can grow without end (421 MB in a long soak). The worker therefore runs a
 //! `PASSIVE` checkpoint every second, and, when the file is over half of [`WAL_BOUND`], a
-//! `TRUNCATE` checkpoint on a connection of its own: it takes the write lock, copies every frame
-//! back, waits for the readers still reading the WAL (trying every millisecond, 100 ms at
-//! most), and truncates the file to zero bytes; when that fails, the worker looks again a
-//! quarter of a second later. Every connection also carries `journal_size_limit` =
+//! `TRUNCATE` checkpoint on a connection of its own: it takes its turn as purgeq's writers do
+//! (`store/turn.rs`), then the write lock, copies every frame back, waits for the readers still
+//! reading the WAL (trying every millisecond, 100 ms at most), and truncates the file to zero
+//! bytes; when that fails, the worker looks again a quarter of a second later. Every connection also carries `journal_size_limit` =
 //! [`WAL_BOUND`], so a WAL that was reset is cut back to the bound.
 //!
 //! The worker's connections keep SQLite's `PASSIVE` checkpoint at commit every 1000 pages (a
@@ -113,13 +113,14 @@ impl SqliteStore {
     /// still reading the WAL: readers that start once every frame is copied read the database
     /// file, so the ones left end within milliseconds. Both waits go through the connection's
     /// busy handler, and SQLite's own sleeps 1, 2, 5, 10, … up to 100 ms: in a large soak it
-    /// lost the write lock to writers trying every few milliseconds (`Backend::begin`) nearly
-    /// every time, and without a busy handler it gave up at the readers with every frame
-    /// copied (200 tries in 2 s); either way the WAL reached 285–355 MB. So this connection's
-    /// handler tries every millisecond, [`TRUNCATE_TRIES`] times: it wins the lock as often
-    /// as a writer, and holds it while readers finish, 100 ms at most. Another process's
-    /// checkpoint (SQLite answers -1 frames, at once) is waited out a few milliseconds at a
-    /// time.
+    /// lost the write lock to writers trying every few milliseconds nearly every time, and
+    /// without a busy handler it gave up at the readers with every frame copied (200 tries in
+    /// 2 s); either way the WAL reached 285–355 MB. So it first takes a writer's turn
+    /// (`store/turn.rs`): purgeq's writers wait behind it instead of racing it. Then this
+    /// connection's handler tries every millisecond, [`TRUNCATE_TRIES`] times, for a lock held
+    /// by a writer without a turn and for the readers to finish, 100 ms at most. Another
+    /// process's checkpoint (SQLite answers -1 frames, at once) is waited out a few
+    /// milliseconds at a time.
     async fn truncate(&self) -> Result<bool, StoreError> {
         let _turn = self.take_turn().await?;
         let mut conn = self
