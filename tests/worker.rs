@@ -428,14 +428,50 @@ async fn shutdown_while_waiting_to_send_returns_claimed_jobs_untouched() {
     assert!(emu.stats().qiniu.issued.is_empty(), "nothing was sent");
 }
 
-/// A database locked from before a call's answer until past its lease: the worker gives up on
-/// the jobs (their leases expired; they are claimed and sent again) but still completes the
-/// call's audit row once the lock is gone, so only a killed worker leaves a call unrecorded.
+/// Holds SQLite's write lock on `db` for `duration` through a connection of its own.
+async fn hold_write_lock(db: &std::path::Path, duration: Duration) {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let mut holder = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .busy_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("a second connection");
+    sqlx::raw_sql("BEGIN IMMEDIATE; UPDATE lanes SET strikes = strikes;")
+        .execute(&mut holder)
+        .await
+        .expect("take the write lock");
+    tokio::time::sleep(duration).await;
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release the lock");
+    holder.close().await.expect("close");
+}
+
+/// A worker config with `lease`, `busy` and a 1 s request timeout, and `fast_config`'s polls
+/// and backoffs; no confirmation.
+fn config_with_lease(lease: Duration, busy: Duration) -> purgeq::worker::WorkerConfig {
+    use purgeq::worker::{Timeouts, WorkerConfig, worker_id};
+    let timeouts = Timeouts {
+        request: Duration::from_secs(1),
+        busy,
+    };
+    let mut config = WorkerConfig::new(worker_id(), lease, timeouts).expect("a valid lease");
+    let fast = fast_config();
+    config.poll_interval = fast.poll_interval;
+    config.policies = fast.policies;
+    config.confirm.enabled = false;
+    config
+}
+
+/// A database locked from before a call's answer until past its lease: the worker keeps
+/// trying to record the call, and completes its audit row once the lock is gone (with the
+/// jobs' outcome, unless the reaper requeued them first), so only a killed worker leaves a
+/// call unrecorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_locked_out_past_its_lease_still_completes_the_calls_audit_row() {
     use purgeq::store::{Durability, Location, OpenOptions};
-    use purgeq::worker::{Timeouts, WorkerConfig, worker_id};
-    use sqlx::{ConnectOptions as _, Connection as _};
 
     if common::skip_on_postgres("SQLite's write lock, held by a second connection") {
         return;
@@ -458,21 +494,11 @@ async fn a_record_locked_out_past_its_lease_still_completes_the_calls_audit_row(
     .unwrap();
     enqueue(&store, Action::RefreshUrl, &urls("cdn.example.com", 3)).await;
     let lease = Duration::from_secs(2);
-    let timeouts = Timeouts {
-        request: Duration::from_secs(1),
-        busy: options.busy_timeout,
-    };
-    let mut config = WorkerConfig::new(worker_id(), lease, timeouts).expect("a valid lease");
-    let fast = fast_config();
-    config.poll_interval = fast.poll_interval;
-    config.policies = fast.policies;
-    config.confirm.enabled = false;
-
     let shutdown = tokio_util::sync::CancellationToken::new();
     let worker = tokio::spawn(purgeq::worker::run(
         store.clone(),
         providers(&emu),
-        config,
+        config_with_lease(lease, options.busy_timeout),
         purgeq::worker::Handles::from_env(),
         shutdown.clone(),
     ));
@@ -480,25 +506,12 @@ async fn a_record_locked_out_past_its_lease_still_completes_the_calls_audit_row(
         emu.stats().faults.get("slow").copied() == Some(1)
     })
     .await;
-    // The answer comes a second later; the lock is held until the record has given up on the
-    // jobs (a lease after it began), then released.
-    let mut holder = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(scratch.db())
-        .busy_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .expect("a second connection");
-    sqlx::raw_sql("BEGIN IMMEDIATE; UPDATE lanes SET strikes = strikes;")
-        .execute(&mut holder)
-        .await
-        .expect("take the write lock");
-    tokio::time::sleep(Duration::from_secs(1) + lease + Duration::from_millis(500)).await;
-    sqlx::raw_sql("ROLLBACK")
-        .execute(&mut holder)
-        .await
-        .expect("release the lock");
-    holder.close().await.expect("close");
-
+    // The answer comes a second later; the lock is held until past the lease, then released.
+    hold_write_lock(
+        &scratch.db(),
+        Duration::from_secs(1) + lease + Duration::from_millis(500),
+    )
+    .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while count_state(&store, JobState::Succeeded).await < 3 {
         assert!(
@@ -511,11 +524,8 @@ async fn a_record_locked_out_past_its_lease_still_completes_the_calls_audit_row(
     worker.await.expect("worker task").expect("worker ok");
     let job = &all_jobs(&store).await[0];
     let calls = store.job_calls(job.id).await.expect("calls");
-    assert_eq!(
-        calls.len(),
-        2,
-        "sent, and sent again after the lease: {calls:?}"
-    );
+    // N.B. Sent again only when the reaper requeued the jobs before the record landed.
+    assert!((1..=2).contains(&calls.len()), "{calls:?}");
     let first = calls.iter().min_by_key(|c| c.id).expect("a call");
     assert!(first.finished_at.is_some(), "{first:?}");
     assert_eq!(first.outcome.as_deref(), Some("accepted"), "{first:?}");

@@ -261,40 +261,40 @@ impl Shared {
     }
 
     /// Records a settlement, retrying while the database is unreachable: a lost record means
-    /// the batch is sent again once its lease expires. Past the lease the jobs may belong to
-    /// another worker, so it gives up on them then. The call's audit row is this worker's
-    /// alone: it goes on trying to complete that, for another lease, so that only a killed
-    /// worker leaves a call unrecorded.
+    /// the batch is sent again once its lease expires. It keeps trying for two leases. Past
+    /// the first, the reaper may have requeued the jobs (and a worker claimed them again), but
+    /// the record changes only jobs still running under this worker's lease owner, and its
+    /// audit row and gate changes are this worker's facts: a record that lands after the
+    /// lease, before the reaper, spares a resend, and only a killed worker (or a database
+    /// unreachable for two leases) leaves a call unrecorded.
     async fn record(&self, record: &Record) -> Result<u64, StoreError> {
-        let lost = match self
-            .retrying("a call's outcome", || self.store.record(record))
+        let horizon = self.config.lease() * 2;
+        self.retrying_for("a call's outcome", horizon, || self.store.record(record))
             .await
-        {
-            Err(e) if record.call.is_some() => e,
-            done => return done,
-        };
-        let audit = Record {
-            jobs: Vec::new(),
-            gates: Vec::new(),
-            ..record.clone()
-        };
-        self.retrying("a call's audit row", || self.store.record(&audit))
-            .await?;
-        Err(lost)
     }
 
     /// Runs a store write, retrying with a growing delay while the database is unreachable
     /// (locked, restarting), for at most a lease: past it, the jobs may be another worker's.
-    pub(super) async fn retrying<T, F, Fut>(
+    pub(super) async fn retrying<T, F, Fut>(&self, what: &str, write: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        self.retrying_for(what, self.config.lease(), write).await
+    }
+
+    /// [`Self::retrying`] for at most `horizon`.
+    async fn retrying_for<T, F, Fut>(
         &self,
         what: &str,
+        horizon: Duration,
         mut write: F,
     ) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
-        let give_up = Instant::now() + self.config.lease();
+        let give_up = Instant::now() + horizon;
         let mut delay = Duration::from_millis(100);
         loop {
             match write().await {
