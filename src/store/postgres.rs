@@ -83,10 +83,6 @@ impl PgStore {
             url: shown.clone(),
             source,
         })?;
-        // A statement waits for another's lock (a row a worker holds) at most the busy
-        // timeout, as on SQLite, and then fails as busy and is retried: no wait without end.
-        let lock_timeout = format!("{}ms", options.busy_timeout.as_millis());
-        let connect = connect.options([("lock_timeout", lock_timeout.as_str())]);
         // A read-only open (status) of an existing queue can't write, whatever it runs; an
         // empty database is created as before.
         let connect = if options.read_only {
