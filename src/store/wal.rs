@@ -7,8 +7,9 @@
 //! `TRUNCATE` checkpoint on a connection of its own: it takes its turn as purgeq's writers do
 //! (`store/turn.rs`), then the write lock, copies every frame back, waits for the readers still
 //! reading the WAL (trying every millisecond, 100 ms at most), and truncates the file to zero
-//! bytes; when that fails, the worker looks again a quarter of a second later. Every connection also carries `journal_size_limit` =
-//! [`WAL_BOUND`], so a WAL that was reset is cut back to the bound.
+//! bytes; when that fails, the worker looks again a quarter of a second later. Every
+//! connection also carries `journal_size_limit` = [`WAL_BOUND`], so a WAL that was reset is
+//! cut back to the bound.
 //!
 //! The worker's connections keep SQLite's `PASSIVE` checkpoint at commit every 1000 pages (a
 //! `worker --once` runs no checkpoint task); a `TRUNCATE` that meets it waits it out.
