@@ -191,34 +191,40 @@ impl Backend for PgStore {
         ),
         prioritize: "UPDATE jobs SET priority = $3, updated_at = $2
                      WHERE id = ANY($1::bigint[]) AND state = 'queued'",
+        // N.B. The claims (and `take_confirming`) pick their rows as `id = ANY(ARRAY(...))`:
+        // the subquery is an InitPlan, run once. As `id IN (...)` a plan made while the table
+        // was nearly empty (a prepared statement's generic plan, kept until the next ANALYZE)
+        // ran the locking subquery again for every row of the table: with 6,000 jobs one take
+        // ran for 94 s, and the worker looked hung (the PostgreSQL soak, seed 1001).
         claim_every: concat!(
             claim_set!(),
             "
-                      WHERE id IN (SELECT id FROM jobs
-                                   WHERE state = 'queued' AND provider = $4 AND account = $5
-                                     AND action = $6 AND next_at <= $3
-                                   FOR UPDATE SKIP LOCKED)
+                      WHERE id = ANY(ARRAY(SELECT id FROM jobs
+                                           WHERE state = 'queued' AND provider = $4
+                                             AND account = $5 AND action = $6 AND next_at <= $3
+                                           FOR UPDATE SKIP LOCKED))
                       RETURNING id, action, target, attempts"
         ),
         claim_targets: concat!(
             claim_set!(),
             "
-                        WHERE id IN (SELECT id FROM jobs
-                                     WHERE state = 'queued' AND provider = $4 AND account = $5
-                                       AND action = $6 AND next_at <= $3
-                                       AND target = ANY($7::text[])
-                                     FOR UPDATE SKIP LOCKED)
+                        WHERE id = ANY(ARRAY(SELECT id FROM jobs
+                                             WHERE state = 'queued' AND provider = $4
+                                               AND account = $5 AND action = $6
+                                               AND next_at <= $3 AND target = ANY($7::text[])
+                                             FOR UPDATE SKIP LOCKED))
                         RETURNING id, action, target, attempts"
         ),
         claim_next: concat!(
             claim_set!(),
             "
-                     WHERE id IN (SELECT id FROM jobs
-                                  WHERE state = 'queued' AND provider = $4 AND account = $5
-                                    AND action = $6 AND next_at <= $3 AND target IN (",
+                     WHERE id = ANY(ARRAY(SELECT id FROM jobs
+                                          WHERE state = 'queued' AND provider = $4
+                                            AND account = $5 AND action = $6 AND next_at <= $3
+                                            AND target = ANY(ARRAY(",
             next_targets!("next_at"),
-            ")
-                                  FOR UPDATE SKIP LOCKED)
+            "))
+                                          FOR UPDATE SKIP LOCKED))
                      RETURNING id, action, target, attempts"
         ),
         release: "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,

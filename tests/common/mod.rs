@@ -32,7 +32,7 @@ pub fn skip_on_postgres(why: &str) -> bool {
     skip
 }
 
-fn psql(admin: &str, sql: &str) {
+pub fn psql(admin: &str, sql: &str) {
     let out = std::process::Command::new("psql")
         .args([admin, "-qtAc", sql])
         .output()

@@ -14,17 +14,19 @@ use crate::store::{PgStore, StoreError};
 impl ConfirmBackend for PgStore {
     const CONFIRM_SQL: ConfirmDialect = ConfirmDialect {
         // Whole requests, as on SQLite. SKIP LOCKED: two workers never take the same job; the
-        // outer conditions are checked again on the locked row.
+        // outer conditions are checked again on the locked row. `= ANY(ARRAY(...))`: each
+        // subquery runs once (see `claim_next` in store/postgres.rs).
         take_confirming: "UPDATE jobs SET confirm_at = $1
-             WHERE id IN (SELECT id FROM jobs
-                          WHERE state = 'confirming' AND provider = $2 AND account = $3
-                            AND confirm_at <= $4
-                            AND coalesce(confirm_request_id, '') IN (
-                                SELECT coalesce(confirm_request_id, '') FROM jobs
-                                WHERE state = 'confirming' AND provider = $2 AND account = $3
-                                  AND confirm_at <= $4
-                                GROUP BY 1 ORDER BY MIN(confirm_at) LIMIT $5)
-                          FOR UPDATE SKIP LOCKED)
+             WHERE id = ANY(ARRAY(
+                 SELECT id FROM jobs
+                 WHERE state = 'confirming' AND provider = $2 AND account = $3
+                   AND confirm_at <= $4
+                   AND coalesce(confirm_request_id, '') = ANY(ARRAY(
+                       SELECT coalesce(confirm_request_id, '') FROM jobs
+                       WHERE state = 'confirming' AND provider = $2 AND account = $3
+                         AND confirm_at <= $4
+                       GROUP BY 1 ORDER BY MIN(confirm_at) LIMIT $5))
+                 FOR UPDATE SKIP LOCKED))
                AND state = 'confirming' AND confirm_at <= $4
              RETURNING id, action, coalesce(served_by_dir, target) AS target, attempts,
                        created_at, accepted_at, confirm_request_id, confirm_at",
