@@ -101,6 +101,10 @@ fn primary_code(e: &sqlx::Error) -> Option<i32> {
 
 /// Maps SQLite's lock and permission failures to errors an operator can act on.
 pub(super) fn sql_err(e: sqlx::Error) -> StoreError {
+    if matches!(e, sqlx::Error::PoolTimedOut) {
+        // The writer pool's one connection stayed taken past the busy timeout.
+        return StoreError::Busy;
+    }
     match primary_code(&e) {
         Some(5 | 6) => StoreError::Busy,
         Some(8) => StoreError::ReadOnly,
@@ -152,7 +156,14 @@ impl SqliteStore {
         };
         // A single enqueue writes only: the read pool connects when first used.
         let pool = pools().connect_lazy_with(connect.clone());
-        let writer = connect_writer(pools(), &connect, options.busy_timeout)
+        // One writer connection: SQLite has one write lock, and a second connection would
+        // begin each transaction with a page cache the other's commit had invalidated (one
+        // worker drained 100,000 jobs in 10.7 s instead of 12.0 s, BENCHMARKS.md). Writers of
+        // this process wait for it in the pool's order, at most the busy timeout.
+        let writers = pools()
+            .max_connections(1)
+            .acquire_timeout(options.busy_timeout);
+        let writer = connect_writer(writers, &connect, options.busy_timeout)
             .await
             .map_err(|e| match sql_err(e) {
                 StoreError::Sql(source) => diagnose_open(path).unwrap_or(StoreError::Open {
