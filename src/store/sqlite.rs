@@ -39,8 +39,8 @@ use crate::model::{JobState, Lane, Provider};
 pub struct SqliteStore {
     /// Reads, migrations and checkpoints: SQLite's busy handler waits up to the busy timeout.
     pool: SqlitePool,
-    /// Write transactions only: no busy handler; [`Backend::begin`] tries for the write lock
-    /// itself (see there).
+    /// Write transactions only, on one connection (see `connect_writer`): no busy handler;
+    /// [`Backend::begin`] tries for the write lock itself (see there).
     writer: SqlitePool,
     /// How long `begin` keeps trying for the write lock.
     busy_timeout: Duration,
@@ -62,16 +62,41 @@ const LOCK_RETRY: Duration = Duration::from_millis(1);
 /// The longest wait between two tries for the write lock.
 const LOCK_RETRY_MAX: Duration = Duration::from_millis(8);
 
+/// The connection settings of a writable store at `path`.
+fn connect_options(path: &Path, options: &OpenOptions) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match options.durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        })
+        .busy_timeout(options.busy_timeout)
+        .pragma("journal_size_limit", super::wal::WAL_BOUND.to_string())
+        .pragma(
+            "wal_autocheckpoint",
+            super::wal::autocheckpoint(options.durability),
+        )
+        .foreign_keys(true)
+}
+
 /// The pool of write transactions: `connect` without a busy handler (see `SqliteStore::writer`).
 ///
 /// N.B. The busy handler is turned off last, after the connection's other pragmas ran with it.
 /// Turning a new database into WAL takes a lock no busy handler waits for: a process that meets
 /// another one doing it tries again, within the busy timeout.
 async fn connect_writer(
-    pools: SqlitePoolOptions,
     connect: &SqliteConnectOptions,
     busy_timeout: Duration,
 ) -> Result<SqlitePool, sqlx::Error> {
+    // One writer connection: SQLite has one write lock, and a second connection would begin
+    // each transaction with a page cache the other's commit had invalidated (one worker drained
+    // 100,000 jobs in 10.7 s instead of 12.0 s, BENCHMARKS.md). Writers of this process wait
+    // for it in the pool's order, at most the busy timeout.
+    let pools = super::pool_options(SqlitePoolOptions::new())
+        .max_connections(1)
+        .acquire_timeout(busy_timeout);
     let options = connect.clone().pragma("busy_timeout", "0");
     let deadline = std::time::Instant::now() + busy_timeout;
     loop {
@@ -135,35 +160,12 @@ impl SqliteStore {
             });
         }
         prepare_files(path)?;
-        let connect = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match options.durability {
-                Durability::Full => SqliteSynchronous::Full,
-                Durability::Normal => SqliteSynchronous::Normal,
-            })
-            .busy_timeout(options.busy_timeout)
-            .pragma("journal_size_limit", super::wal::WAL_BOUND.to_string())
-            .pragma(
-                "wal_autocheckpoint",
-                super::wal::autocheckpoint(options.durability),
-            )
-            .foreign_keys(true);
-        let pools = || {
-            super::pool_options(SqlitePoolOptions::new())
-                .max_connections(options.max_connections.max(1))
-        };
+        let connect = connect_options(path, options);
         // A single enqueue writes only: the read pool connects when first used.
-        let pool = pools().connect_lazy_with(connect.clone());
-        // One writer connection: SQLite has one write lock, and a second connection would
-        // begin each transaction with a page cache the other's commit had invalidated (one
-        // worker drained 100,000 jobs in 10.7 s instead of 12.0 s, BENCHMARKS.md). Writers of
-        // this process wait for it in the pool's order, at most the busy timeout.
-        let writers = pools()
-            .max_connections(1)
-            .acquire_timeout(options.busy_timeout);
-        let writer = connect_writer(writers, &connect, options.busy_timeout)
+        let pool = super::pool_options(SqlitePoolOptions::new())
+            .max_connections(options.max_connections.max(1))
+            .connect_lazy_with(connect.clone());
+        let writer = connect_writer(&connect, options.busy_timeout)
             .await
             .map_err(|e| match sql_err(e) {
                 StoreError::Sql(source) => diagnose_open(path).unwrap_or(StoreError::Open {
@@ -287,7 +289,7 @@ impl Backend for SqliteStore {
     type Db = Sqlite;
 
     const SQL: Dialect = Dialect {
-        // N.B. One MIN per provider, each answered from the `jobs_ready` index's first row.
+        // N.B. One MIN per provider, each answered from the `jobs_state` index's first row.
         oldest_queued: "SELECT MIN(m) FROM (SELECT (SELECT MIN(created_at) FROM jobs
                                                      WHERE state = 'queued' AND provider = p.value) AS m
                                             FROM json_each($1) p)",
