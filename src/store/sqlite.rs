@@ -126,10 +126,6 @@ fn primary_code(e: &sqlx::Error) -> Option<i32> {
 
 /// Maps SQLite's lock and permission failures to errors an operator can act on.
 pub(super) fn sql_err(e: sqlx::Error) -> StoreError {
-    if matches!(e, sqlx::Error::PoolTimedOut) {
-        // The writer pool's one connection stayed taken past the busy timeout.
-        return StoreError::Busy;
-    }
     match primary_code(&e) {
         Some(5 | 6) => StoreError::Busy,
         Some(8) => StoreError::ReadOnly,
@@ -400,8 +396,11 @@ impl Backend for SqliteStore {
                 .writer
                 .begin_with("BEGIN IMMEDIATE")
                 .await
-                .map_err(sql_err)
-            {
+                .map_err(|e| match e {
+                    // The one writer connection stayed taken past the busy timeout.
+                    sqlx::Error::PoolTimedOut => StoreError::Busy,
+                    e => sql_err(e),
+                }) {
                 Err(StoreError::Busy) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(LOCK_RETRY_MAX);

@@ -15,7 +15,7 @@ impl ConfirmBackend for PgStore {
     const CONFIRM_SQL: ConfirmDialect = ConfirmDialect {
         // Whole requests, as on SQLite. SKIP LOCKED: two workers never take the same job; the
         // outer conditions are checked again on the locked row. `= ANY(ARRAY(...))`: each
-        // subquery runs once (see `claim_next` in store/postgres.rs).
+        // subquery runs once (see the note above `claim_every` in store/postgres.rs).
         take_confirming: "UPDATE jobs SET confirm_at = $1
              WHERE id = ANY(ARRAY(
                  SELECT id FROM jobs
