@@ -499,6 +499,67 @@ fn case5_a_foreign_database_is_refused_and_left_unchanged() {
     assert_eq!(total_jobs(&s), 1);
 }
 
+// An existing database is inspected on the writer's own connection (one open per enqueue), but
+// a foreign database that another program left with a hot rollback journal is refused before any
+// connection could roll it back; and purgeq's own database, switched out of WAL by an operator,
+// is switched back.
+#[test]
+fn a_crashed_foreign_database_is_left_unrecovered_and_our_own_returns_to_wal() {
+    if common::skip_on_postgres("a SQLite file case") {
+        return;
+    }
+    let s = Scratch::new();
+    let app = s.path("app.db");
+    let conn = rusqlite::Connection::open(&app).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = DELETE; CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);
+         PRAGMA cache_size = 1; BEGIN;",
+    )
+    .unwrap();
+    for _ in 0..5_000 {
+        conn.execute("INSERT INTO users (name) VALUES (?1)", [&"x".repeat(100)])
+            .unwrap();
+    }
+    // Copied mid-transaction: the database with spilled pages and its hot journal, as a crash
+    // leaves them.
+    let crashed = s.path("crashed.db");
+    let journal = s.path("crashed.db-journal");
+    std::fs::copy(&app, &crashed).unwrap();
+    std::fs::copy(s.path("app.db-journal"), &journal).unwrap();
+    conn.execute_batch("ROLLBACK").unwrap();
+    drop(conn);
+    assert!(std::fs::metadata(&crashed).unwrap().len() > std::fs::metadata(&app).unwrap().len());
+    let (before, journal_before) = (sha1(&crashed), sha1(&journal));
+    for args in [
+        &["enqueue", "https://cdn.example.com/a.js"][..],
+        &["worker", "--once"],
+    ] {
+        let out = raw_db(&crashed, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains("hot rollback journal"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(sha1(&crashed), before, "the crashed database was changed");
+    assert_eq!(sha1(&journal), journal_before, "its journal was changed");
+
+    s.cmd(&["enqueue", "https://cdn.example.com/a.js"])
+        .assert()
+        .success();
+    let mode = |sql: &str| -> String {
+        let conn = rusqlite::Connection::open(s.db()).unwrap();
+        conn.query_row(sql, [], |row| row.get(0)).unwrap()
+    };
+    assert_eq!(mode("PRAGMA journal_mode = DELETE"), "delete");
+    s.cmd(&["enqueue", "https://cdn.example.com/b.js"])
+        .assert()
+        .success();
+    assert_eq!(mode("PRAGMA journal_mode"), "wal");
+    assert_eq!(total_jobs(&s), 2);
+}
+
 // 10. Special files are refused before SQLite creates anything beside them.
 #[test]
 fn case10_special_files_are_refused_before_anything_is_created() {

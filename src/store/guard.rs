@@ -37,6 +37,23 @@ fn is_not_a_database(e: &sqlx::Error) -> bool {
         .is_some_and(|code| code == "26")
 }
 
+/// SQLite's `SQLITE_READONLY_ROLLBACK` (776): a read-only connection met a hot rollback
+/// journal, which only a writer may roll back. purgeq's own databases are WAL and never have
+/// one; another program crashed while writing this file.
+fn is_hot_journal(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "776")
+}
+
+fn hot_journal(path: &Path) -> StoreError {
+    refused(
+        path,
+        "a hot rollback journal (-journal) lies beside it: another program crashed while writing \
+         it, and purgeq leaves its recovery to that program",
+    )
+}
+
 /// Refuses a path that exists and is not a regular file (`/dev/null`, a FIFO, a directory),
 /// before SQLite could create `-journal` or `-wal` files beside it.
 pub(super) fn refuse_special_file(path: &Path) -> Result<(), StoreError> {
@@ -52,6 +69,18 @@ pub(super) fn refuse_special_file(path: &Path) -> Result<(), StoreError> {
 /// The newest migration `migrator` embeds.
 pub(super) fn newest(migrator: &sqlx::migrate::Migrator) -> i64 {
     migrator.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Whether an existing database may be inspected on the writer's own connection (see
+/// [`inspect`]) instead of a read-only one first: it is a non-empty file with no rollback
+/// journal beside it. A read-write connection only reads while inspecting, except that it
+/// would roll back another application's hot journal; with a `-journal` file present the
+/// read-only check runs first.
+pub(super) fn inspectable_on_writer(path: &Path) -> bool {
+    let mut journal = path.as_os_str().to_owned();
+    journal.push("-journal");
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0)
+        && std::fs::symlink_metadata(Path::new(&journal)).is_err()
 }
 
 /// Refuses an existing non-empty file that is not a SQLite database, or a SQLite database
@@ -75,25 +104,29 @@ pub(super) async fn refuse_foreign_sqlite(path: &Path) -> Result<i64, StoreError
     let mut conn = match options.connect().await {
         Ok(conn) => conn,
         Err(e) if is_not_a_database(&e) => return Err(not_sqlite(path)),
+        Err(e) if is_hot_journal(&e) => return Err(hot_journal(path)),
         Err(_) => return Ok(0),
     };
+    let inspected = inspect(path, &mut conn).await;
+    let _ = conn.close().await;
+    inspected
+}
+
+/// Refuses what [`refuse_foreign_sqlite`] refuses, reading through `conn` (read-only, or the
+/// writer's before it has written anything or changed the journal mode). Returns the newest
+/// migration applied (0 when it could not be read: the migrator runs and says why).
+pub(super) async fn inspect(
+    path: &Path,
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<i64, StoreError> {
     let tables: Result<Vec<String>, _> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
     )
-    .fetch_all(&mut conn)
+    .fetch_all(&mut *conn)
     .await;
-    if matches!(&tables, Err(e) if is_not_a_database(e)) {
-        let _ = conn.close().await;
-        return Err(not_sqlite(path));
-    }
-    let ours = matches!(&tables, Ok(t) if t.iter().any(|t| t == MIGRATIONS_TABLE));
-    let applied = if ours {
-        applied_version(&mut conn).await
-    } else {
-        0
-    };
-    let _ = conn.close().await;
     match tables {
+        Err(e) if is_not_a_database(&e) => Err(not_sqlite(path)),
+        Err(e) if is_hot_journal(&e) => Err(hot_journal(path)),
         Ok(tables) if !tables.is_empty() && !tables.iter().any(|t| t == MIGRATIONS_TABLE) => {
             let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
             Err(refused(
@@ -104,8 +137,14 @@ pub(super) async fn refuse_foreign_sqlite(path: &Path) -> Result<i64, StoreError
                 ),
             ))
         }
-        _ => Ok(applied),
+        Ok(tables) if !tables.is_empty() => Ok(applied_version(conn).await),
+        _ => Ok(0),
     }
+}
+
+/// Whether `e` says the file is not a SQLite database: the writer's connect refuses it so.
+pub(super) fn not_a_database(path: &Path, e: &sqlx::Error) -> Option<StoreError> {
+    is_not_a_database(e).then(|| not_sqlite(path))
 }
 
 /// The newest migration applied successfully (0 when none could be read: the migrator runs).
