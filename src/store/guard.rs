@@ -3,7 +3,9 @@
 //! read-only open (for `status`) never migrates and never writes.
 //!
 //! Invariants: nothing here creates a file; a refused database is left byte for byte as it was
-//! (the foreign check opens it read-only, without a journal-mode change). A read-only open
+//! (the foreign check reads it without a journal-mode change: read-only, or on the writer's
+//! connection before it writes, never with a rollback journal beside the file, which a
+//! writer's read would roll back; a hot journal is refused as it lies). A read-only open
 //! succeeds for a user who may only read the database file: SQLite opens a WAL database
 //! read-only when its `-shm` and `-wal` exist (a worker running) or can be created; when
 //! neither exists and they can't be created (no write access to the directory) and no
