@@ -96,8 +96,22 @@ fn writer_options(base: &SqliteConnectOptions, durability: Durability) -> Sqlite
 /// Refuses a foreign database through the writer's connection (`guard::inspect`), before it
 /// has written anything, then turns purgeq's database into WAL (already so unless an operator
 /// changed it: then one statement). Returns the newest migration applied.
-async fn inspect_on(writer: &SqlitePool, path: &Path) -> Result<i64, StoreError> {
+///
+/// N.B. These reads wait out another process's lock up to the busy timeout, as the read-only
+/// check did: the writer has no busy handler, and a read can meet one (a WAL reset, a
+/// recovery). A failed read would send the open down the migrator's path.
+async fn inspect_on(
+    writer: &SqlitePool,
+    path: &Path,
+    busy_timeout: Duration,
+) -> Result<i64, StoreError> {
     let mut conn = writer.acquire().await.map_err(sql_err)?;
+    // N.B. A number formatted in: PRAGMA takes no bound parameters.
+    let set_busy = |ms: u128| sqlx::AssertSqlSafe(format!("PRAGMA busy_timeout = {ms}"));
+    sqlx::query(set_busy(busy_timeout.as_millis()))
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_err)?;
     let inspected = guard::inspect(path, &mut conn).await;
     if inspected.is_err() {
         drop(conn);
@@ -105,6 +119,10 @@ async fn inspect_on(writer: &SqlitePool, path: &Path) -> Result<i64, StoreError>
         return inspected;
     }
     sqlx::query("PRAGMA journal_mode = WAL")
+        .execute(&mut *conn)
+        .await
+        .map_err(sql_err)?;
+    sqlx::query(set_busy(0))
         .execute(&mut *conn)
         .await
         .map_err(sql_err)?;
@@ -218,7 +236,7 @@ impl SqliteStore {
             })?;
         let applied = match checked {
             Some(applied) => applied,
-            None => inspect_on(&writer, path).await?,
+            None => inspect_on(&writer, path, options.busy_timeout).await?,
         };
         let store = SqliteStore {
             pool,
