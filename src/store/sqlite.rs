@@ -1,8 +1,11 @@
 //! The embedded SQLite backend.
 //!
-//! Connection settings live in one place ([`SqliteStore::open`]): WAL, a busy timeout and foreign keys,
-//! with `synchronous=FULL` for producers (an accepted job survives a power cut) and `NORMAL` for
-//! the worker (it can redo a lost record; its leases expire). Every write transaction starts with
+//! Connection settings live in one place (`connect_options`, `writer_options`, used by
+//! [`SqliteStore::open`]): WAL, a busy timeout and foreign keys, with `synchronous=FULL` for
+//! producers (an accepted job survives a power cut) and `NORMAL` for the worker (it can redo a
+//! lost record; its leases expire), whose writer keeps statement journals in memory. An
+//! existing database is inspected (`guard::inspect`) on the writer's own connection before the
+//! journal mode is set, so an enqueue opens it once. Every write transaction starts with
 //! `BEGIN IMMEDIATE`: a deferred transaction that reads and then writes fails at once with
 //! `SQLITE_BUSY_SNAPSHOT` under WAL, busy timeout or not. Statements carry many rows at once
 //! through `json_each` over one bound JSON array, because each sqlx-sqlite statement is a round
