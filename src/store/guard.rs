@@ -51,8 +51,9 @@ fn is_hot_journal(e: &sqlx::Error) -> bool {
 fn hot_journal(path: &Path) -> StoreError {
     refused(
         path,
-        "a hot rollback journal (-journal) lies beside it: another program crashed while writing \
-         it, and purgeq leaves its recovery to that program",
+        "a hot rollback journal (-journal) lies beside it: a program crashed while writing it, \
+         and purgeq does not roll that journal back; open the database once with that program \
+         (or sqlite3) to recover it",
     )
 }
 
