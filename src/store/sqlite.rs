@@ -528,32 +528,10 @@ impl Backend for SqliteStore {
 
     async fn update_jobs(&self, tx: &mut Tx<Self>, rec: &Record) -> Result<u64, StoreError> {
         let rows: Vec<_> = rec.jobs.iter().map(update_row).collect();
-        // N.B. Each row is a JSON array in `UpdateRow` order. The MATERIALIZED CTE makes
-        // the planner loop over the updates and find each job by rowid; otherwise it loops
-        // over every running job and re-parses the JSON for each.
-        let query = sqlx::query(concat!(
-            "WITH u AS MATERIALIZED (
-                 SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS attempts,
-                        value ->> 3 AS next_at, value ->> 4 AS request_id,
-                        value ->> 5 AS provider_code, value ->> 6 AS last_error,
-                        value ->> 7 AS served_by_dir, value ->> 8 AS confirm_at
-                 FROM json_each($1))
-             UPDATE jobs SET ",
-            update_set!(),
-            "
-                 updated_at = $2,
-                 accepted_at = CASE WHEN u.state IN ",
-            super::accepted_states!(),
-            " THEN $2 ELSE jobs.accepted_at END,
-                 finished_at = CASE WHEN u.state IN ",
-            super::final_states!(),
-            " THEN $2 END
-             FROM u
-             WHERE jobs.id = u.id AND jobs.state = 'running' AND jobs.lease_owner = $3"
-        ))
-        .bind(encode(&rows)?)
-        .bind(rec.now)
-        .bind(&rec.owner);
+        let query = sqlx::query(UPDATE_JOBS)
+            .bind(encode(&rows)?)
+            .bind(rec.now)
+            .bind(&rec.owner);
         let done = query.execute(&mut **tx).await.map_err(sql_err)?;
         Ok(done.rows_affected())
     }
@@ -635,3 +613,31 @@ fn diagnose_open(path: &Path) -> Option<StoreError> {
         _ => None,
     }
 }
+
+/// A record's update of its jobs: `$1` the rows (JSON arrays in `UpdateRow` order), `$2` now,
+/// `$3` the lease owner.
+///
+/// N.B. The MATERIALIZED CTE and the `+` make the planner loop over the updates and find each
+/// job by rowid, whatever the statistics say: otherwise it may walk every running job
+/// (`jobs_state`) and scan the updates, or re-parse the JSON, for each (see
+/// `UPDATE_CONFIRMING`, where it did).
+const UPDATE_JOBS: &str = concat!(
+    "WITH u AS MATERIALIZED (
+         SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS attempts,
+                value ->> 3 AS next_at, value ->> 4 AS request_id,
+                value ->> 5 AS provider_code, value ->> 6 AS last_error,
+                value ->> 7 AS served_by_dir, value ->> 8 AS confirm_at
+         FROM json_each($1))
+     UPDATE jobs SET ",
+    update_set!(),
+    "
+         updated_at = $2,
+         accepted_at = CASE WHEN u.state IN ",
+    super::accepted_states!(),
+    " THEN $2 ELSE jobs.accepted_at END,
+         finished_at = CASE WHEN u.state IN ",
+    super::final_states!(),
+    " THEN $2 END
+     FROM u
+     WHERE jobs.id = u.id AND +jobs.state = 'running' AND +jobs.lease_owner = $3"
+);
