@@ -15,6 +15,8 @@ mod confirm;
 mod dashboard;
 mod guard;
 mod lanes;
+#[cfg(test)]
+mod plans;
 mod postgres;
 mod rows;
 mod sqlite;

@@ -621,7 +621,7 @@ fn diagnose_open(path: &Path) -> Option<StoreError> {
 /// job by rowid, whatever the statistics say: otherwise it may walk every running job
 /// (`jobs_state`) and scan the updates, or re-parse the JSON, for each (see
 /// `UPDATE_CONFIRMING`, where it did).
-const UPDATE_JOBS: &str = concat!(
+pub(super) const UPDATE_JOBS: &str = concat!(
     "WITH u AS MATERIALIZED (
          SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS attempts,
                 value ->> 3 AS next_at, value ->> 4 AS request_id,

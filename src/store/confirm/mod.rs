@@ -11,7 +11,7 @@
 //! - [`Store::wait_counts`] only reads.
 
 mod postgres;
-mod sqlite;
+pub(super) mod sqlite;
 
 use serde::Serialize;
 

@@ -54,7 +54,7 @@ impl ConfirmBackend for SqliteStore {
 /// over the updates and finds each job by rowid. Left to its statistics it once chose to
 /// walk every confirming job (`jobs_state`) and scan the updates for each: a round over
 /// 19,000 confirming jobs held the write lock for 1 to 2.5 s, and every other writer waited.
-const UPDATE_CONFIRMING: &str = concat!(
+pub(in crate::store) const UPDATE_CONFIRMING: &str = concat!(
     "WITH u AS MATERIALIZED (
          SELECT value ->> 0 AS id, value ->> 1 AS fence, value ->> 2 AS state,
                 value ->> 3 AS attempts, value ->> 4 AS next_at,
