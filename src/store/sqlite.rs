@@ -14,10 +14,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::Sqlite;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions as _, Sqlite};
 
 use super::backend::{
     Backend, Claimed, Dialect, Done, Held, Ids, LaneClaim, Pause, Query, Quota, Span, Targets, Tx,
@@ -62,6 +62,9 @@ pub struct SqliteStore {
 /// matter against a writer without a turn.
 const LOCK_RETRY: Duration = Duration::from_millis(1);
 
+/// sqlx's threshold for a slow statement (its default).
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
+
 /// The longest wait between two tries for the write lock.
 const LOCK_RETRY_MAX: Duration = Duration::from_millis(8);
 
@@ -88,11 +91,16 @@ fn connect_options(path: &Path, options: &OpenOptions) -> SqliteConnectOptions {
 /// multi-row write's undo log, a temp file past 64 KiB) in memory: its transactions are
 /// bounded (a claim, a record). With files, a drain of 100,000 jobs created and unlinked 1,312
 /// of them; without, it took a median 5.6 s against 5.9 s (BENCHMARKS.md). A producer's bulk
-/// enqueue can be large, so it keeps SQLite's default.
+/// enqueue can be large, so it keeps SQLite's default; its statements can take seconds by
+/// design (100,000 URLs from stdin: about one), so they are logged as slow at debug level, not
+/// as a warning with the SQL on the producer's terminal. A worker's slow statement stays a
+/// warning: every other writer waited for it.
 fn writer_options(base: &SqliteConnectOptions, durability: Durability) -> SqliteConnectOptions {
     match durability {
         Durability::Normal => base.clone().pragma("temp_store", "MEMORY"),
-        Durability::Full => base.clone(),
+        Durability::Full => base
+            .clone()
+            .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT),
     }
 }
 
