@@ -583,6 +583,22 @@ async fn previous_release_db(s: &Scratch, targets: &[String]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_previous_release_database_keeps_its_counts_when_migrated() {
+    let s = Scratch::new();
+    previous_release_db(&s, &urls("cdn.example.com", 90)).await;
+    // The first enqueue migrates the schema (job counts now per account, rebuilt from the jobs).
+    s.cmd(&["enqueue", "https://cdn.example.com/one-more"])
+        .env("XDG_CONFIG_HOME", s.path("no-config"))
+        .assert()
+        .success();
+    let status = s.status(&[]);
+    assert_eq!(count(&status, "qiniu", "queued"), 91, "{status}");
+    assert_eq!(status["accounts"][0]["account"], "default", "{status}");
+    assert_eq!(status["accounts"][0]["queued"], 91, "{status}");
+    assert_eq!(status["accounts"][0]["running"], 0, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_previous_release_database_drains_without_a_config_file() {
     let s = Scratch::new();
     let emu = emulator(emulator_config()).await;
@@ -607,6 +623,11 @@ async fn a_previous_release_database_drains_without_a_config_file() {
     assert!(out.status.success(), "{}", stderr(&out));
     let status = s.status(&[]);
     assert_eq!(count(&status, "qiniu", "succeeded"), 90, "{}", stderr(&out));
+    assert_eq!(
+        status["accounts"],
+        serde_json::json!([]),
+        "nothing pending: {status}"
+    );
     assert_eq!(emu.stats().qiniu.issued.len(), 2);
     for job in s.jobs(&[]) {
         assert_eq!(job["account"], "default");

@@ -70,8 +70,18 @@ const LOCK_RETRY_MAX: Duration = Duration::from_millis(8);
 
 /// The connection settings of a writable store at `path`, but for the journal mode: `open`
 /// sets WAL once the database is known to be purgeq's.
+///
+/// A producer's statements can take seconds by design (100,000 URLs from stdin: about one; a
+/// migration of a million jobs: about as long), so they are logged as slow at debug level, not
+/// as a warning with their SQL on the producer's terminal. A worker's slow statement stays a
+/// warning: every other writer waited for it.
 fn connect_options(path: &Path, options: &OpenOptions) -> SqliteConnectOptions {
+    let slow = match options.durability {
+        Durability::Full => log::LevelFilter::Debug,
+        Durability::Normal => log::LevelFilter::Warn,
+    };
     SqliteConnectOptions::new()
+        .log_slow_statements(slow, SLOW_STATEMENT)
         .filename(path)
         .create_if_missing(true)
         .synchronous(match options.durability {
@@ -91,16 +101,11 @@ fn connect_options(path: &Path, options: &OpenOptions) -> SqliteConnectOptions {
 /// multi-row write's undo log, a temp file past 64 KiB) in memory: its transactions are
 /// bounded (a claim, a record). With files, a drain of 100,000 jobs created and unlinked 1,312
 /// of them; without, it took a median 5.6 s against 5.9 s (BENCHMARKS.md). A producer's bulk
-/// enqueue can be large, so it keeps SQLite's default; its statements can take seconds by
-/// design (100,000 URLs from stdin: about one), so they are logged as slow at debug level, not
-/// as a warning with the SQL on the producer's terminal. A worker's slow statement stays a
-/// warning: every other writer waited for it.
+/// enqueue can be large, so it keeps SQLite's default.
 fn writer_options(base: &SqliteConnectOptions, durability: Durability) -> SqliteConnectOptions {
     match durability {
         Durability::Normal => base.clone().pragma("temp_store", "MEMORY"),
-        Durability::Full => base
-            .clone()
-            .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT),
+        Durability::Full => base.clone(),
     }
 }
 
