@@ -304,3 +304,33 @@ async fn fifty_123pan_jobs_enqueued_over_two_seconds_cost_one_refresh() {
     worker.await.unwrap();
     assert_eq!(emu.stats().pan123.refresh_calls, 1);
 }
+
+/// The worker sleeps until its lane's next due job: the earliest over every priority (one
+/// index seek per priority), not the urgent one's.
+#[tokio::test]
+async fn a_lanes_next_due_time_is_the_earliest_over_every_priority() {
+    let scratch = common::Scratch::new();
+    let store = scratch.store().await;
+    let lane = purgeq::model::Lane::new(Provider::Qiniu, Action::RefreshUrl);
+    assert_eq!(store.next_due(&lane).await.unwrap(), None, "nothing queued");
+    let now = purgeq::clock::now_ms();
+    for (priority, later) in [
+        (Priority::Urgent, 30_000),
+        (Priority::Low, 10_000),
+        (Priority::Normal, 20_000),
+    ] {
+        let jobs = NewJobs {
+            provider: Provider::Qiniu,
+            account: DEFAULT_ACCOUNT.to_owned(),
+            action: Action::RefreshUrl,
+            tag: None,
+            not_before: now + later,
+            priority,
+            targets: vec![Some(format!("https://cdn.example.com/in-{later}"))],
+        };
+        store.enqueue(&jobs, now).await.unwrap();
+    }
+    assert_eq!(store.next_due(&lane).await.unwrap(), Some(now + 10_000));
+    let other = purgeq::model::Lane::new(Provider::Qiniu, Action::RefreshDir);
+    assert_eq!(store.next_due(&other).await.unwrap(), None, "another lane");
+}

@@ -417,8 +417,9 @@ impl Backend for SqliteStore {
                         AND next_at <= $3
                       RETURNING id, action, target, attempts"
         ),
-        // N.B. `+next_at` keeps the planner off `jobs_ready` (a scan of the whole ready queue);
-        // the chosen targets are looked up in `jobs_queued_target` instead.
+        // N.B. `+next_at` keeps the planner off any range on `next_at` (it once chose the
+        // since-dropped `jobs_ready`: a scan of the whole ready queue); the chosen targets are
+        // looked up in `jobs_queued_target` instead.
         claim_targets: concat!(
             claim_set!(),
             "
@@ -428,8 +429,8 @@ impl Backend for SqliteStore {
         ),
         // N.B. `+next_at` outside as in `claim_targets`: the chosen targets are looked up by
         // target. Inside, it keeps the page on `jobs_ready_priority` (read in claim order, stops
-        // at the limit); without statistics the planner would take `jobs_ready`'s range on
-        // `next_at` and sort every ready job of the lane.
+        // at the limit); without statistics the planner took a range on `next_at` (of the
+        // since-dropped `jobs_ready`) and sorted every ready job of the lane.
         claim_next: concat!(
             claim_set!(),
             "

@@ -343,8 +343,13 @@ macro_rules! shared_statements {
         }
 
         async fn next_due(&self, lane: &Lane) -> Result<Option<i64>, StoreError> {
-            let sql = "SELECT MIN(next_at) AS due FROM jobs
-                       WHERE state = 'queued' AND provider = $1 AND account = $2 AND action = $3";
+            // N.B. One seek per priority into `jobs_ready_priority` (ordered by priority, then
+            // `next_at`): a MIN over every priority at once would read the lane's whole queue.
+            let sql = "SELECT MIN(due) AS due FROM (
+                           SELECT (SELECT MIN(next_at) FROM jobs
+                                   WHERE state = 'queued' AND provider = $1 AND account = $2
+                                     AND action = $3 AND priority = p.column1) AS due
+                           FROM (VALUES (0), (1), (2), (3)) AS p) dues";
             let row = Self::lane_query(sql, lane).fetch_one(&self.pool).await;
             rows::Columns::opt_int(&row.map_err(sql_err)?, "due")
         }
