@@ -4,8 +4,8 @@
 //! (`statements.rs`).
 //!
 //! Invariant: read-only, and each read stays within one lane's queued jobs through the
-//! `jobs_queued_target` and `jobs_ready_priority` indexes (the forecast reads the queued jobs of each lane
-//! with a quota reading once, and no other lane's).
+//! `jobs_queued_target` and `jobs_ready_priority` indexes (the forecast reads the queued jobs
+//! of each lane with a quota reading once, and no other lane's).
 
 use super::backend::Backend;
 use super::{Gate, LaneTargets, Store, StoreError, dispatch};

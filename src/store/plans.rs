@@ -6,7 +6,7 @@
 //! that walked every confirming job"). These tests load the `sqlite_stat1` rows of that run's
 //! database into a fresh one and read the plans SQLite chooses.
 
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::Row;
 
 use super::confirm::sqlite::UPDATE_CONFIRMING;
 use super::sqlite::UPDATE_JOBS;
@@ -33,36 +33,29 @@ async fn plan_under_stale_stats(sql: &str) -> Vec<String> {
     let store = SqliteStore::open(&path, &OpenOptions::new(Durability::Normal))
         .await
         .expect("open and migrate");
-    drop(store);
-    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+    // One connection throughout: the reloaded statistics are that connection's.
+    let mut conn = store.pool().acquire().await.expect("a connection");
+    sqlx::raw_sql("ANALYZE; DELETE FROM sqlite_stat1")
+        .execute(&mut *conn)
         .await
-        .expect("connect");
-    sqlx::query("ANALYZE")
-        .execute(&mut conn)
-        .await
-        .expect("create sqlite_stat1");
-    sqlx::query("DELETE FROM sqlite_stat1")
-        .execute(&mut conn)
-        .await
-        .expect("clear");
+        .expect("an empty sqlite_stat1");
     for (index, stat) in STALE_STATS {
         sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('jobs', $1, $2)")
             .bind(index)
             .bind(stat)
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .await
             .expect("insert a statistic");
     }
-    // Reloads the statistics into the connection's schema.
-    sqlx::query("ANALYZE sqlite_schema")
-        .execute(&mut conn)
+    sqlx::raw_sql("ANALYZE sqlite_schema")
+        .execute(&mut *conn)
         .await
-        .expect("reload");
+        .expect("reload the statistics");
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
         .bind("[]")
         .bind(0_i64)
         .bind("worker")
-        .fetch_all(&mut conn)
+        .fetch_all(&mut *conn)
         .await
         .expect("explain");
     rows.iter()

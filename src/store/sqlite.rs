@@ -62,11 +62,11 @@ pub struct SqliteStore {
 /// matter against a writer without a turn.
 const LOCK_RETRY: Duration = Duration::from_millis(1);
 
-/// sqlx's threshold for a slow statement (its default).
-const SLOW_STATEMENT: Duration = Duration::from_secs(1);
-
 /// The longest wait between two tries for the write lock.
 const LOCK_RETRY_MAX: Duration = Duration::from_millis(8);
+
+/// sqlx's threshold for a slow statement (its default).
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
 /// The connection settings of a writable store at `path`, but for the journal mode: `open`
 /// sets WAL once the database is known to be purgeq's.
