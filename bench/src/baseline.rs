@@ -77,20 +77,30 @@ pub fn insert(conn: &mut Connection, targets: &[String], now: i64) -> anyhow::Re
     Ok(start.elapsed())
 }
 
-/// Sets jobs `1..=count` to succeeded with one prepared statement in one transaction, and
-/// returns the time from `BEGIN` to the end of `COMMIT`.
-pub fn succeed(conn: &mut Connection, count: usize, now: i64) -> anyhow::Result<Duration> {
+/// Sets jobs `1..=count` to succeeded with one prepared statement, committing every `per_tx`
+/// rows, and returns the time from the first `BEGIN` to the end of the last `COMMIT`.
+pub fn succeed(
+    conn: &mut Connection,
+    count: usize,
+    per_tx: usize,
+    now: i64,
+) -> anyhow::Result<Duration> {
     let last = i64::try_from(count).context("too many rows")?;
+    let per_tx = i64::try_from(per_tx.max(1)).context("too many rows per transaction")?;
     let start = Instant::now();
-    let tx = conn.transaction().context("beginning the update")?;
-    {
-        let mut stmt = tx.prepare(SUCCEED).context("preparing the update")?;
-        for id in 1..=last {
-            let request_id = format!("req-{id:08x}");
-            stmt.execute(params![id, request_id, now])
-                .context("updating a job")?;
+    let mut first = 1;
+    while first <= last {
+        let tx = conn.transaction().context("beginning the update")?;
+        {
+            let mut stmt = tx.prepare_cached(SUCCEED).context("preparing the update")?;
+            for id in first..=last.min(first + per_tx - 1) {
+                let request_id = format!("req-{id:08x}");
+                stmt.execute(params![id, request_id, now])
+                    .context("updating a job")?;
+            }
         }
+        tx.commit().context("committing the update")?;
+        first += per_tx;
     }
-    tx.commit().context("committing the update")?;
     Ok(start.elapsed())
 }

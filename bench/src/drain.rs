@@ -77,7 +77,7 @@ pub fn run(
         rt.block_on(emu.shutdown());
     }
     let base = match backend {
-        Backend::Sqlite => drain_baseline(sizes.drain_jobs)?,
+        Backend::Sqlite => drain_baseline(sizes.drain_jobs, sizes.drain_jobs)?,
         Backend::Postgres(_) => {
             let scratch = backend.scratch()?;
             scratch.create_schema()?;
@@ -93,6 +93,9 @@ pub fn run(
         }
     };
     push_rows(report, backend, sizes, &runs, base);
+    if let (Backend::Sqlite, Some((_, one))) = (backend, runs.first()) {
+        push_floor(report, sizes, one, base)?;
+    }
     Ok(())
 }
 
@@ -240,14 +243,51 @@ async fn check_all_succeeded(location: &Location, expected: usize) -> anyhow::Re
     Ok(())
 }
 
-/// The same number of rows set to succeeded by rusqlite in one transaction.
-fn drain_baseline(jobs: usize) -> anyhow::Result<Duration> {
+/// The same number of rows set to succeeded by rusqlite, `per_tx` rows to a transaction.
+fn drain_baseline(jobs: usize, per_tx: usize) -> anyhow::Result<Duration> {
     let dir = tempfile::tempdir().context("creating a scratch directory")?;
     let mut conn = baseline::create(&dir.path().join("base.db"), Sync::Normal)?;
     let now = purgeq::clock::now_ms();
     let urls = util::urls(jobs);
     baseline::insert(&mut conn, &urls, now)?;
-    baseline::succeed(&mut conn, jobs, now)
+    baseline::succeed(&mut conn, jobs, per_tx, now)
+}
+
+/// The SQLite floor of a queue that makes each request's outcome durable: the baseline's
+/// per-row UPDATEs committed once per request's jobs (a full request of targets and their
+/// duplicates), beside the one-transaction baseline and the one-worker drain. No target: it
+/// shows how much of the gap to the one-transaction baseline is the commits themselves.
+fn push_floor(
+    report: &mut Report,
+    sizes: &Sizes,
+    drained: &Drained,
+    one_tx: Duration,
+) -> anyhow::Result<()> {
+    let per_request = (MAX_REFRESH_URLS * sizes.drain_jobs).div_ceil(sizes.drain_distinct.max(1));
+    let floor = drain_baseline(sizes.drain_jobs, per_request)?;
+    report.push(Row {
+        backend: "SQLite",
+        figure: format!(
+            "drain floor: the baseline's UPDATEs, one commit per request's {per_request} jobs"
+        ),
+        purgeq: format!(
+            "1 worker: {} jobs/s ({:.1}x the floor's time)",
+            thousands(per_sec(sizes.drain_jobs, drained.took)),
+            drained.took.as_secs_f64() / floor.as_secs_f64()
+        ),
+        baseline: format!(
+            "{} rows/s ({}) one commit per {per_request} rows",
+            thousands(per_sec(sizes.drain_jobs, floor)),
+            ms(floor)
+        ),
+        comparison: format!(
+            "the floor is {:.2}x the one-transaction baseline's rate",
+            one_tx.as_secs_f64() / floor.as_secs_f64()
+        ),
+        target: String::new(),
+        met: None,
+    });
+    Ok(())
 }
 
 /// The drain's rows: throughput per worker count, requests, quota units and memory.
