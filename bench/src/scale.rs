@@ -207,7 +207,8 @@ impl Plain {
         Ok(())
     }
 
-    /// The minimal read a claim needs: the next ready jobs of each lane, in due order.
+    /// The minimal read a claim needs: the next ready jobs of each lane, in claim order (priority,
+    /// then due time: the order `jobs_ready_priority` keeps).
     fn select_ready(&mut self, rt: &Runtime, now: i64) -> anyhow::Result<usize> {
         let mut n = 0;
         for (action, limit) in lanes(URL_LIMIT) {
@@ -217,7 +218,7 @@ impl Plain {
                         "SELECT id, target FROM jobs
                          WHERE state = 'queued' AND provider = 'qiniu' AND account = 'default'
                            AND action = ?1 AND next_at <= ?2
-                         ORDER BY next_at, id LIMIT ?3",
+                         ORDER BY priority, next_at, id LIMIT ?3",
                     )?;
                     let rows = stmt.query_map(params![action, now, limit], |row| {
                         Ok((row.get::<_, i64>(0)?, row.get::<_, Option<String>>(1)?))
@@ -230,7 +231,7 @@ impl Plain {
                             "SELECT id, target FROM jobs
                              WHERE state = 'queued' AND provider = 'qiniu' AND account = 'default'
                                AND action = $1 AND next_at <= $2
-                             ORDER BY next_at, id LIMIT $3",
+                             ORDER BY priority, next_at, id LIMIT $3",
                         )
                         .bind(action)
                         .bind(now)
@@ -264,7 +265,7 @@ impl Plain {
                          WHERE id IN (SELECT id FROM jobs
                                       WHERE state = 'queued' AND provider = 'qiniu'
                                         AND account = 'default' AND action = ?4 AND next_at <= ?3
-                                      ORDER BY next_at, id LIMIT ?5)
+                                      ORDER BY priority, next_at, id LIMIT ?5)
                          RETURNING id, target",
                     )?;
                     let rows = stmt
@@ -286,7 +287,7 @@ impl Plain {
                          WHERE id IN (SELECT id FROM jobs
                                       WHERE state = 'queued' AND provider = 'qiniu'
                                         AND account = 'default' AND action = $4 AND next_at <= $3
-                                      ORDER BY next_at, id LIMIT $5
+                                      ORDER BY priority, next_at, id LIMIT $5
                                       FOR UPDATE SKIP LOCKED)
                          RETURNING id, target",
                     )
