@@ -94,7 +94,7 @@ pub fn run(
     };
     push_rows(report, backend, sizes, &runs, base);
     if let (Backend::Sqlite, Some((_, one))) = (backend, runs.first()) {
-        push_floor(report, sizes, one, base)?;
+        push_floor(report, backend, sizes, one, base)?;
     }
     Ok(())
 }
@@ -259,6 +259,7 @@ fn drain_baseline(jobs: usize, per_tx: usize) -> anyhow::Result<Duration> {
 /// shows how much of the gap to the one-transaction baseline is the commits themselves.
 fn push_floor(
     report: &mut Report,
+    backend: &Backend,
     sizes: &Sizes,
     drained: &Drained,
     one_tx: Duration,
@@ -266,7 +267,7 @@ fn push_floor(
     let per_request = (MAX_REFRESH_URLS * sizes.drain_jobs).div_ceil(sizes.drain_distinct.max(1));
     let floor = drain_baseline(sizes.drain_jobs, per_request)?;
     report.push(Row {
-        backend: "SQLite",
+        backend: backend.name(),
         figure: format!(
             "drain floor: the baseline's UPDATEs, one commit per request's {per_request} jobs"
         ),

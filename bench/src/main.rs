@@ -15,7 +15,8 @@
 //!   `ceil(distinct / 60)`, targets sent (quota units) against the distinct targets, the quota
 //!   units dedupe saved, and each worker's peak RSS (`VmHWM`, polled from `/proc`). Every job
 //!   must end `succeeded`. Baseline: the same number of rows set to `succeeded` in one
-//!   transaction by a plain client.
+//!   transaction by a plain client; on SQLite also its floor row, the same `UPDATE`s committed
+//!   once per request's jobs.
 //! - **scale**: one database filled to 10k, 100k and 1M rows (92% finished, 6.5% queued); at
 //!   each size, `Store::claim` (as the worker asks, then released) and `status` (library and
 //!   process) p50/p99, beside the minimal queries a plain client needs for the same answers.
