@@ -274,9 +274,13 @@ impl Args {
                 ids,
                 ..WaitSelection::default()
             };
-            return super::wait::wait(&store, &selection, self.timeout, Duration::from_millis(500))
-                .await;
+            let waited =
+                super::wait::wait(&store, &selection, self.timeout, Duration::from_millis(500))
+                    .await;
+            store.close().await;
+            return waited;
         }
+        store.close().await;
         Ok(ExitCode::Success)
     }
 }

@@ -216,6 +216,16 @@ impl Store {
         })
     }
 
+    /// Closes every connection and waits for them to close. On SQLite, the last connection to
+    /// close checkpoints the WAL and deletes it, so the next process to open the database has
+    /// none to read back; with a worker running, this is never the last connection.
+    pub async fn close(self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
+        }
+    }
+
     /// Inserts one job per target, all in one transaction, and returns their ids.
     pub async fn enqueue(&self, jobs: &NewJobs, now: i64) -> Result<Vec<i64>, StoreError> {
         dispatch!(self, s => backend::enqueue(s, jobs, now).await)

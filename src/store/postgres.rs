@@ -75,6 +75,11 @@ pub(super) fn sql_err(e: sqlx::Error) -> StoreError {
 }
 
 impl PgStore {
+    /// Closes the pool's connections.
+    pub(super) async fn close(self) {
+        self.pool.close().await;
+    }
+
     /// Connects to the database at `url` and applies pending migrations (under the migrator's
     /// advisory lock, so several hosts may start at once).
     pub async fn connect(url: &str, options: &OpenOptions) -> Result<PgStore, StoreError> {

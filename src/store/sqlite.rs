@@ -41,10 +41,10 @@ use crate::model::{JobState, Lane, Provider};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Reads, migrations and checkpoints: SQLite's busy handler waits up to the busy timeout.
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     /// Write transactions only, on one connection (see `connect_writer`): no busy handler;
     /// [`Backend::begin`] tries for the write lock itself (see there).
-    writer: SqlitePool,
+    pub(super) writer: SqlitePool,
     /// How long `begin` keeps trying for the write lock.
     busy_timeout: Duration,
     /// How its connections are made, for the wake-up signal's own connection.

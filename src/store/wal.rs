@@ -80,6 +80,10 @@ pub(super) fn autocheckpoint(durability: Durability) -> String {
     }
 }
 
+/// The WAL size (bytes) from which a process that is done with the store closes its
+/// connections instead of leaving them to the exit (see `SqliteStore::close`).
+const CLOSE_FROM: u64 = 1024 * 1024;
+
 /// What one look at the WAL found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalCheck {
@@ -148,6 +152,21 @@ impl SqliteStore {
         };
         let _ = sqlx::Connection::close(conn).await;
         Ok(answer?.0 == 0)
+    }
+
+    /// Ends a short-lived process's use of the store (a producer's). The first process to open
+    /// a database that no other process has open reads back every frame of the WAL (about
+    /// 0.3 ms per MiB here), and a producer alone leaves its frames behind at exit: with no
+    /// worker running, each single enqueue took longer than the one before (5.6 ms at a 6 MB
+    /// WAL, 9.5 ms at 19 MB). So from [`CLOSE_FROM`] the process closes its connections: if
+    /// they are the database's last (no worker), SQLite checkpoints the WAL and deletes it.
+    /// Below it, they are left to the exit, which costs nothing: a close that checkpoints
+    /// costs about a millisecond, more than reading back a small WAL.
+    pub(super) async fn close(self) {
+        if self.wal_size() >= CLOSE_FROM {
+            self.writer.close().await;
+            self.pool.close().await;
+        }
     }
 
     /// The size of the `-wal` file (0 when there is none).
@@ -234,5 +253,84 @@ mod tests {
         assert!(reset, "with the reader gone, the reset succeeds");
         assert_eq!(store.wal_size(), 0);
         reader.close().await.expect("close");
+    }
+
+    /// A producer's store after queueing enough jobs that its WAL is over [`super::CLOSE_FROM`].
+    async fn producer_with_a_large_wal(dir: &tempfile::TempDir) -> SqliteStore {
+        let path = dir.path().join("queue.db");
+        let store = SqliteStore::open(&path, &OpenOptions::new(Durability::Full))
+            .await
+            .expect("open");
+        let jobs = crate::store::NewJobs {
+            provider: crate::model::Provider::Qiniu,
+            account: crate::model::DEFAULT_ACCOUNT.to_owned(),
+            action: crate::model::Action::RefreshUrl,
+            tag: None,
+            not_before: 0,
+            priority: crate::model::Priority::Normal,
+            targets: (0..20_000)
+                .map(|i| Some(format!("https://cdn.example.com/{i}.js")))
+                .collect(),
+        };
+        crate::store::backend::enqueue(&store, &jobs, 1)
+            .await
+            .expect("enqueue");
+        assert!(
+            store.wal_size() >= super::CLOSE_FROM,
+            "{}",
+            store.wal_size()
+        );
+        store
+    }
+
+    async fn queued(path: &std::path::Path) -> i64 {
+        let store = SqliteStore::open(path, &OpenOptions::new(Durability::Normal))
+            .await
+            .expect("reopen");
+        sqlx::query_scalar("SELECT count(*) FROM jobs")
+            .fetch_one(store.pool())
+            .await
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn the_last_process_to_close_a_large_wal_checkpoints_and_deletes_it() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = producer_with_a_large_wal(&dir).await;
+        let path = store.file().to_owned();
+        store.close().await;
+        let wal = dir.path().join("queue.db-wal");
+        assert!(!wal.exists(), "the WAL is gone after the last close");
+        assert_eq!(queued(&path).await, 20_000, "no commit was lost");
+    }
+
+    #[tokio::test]
+    async fn a_close_beside_another_open_connection_leaves_the_wal_to_it() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = producer_with_a_large_wal(&dir).await;
+        let path = store.file().to_owned();
+        let mut worker = store
+            .connect_options()
+            .clone()
+            .connect()
+            .await
+            .expect("a second connection");
+        let before = store.wal_size();
+        store.close().await;
+        let wal = dir.path().join("queue.db-wal");
+        let after = std::fs::metadata(&wal)
+            .expect("the WAL is still there")
+            .len();
+        assert_eq!(
+            after, before,
+            "nothing was checkpointed under the open connection"
+        );
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+            .fetch_one(&mut worker)
+            .await
+            .expect("count");
+        assert_eq!(n, 20_000);
+        worker.close().await.expect("close");
+        assert_eq!(queued(&path).await, 20_000);
     }
 }
