@@ -176,5 +176,39 @@ pub fn single(
         target: "<= +2 ms over the spawn".to_owned(),
         met: Some(over <= Duration::from_millis(2)),
     });
+    later(backend, sizes, &ours, enqueue, report)
+}
+
+/// `single_later` more of the same enqueues, with no worker, timed in stretches as long as the
+/// first: a producer must not make the next one slower (SQLite: a WAL left behind is read back
+/// by the next process to open it).
+fn later(
+    backend: &Backend,
+    sizes: &Sizes,
+    first: &[Duration],
+    enqueue: impl Fn(usize) -> anyhow::Result<Duration>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let start = first.len() + 1;
+    let runs = (start..start + sizes.single_later)
+        .map(enqueue)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // The slowest stretch, not the last: a WAL that grows is reset now and then.
+    let now = runs
+        .chunks(first.len().max(1))
+        .map(median)
+        .max()
+        .unwrap_or_default();
+    let then = median(first);
+    let ratio = now.as_secs_f64() / then.as_secs_f64().max(f64::EPSILON);
+    report.push(Row {
+        backend: backend.name(),
+        figure: format!("single-URL enqueue after {} more, no worker", runs.len()),
+        purgeq: format!("slowest median of {} in a row: {}", first.len(), ms(now)),
+        baseline: format!("median of the first {}: {}", first.len(), ms(then)),
+        comparison: format!("{ratio:.2}x the first runs"),
+        target: "flat: <= 1.25x the first runs".to_owned(),
+        met: Some(ratio <= 1.25),
+    });
     Ok(())
 }

@@ -9,6 +9,8 @@
 //!   `synchronous=FULL`; PostgreSQL: one `COPY`). Median of 3 runs each.
 //! - **single**: `purgeq enqueue URL` end to end, run sequentially on an existing database
 //!   (median and p90). Baseline: spawning `/bin/true` the same way (the process spawn cost).
+//!   Then 1,000 more with no worker, the slowest median of 50 in a row beside the first 50's:
+//!   a producer must not leave the next one more to do.
 //! - **drain**: N jobs over N/3 distinct targets enqueued through the library, then 1, and then 3
 //!   `purgeq worker --once` processes at once (the real binary, unpaced) drain them against the
 //!   in-process emulator: jobs recorded per second, requests sent against the minimum
@@ -97,6 +99,8 @@ pub struct Sizes {
     pub bulk_runs: usize,
     /// Sequential single-URL enqueues.
     pub single_runs: usize,
+    /// Further single-URL enqueues before the same number is timed again.
+    pub single_later: usize,
     /// Jobs to drain.
     pub drain_jobs: usize,
     /// Distinct targets among them.
@@ -135,6 +139,7 @@ impl Sizes {
                 bulk_urls: 5_000,
                 bulk_runs: 3,
                 single_runs: 10,
+                single_later: 40,
                 drain_jobs: 6_000,
                 drain_distinct: 2_000,
                 drain_workers: 3,
@@ -155,6 +160,7 @@ impl Sizes {
                 bulk_urls: 100_000,
                 bulk_runs: 3,
                 single_runs: 50,
+                single_later: 1_000,
                 drain_jobs: 100_000,
                 drain_distinct: 33_334,
                 drain_workers: 3,
