@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use sqlx::{ConnectOptions as _, Connection as _};
 
 use super::StoreError;
@@ -183,7 +183,7 @@ pub(super) async fn open_sqlite_read_only(
         .create_if_missing(false)
         .busy_timeout(busy_timeout);
     let connect = |options: SqliteConnectOptions| {
-        super::pool_options(SqlitePoolOptions::new())
+        super::sqlite::pool_options()
             .max_connections(2)
             .connect_with(options)
     };

@@ -5,6 +5,9 @@
 //! updates for each, holding the write lock for seconds (BENCHMARKS.md, "A confirmation record
 //! that walked every confirming job"). These tests load the `sqlite_stat1` rows of that run's
 //! database into a fresh one and read the plans SQLite chooses.
+//!
+//! A statement keeps its plan when bound again (`sqlite.rs::stable_plans`): a claim, whose
+//! `LIMIT`s are bound parameters, was otherwise parsed and planned anew at every execution.
 
 use sqlx::Row;
 
@@ -83,4 +86,53 @@ async fn a_record_finds_its_jobs_by_rowid_under_stale_statistics() {
 #[tokio::test]
 async fn a_confirmation_record_finds_its_jobs_by_rowid_under_stale_statistics() {
     assert_by_rowid(&plan_under_stale_stats(UPDATE_CONFIRMING).await);
+}
+
+/// How many times SQLite planned `SELECT … LIMIT ?1` again while it was run three times, each
+/// with a new value bound, on the writer's connection (as sqlx binds and steps a cached
+/// statement).
+async fn replans_of_a_bound_limit(store: &SqliteStore) -> i32 {
+    use libsqlite3_sys as ffi;
+    let mut conn = store.writer.acquire().await.expect("the writer");
+    let mut handle = conn.lock_handle().await.expect("the handle");
+    let db = handle.as_raw_handle().as_ptr();
+    let sql = c"SELECT id FROM jobs ORDER BY id LIMIT ?1";
+    let mut stmt = std::ptr::null_mut();
+    // SAFETY: `db` is an open connection that `handle` keeps sqlx off; `stmt` is prepared,
+    // used and finalized here, on this thread, before the handle is released.
+    unsafe {
+        let rc = ffi::sqlite3_prepare_v3(
+            db,
+            sql.as_ptr(),
+            -1,
+            ffi::SQLITE_PREPARE_PERSISTENT,
+            &mut stmt,
+            std::ptr::null_mut(),
+        );
+        assert_eq!(rc, ffi::SQLITE_OK, "prepare");
+        for limit in 1..=3 {
+            assert_eq!(ffi::sqlite3_bind_int64(stmt, 1, limit), ffi::SQLITE_OK);
+            while ffi::sqlite3_step(stmt) == ffi::SQLITE_ROW {}
+            ffi::sqlite3_reset(stmt);
+        }
+        let replans = ffi::sqlite3_stmt_status(stmt, ffi::SQLITE_STMTSTATUS_REPREPARE, 0);
+        ffi::sqlite3_finalize(stmt);
+        replans
+    }
+}
+
+#[tokio::test]
+async fn a_statement_bound_again_keeps_its_plan() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(
+        &dir.path().join("q.db"),
+        &OpenOptions::new(Durability::Normal),
+    )
+    .await
+    .expect("open and migrate");
+    assert_eq!(
+        replans_of_a_bound_limit(&store).await,
+        0,
+        "a new LIMIT value must not make SQLite plan the statement again (every claim was)"
+    );
 }
