@@ -22,7 +22,6 @@ const STALE_STATS: &[(&str, &str)] = &[
     ("jobs_confirming", "0 0 0 0"),
     ("jobs_finished", "0 0"),
     ("jobs_tag", "1336 103"),
-    ("jobs_updated", "1336 103"),
     ("jobs_state", "1336 1336 1336 103"),
     ("jobs_leased", "0 0"),
     ("jobs_queued_target", "1336 1336 1336 446 2"),
