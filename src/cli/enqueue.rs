@@ -246,10 +246,34 @@ impl Args {
             .await
             .context("queueing the jobs")?;
         let ids: Vec<i64> = per_group.iter().flatten().copied().collect();
+        self.print_queued(action, &groups, &per_group, &ids);
+        if self.wait {
+            let selection = WaitSelection {
+                ids,
+                ..WaitSelection::default()
+            };
+            let waited =
+                super::wait::wait(&store, &selection, self.timeout, Duration::from_millis(500))
+                    .await;
+            store.close().await;
+            return waited;
+        }
+        store.close().await;
+        Ok(ExitCode::Success)
+    }
+
+    /// What was queued: a line, or with `--json` the counts per account and every id.
+    fn print_queued(
+        &self,
+        action: Action,
+        groups: &[NewJobs],
+        per_group: &[Vec<i64>],
+        ids: &[i64],
+    ) {
         if self.json {
             let accounts: serde_json::Map<String, serde_json::Value> = groups
                 .iter()
-                .zip(&per_group)
+                .zip(per_group)
                 .map(|(g, ids)| (g.account.clone(), ids.len().into()))
                 .collect();
             let out = serde_json::json!({
@@ -269,19 +293,6 @@ impl Args {
                 if ids.len() == 1 { "" } else { "s" }
             );
         }
-        if self.wait {
-            let selection = WaitSelection {
-                ids,
-                ..WaitSelection::default()
-            };
-            let waited =
-                super::wait::wait(&store, &selection, self.timeout, Duration::from_millis(500))
-                    .await;
-            store.close().await;
-            return waited;
-        }
-        store.close().await;
-        Ok(ExitCode::Success)
     }
 }
 
