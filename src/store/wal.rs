@@ -3,7 +3,8 @@
 //! SQLite's own checkpoints (every 1000 pages, at commit) are `PASSIVE`: they give up on pages
 //! a reader still needs and never shrink the file, so under a steady stream of readers and
 //! writers the WAL can grow without end (421 MB in a long soak). The worker therefore runs a
-//! `PASSIVE` checkpoint every second, and, when the file is over half of [`WAL_BOUND`], a
+//! `PASSIVE` checkpoint every second (every quarter second once the WAL is over a quarter of
+//! [`WAL_BOUND`]), and, when the file is over half of [`WAL_BOUND`], a
 //! `TRUNCATE` checkpoint on a connection of its own: it takes its turn as purgeq's writers do
 //! (`store/turn.rs`), then the write lock, copies every frame back, waits for the readers still
 //! reading the WAL (trying every millisecond, 100 ms at most), and truncates the file to zero
@@ -13,9 +14,10 @@
 //!
 //! The worker's connections keep SQLite's `PASSIVE` checkpoint at commit every 1000 pages (a
 //! `worker --once` runs no checkpoint task); a `TRUNCATE` that meets it waits it out.
-//! A producer (`synchronous=FULL`) checkpoints on its own only once the WAL reaches the bound:
-//! with a worker running it never does, so a single enqueue never pays for copying the
-//! worker's pages back, and with no worker the WAL still stays bounded.
+//! A producer (`synchronous=FULL`) checkpoints on its own only once the WAL reaches three
+//! quarters of the bound: with a worker keeping it under half, it never does, so a single
+//! enqueue does not pay for copying the worker's pages back; with no worker, or while the
+//! worker's resets keep failing (the large soak's first seconds), the WAL still stays bounded.
 //!
 //! Invariant: a checkpoint never loses a commit (it only copies committed frames into the
 //! database file); the worst a failed one does is leave the WAL as it was.
@@ -71,12 +73,18 @@ async fn poll_every_millisecond(conn: &mut sqlx::SqliteConnection) -> Result<(),
     }
 }
 
-/// `wal_autocheckpoint` (pages) for a connection: SQLite's default of 1000 for the worker, the
-/// bound (at the default page size of 4 KiB) for a producer.
+/// The bytes one WAL frame takes: a page of the default 4 KiB and its 24-byte header.
+const FRAME_BYTES: u64 = 4096 + 24;
+
+/// `wal_autocheckpoint` (frames) for a connection: SQLite's default of 1000 for the worker;
+/// for a producer, three quarters of the bound, past the worker's reset at half of it. When
+/// it was the bound in pages, the frames' headers alone put the file 0.6% past the bound
+/// before any producer checkpointed, and the large soak's first seconds, while its workers'
+/// resets kept failing, peaked at 67.8 and 74.5 MB.
 pub(super) fn autocheckpoint(durability: Durability) -> String {
     match durability {
         Durability::Normal => "1000".to_owned(),
-        Durability::Full => (WAL_BOUND / 4096).to_string(),
+        Durability::Full => (WAL_BOUND * 3 / 4 / FRAME_BYTES).to_string(),
     }
 }
 
@@ -92,6 +100,33 @@ pub struct WalCheck {
     /// Over the size that calls for a reset, and not reset: readers or writers kept the
     /// checkpoint from it (or another process's checkpoint ran throughout). Look again soon.
     pub pending: bool,
+}
+
+/// The WAL size (bytes) from which the worker looks at it four times as often: in the large
+/// soak on a fast machine the WAL grew by up to 31 MB within a second, so a look every second
+/// that found it just under [`TRUNCATE_FROM`] could find it past the bound at the next (74.5 MB
+/// in one run).
+const WATCH_FROM: u64 = WAL_BOUND / 4;
+
+impl WalCheck {
+    /// Whether to look again soon rather than at the usual interval, given the size the look
+    /// before this one found: a reset is still due, or the WAL is filling (over [`WATCH_FROM`],
+    /// not yet due for a reset, and larger than at the last look: an idle worker beside a WAL
+    /// left at 20 MiB looks once a second).
+    pub fn look_again_soon(&self, before: u64) -> bool {
+        let filling = self.bytes > WATCH_FROM && self.bytes <= TRUNCATE_FROM && self.bytes > before;
+        self.pending || filling
+    }
+
+    /// The size this look left the WAL at, for the next look's [`Self::look_again_soon`]: 0
+    /// once reset.
+    pub fn left(&self) -> u64 {
+        if self.bytes > TRUNCATE_FROM && !self.pending {
+            0
+        } else {
+            self.bytes
+        }
+    }
 }
 
 impl SqliteStore {
@@ -332,5 +367,48 @@ mod tests {
         assert_eq!(n, 20_000);
         worker.close().await.expect("close");
         assert_eq!(queued(&path).await, 20_000);
+    }
+
+    #[test]
+    fn a_filling_wal_is_looked_at_again_soon() {
+        use super::{TRUNCATE_FROM, WATCH_FROM, WalCheck};
+        let look = |bytes, pending, before| WalCheck { bytes, pending }.look_again_soon(before);
+        assert!(
+            !look(WATCH_FROM, false, 0),
+            "a quarter full: the usual interval"
+        );
+        assert!(look(WATCH_FROM + 1, false, 0), "filling");
+        assert!(
+            look(TRUNCATE_FROM, false, WATCH_FROM),
+            "filling, not yet due for a reset"
+        );
+        assert!(
+            !look(TRUNCATE_FROM, false, TRUNCATE_FROM),
+            "not growing: the usual interval"
+        );
+        assert!(
+            !look(TRUNCATE_FROM + 1, false, 0),
+            "over half: it was just reset"
+        );
+        assert!(look(TRUNCATE_FROM + 1, true, 0), "due and not reset");
+        assert!(
+            look(TRUNCATE_FROM + 1, true, TRUNCATE_FROM + 1),
+            "due, growing or not"
+        );
+        assert!(!look(0, false, 0));
+        let reset = WalCheck {
+            bytes: TRUNCATE_FROM + 1,
+            pending: false,
+        };
+        assert_eq!(reset.left(), 0, "a reset WAL starts again from nothing");
+        let filling = WalCheck {
+            bytes: WATCH_FROM + 1,
+            pending: false,
+        };
+        assert_eq!(filling.left(), WATCH_FROM + 1);
+        assert!(
+            look(WATCH_FROM + 2, false, reset.left()),
+            "filling again after a reset"
+        );
     }
 }

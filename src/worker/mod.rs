@@ -58,7 +58,8 @@ pub enum WorkerError {
 /// How often the worker checkpoints a SQLite WAL.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// How soon the worker tries again to reset a WAL that needed it and could not be reset.
+/// How soon the worker looks again at a WAL that is filling, or that needed a reset and could
+/// not be reset (`WalCheck::look_again_soon`).
 const CHECKPOINT_AGAIN: Duration = Duration::from_millis(250);
 
 /// The longest a worker sleeps on a paused lane before reading its gate again.
@@ -265,6 +266,7 @@ impl Shared {
 
     /// Keeps a SQLite WAL under its bound (`store/wal.rs`); returns at once on PostgreSQL.
     async fn checkpoint(&self) {
+        let mut before = 0;
         loop {
             let next = match self.store.checkpoint().await {
                 Ok(None) => return,
@@ -283,7 +285,9 @@ impl Shared {
                         }
                         (false, _) => {}
                     }
-                    if check.pending {
+                    let soon = check.look_again_soon(before);
+                    before = check.left();
+                    if soon {
                         CHECKPOINT_AGAIN
                     } else {
                         CHECKPOINT_EVERY
