@@ -3,8 +3,8 @@
 //! SQLite's own checkpoints (every 1000 pages, at commit) are `PASSIVE`: they give up on pages
 //! a reader still needs and never shrink the file, so under a steady stream of readers and
 //! writers the WAL can grow without end (421 MB in a long soak). The worker therefore runs a
-//! `PASSIVE` checkpoint every second (every quarter second once the WAL is over a quarter of
-//! [`WAL_BOUND`]), and, when the file is over half of [`WAL_BOUND`], a
+//! `PASSIVE` checkpoint every second (every quarter second while the WAL is over a quarter of
+//! [`WAL_BOUND`] and growing), and, when the file is over half of [`WAL_BOUND`], a
 //! `TRUNCATE` checkpoint on a connection of its own: it takes its turn as purgeq's writers do
 //! (`store/turn.rs`), then the write lock, copies every frame back, waits for the readers still
 //! reading the WAL (trying every millisecond, 100 ms at most), and truncates the file to zero
