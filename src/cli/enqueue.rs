@@ -247,19 +247,17 @@ impl Args {
             .context("queueing the jobs")?;
         let ids: Vec<i64> = per_group.iter().flatten().copied().collect();
         self.print_queued(action, &groups, &per_group, &ids);
-        if self.wait {
+        let code = if self.wait {
             let selection = WaitSelection {
                 ids,
                 ..WaitSelection::default()
             };
-            let waited =
-                super::wait::wait(&store, &selection, self.timeout, Duration::from_millis(500))
-                    .await;
-            store.close().await;
-            return waited;
-        }
+            super::wait::wait(&store, &selection, self.timeout, Duration::from_millis(500)).await
+        } else {
+            Ok(ExitCode::Success)
+        };
         store.close().await;
-        Ok(ExitCode::Success)
+        code
     }
 
     /// What was queued: a line, or with `--json` the counts per account and every id.

@@ -92,7 +92,7 @@ async fn a_confirmation_record_finds_its_jobs_by_rowid_under_stale_statistics() 
 /// statement).
 async fn replans_of_a_bound_limit(store: &SqliteStore) -> i32 {
     use libsqlite3_sys as ffi;
-    let mut conn = store.writer.acquire().await.expect("the writer");
+    let mut conn = store.writer().acquire().await.expect("the writer");
     let mut handle = conn.lock_handle().await.expect("the handle");
     let db = handle.as_raw_handle().as_ptr();
     let sql = c"SELECT id FROM jobs ORDER BY id LIMIT ?1";

@@ -41,10 +41,10 @@ use crate::model::{JobState, Lane, Provider};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Reads, migrations and checkpoints: SQLite's busy handler waits up to the busy timeout.
-    pub(super) pool: SqlitePool,
+    pool: SqlitePool,
     /// Write transactions only, on one connection (see `connect_writer`): no busy handler;
     /// [`Backend::begin`] tries for the write lock itself (see there).
-    pub(super) writer: SqlitePool,
+    writer: SqlitePool,
     /// How long `begin` keeps trying for the write lock.
     busy_timeout: Duration,
     /// How its connections are made, for the wake-up signal's own connection.
@@ -305,6 +305,11 @@ impl SqliteStore {
     /// The pool, for the WAL's checkpoints (src/store/wal.rs).
     pub(super) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The writer's one-connection pool, for a producer's close (src/store/wal.rs).
+    pub(super) fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 
     /// How its connections are made, for the WAL's `TRUNCATE` checkpoint (`store/wal.rs`).

@@ -199,8 +199,8 @@ impl SqliteStore {
     /// costs about a millisecond, more than reading back a small WAL.
     pub(super) async fn close(self) {
         if self.wal_size() >= CLOSE_FROM {
-            self.writer.close().await;
-            self.pool.close().await;
+            self.writer().close().await;
+            self.pool().close().await;
         }
     }
 
@@ -221,6 +221,17 @@ mod tests {
     use super::SqliteStore;
     use crate::store::{Durability, OpenOptions};
 
+    /// A connection of its own to the store's database (another process's, as far as SQLite
+    /// can tell).
+    async fn second_connection(store: &SqliteStore) -> SqliteConnection {
+        store
+            .connect_options()
+            .clone()
+            .connect()
+            .await
+            .expect("a second connection")
+    }
+
     /// A new database with frames in its WAL, and a connection reading them in a transaction.
     async fn wal_and_reader(dir: &tempfile::TempDir) -> (SqliteStore, SqliteConnection) {
         let path = dir.path().join("queue.db");
@@ -231,12 +242,7 @@ mod tests {
             .execute(store.pool())
             .await
             .expect("write a frame");
-        let mut reader = store
-            .connect_options()
-            .clone()
-            .connect()
-            .await
-            .expect("a second connection");
+        let mut reader = second_connection(&store).await;
         sqlx::raw_sql("BEGIN; SELECT count(*) FROM jobs;")
             .execute(&mut reader)
             .await
@@ -344,12 +350,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = producer_with_a_large_wal(&dir).await;
         let path = store.file().to_owned();
-        let mut worker = store
-            .connect_options()
-            .clone()
-            .connect()
-            .await
-            .expect("a second connection");
+        let mut worker = second_connection(&store).await;
         let before = store.wal_size();
         store.close().await;
         let wal = dir.path().join("queue.db-wal");
