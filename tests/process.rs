@@ -135,6 +135,38 @@ async fn sigterm_mid_request_records_the_call_and_exits_zero() {
     assert!(detail["calls"][0]["finished_at"].is_string());
 }
 
+/// Pipelining, on either backend: while one request is in flight, the route's next batch is
+/// claimed behind it, but not sent until the first is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_is_claimed_while_a_request_is_in_flight_and_sent_after_it() {
+    let s = Scratch::new();
+    let emu = emulator(emulator_config()).await;
+    s.enqueue_file("t.txt", &urls("cdn.example.com", 120));
+    slow_once(&emu, 3_000);
+    let mut child = worker(&s, &emu, &["--request-timeout", "10s", "--no-confirm"]);
+    wait_for("the first request to be in flight", LIMIT, || {
+        requests(&emu) >= 1
+    })
+    .await;
+    wait_for("the second batch to be claimed behind it", LIMIT, || {
+        count(&s.status(&[]), "qiniu", "running") == 120
+    })
+    .await;
+    assert_eq!(
+        requests(&emu),
+        1,
+        "the batch claimed behind waits for the request in flight"
+    );
+    wait_for("every job to succeed", LIMIT, || {
+        count(&s.status(&[]), "qiniu", "succeeded") == 120
+    })
+    .await;
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(requests(&emu), 2);
+    assert!(emu.stats().qiniu.purged.values().all(|n| *n == 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_never_send_the_same_target_twice() {
     let s = Scratch::new();
