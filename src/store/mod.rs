@@ -371,6 +371,12 @@ impl Store {
         dispatch!(self, s => s.wake(stop))
     }
 
+    /// Whether writes run one at a time for the whole database (SQLite's one write lock):
+    /// more writers in one worker then only wait for each other.
+    pub fn one_writer(&self) -> bool {
+        matches!(self, Store::Sqlite(_))
+    }
+
     /// Keeps a SQLite WAL bounded (see `store/wal.rs`): checkpoints it and says what it found;
     /// `None` on PostgreSQL, which needs nothing of the kind.
     pub async fn checkpoint(&self) -> Result<Option<WalCheck>, StoreError> {

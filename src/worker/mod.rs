@@ -197,7 +197,7 @@ fn spawn_routes(shared: &Arc<Shared>, accounts: &[Arc<dyn Account>]) -> JoinSet<
     }
     let mut route_tasks = JoinSet::new();
     for lanes in routes {
-        for slot in 0..pipeline::slots(&lanes.route) {
+        for slot in 0..pipeline::slots(&lanes.route, shared.store.one_writer()) {
             let (shared, lanes) = (Arc::clone(shared), Arc::clone(&lanes));
             if slot == 0 {
                 route_tasks.spawn(async move {

@@ -14,11 +14,12 @@
 //!   flight may spend. They stop counting only after the outcome (and with it the provider's
 //!   new reading) is recorded.
 //! - Routes that refresh a whole account or coalesce bursts run one slot: their point is one
-//!   call for many jobs. On SQLite the slots' writes still take turns at its one write lock
-//!   (`store/turn.rs`), so what a second slot gains there is the request's round trip: the next
-//!   claim is written while the database would otherwise wait for the provider. (Before the
-//!   turns, SQLite ran one slot: in the large soak the extra writers starved each other and the
-//!   checkpoints.)
+//!   call for many jobs. So does every route on SQLite: its one write lock serializes the
+//!   slots' writes anyway, and in the large soak (six processes, 1,800-job requests) the extra
+//!   writers starved each other and the checkpoints (the drain stalled, the WAL reached 1.4 GB).
+//!   With the writers' turns (`store/turn.rs`) two slots no longer starve anything, but the
+//!   trade stays poor: one worker's drain gains a tenth, two workers in the large soak drain a
+//!   third slower (BENCHMARKS.md, tenth session).
 //! - Only the first slot (the leader) polls and listens for wake-ups; the second follows: it
 //!   wakes when the leader claims a batch ([`Turns::claimed`]), serves while there is more, and
 //!   waits again at its first idle round. An idle route costs one loop's polling, and the
@@ -36,9 +37,9 @@ use crate::provider::Route;
 /// Slots of a route that pipelines.
 const SLOTS: usize = 2;
 
-/// How many loops to run for `route`.
-pub(super) fn slots(route: &Route) -> usize {
-    if route.account_wide || route.coalesce.is_some() {
+/// How many loops to run for `route`; `one_writer` when the store takes one write at a time.
+pub(super) fn slots(route: &Route, one_writer: bool) -> usize {
+    if one_writer || route.account_wide || route.coalesce.is_some() {
         1
     } else {
         SLOTS

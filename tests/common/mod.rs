@@ -32,6 +32,14 @@ pub fn skip_on_postgres(why: &str) -> bool {
     skip
 }
 
+pub fn skip_on_sqlite(why: &str) -> bool {
+    let skip = postgres_admin().is_none();
+    if skip {
+        eprintln!("skipped on SQLite: {why}");
+    }
+    skip
+}
+
 pub fn psql(admin: &str, sql: &str) {
     let out = std::process::Command::new("psql")
         .args([admin, "-qtAc", sql])
