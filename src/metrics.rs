@@ -262,9 +262,10 @@ fn quota_left(summary: &Summary, now: i64) -> Family<LaneLabels, Gauge> {
     left
 }
 
-fn queue_registry(summary: &Summary, now: i64) -> Registry {
+/// Jobs per provider and state: every pair, so a state that empties reads 0 rather than
+/// vanishing.
+fn job_gauges(summary: &Summary) -> Family<JobLabels, Gauge> {
     let jobs = Family::<JobLabels, Gauge>::default();
-    // Every provider and state, so a state that empties reads 0 rather than vanishing.
     for provider in Provider::ALL {
         for state in JobState::ALL {
             let count = summary
@@ -280,9 +281,22 @@ fn queue_registry(summary: &Summary, now: i64) -> Registry {
             .set(count);
         }
     }
-    let paused = Family::<LaneLabels, Gauge>::default();
-    let surplus = Family::<LaneLabels, Gauge>::default();
-    let quota = Family::<LaneLabels, Gauge>::default();
+    jobs
+}
+
+/// Per lane: paused or not, and the quota and surplus the provider last reported.
+struct LaneGauges {
+    paused: Family<LaneLabels, Gauge>,
+    surplus: Family<LaneLabels, Gauge>,
+    quota: Family<LaneLabels, Gauge>,
+}
+
+fn lane_gauges(summary: &Summary, now: i64) -> LaneGauges {
+    let gauges = LaneGauges {
+        paused: Family::default(),
+        surplus: Family::default(),
+        quota: Family::default(),
+    };
     for gate in &summary.lanes {
         let labels = LaneLabels {
             provider: gate.lane.provider.as_str(),
@@ -290,14 +304,26 @@ fn queue_registry(summary: &Summary, now: i64) -> Registry {
             action: gate.lane.action.as_str(),
         };
         let is_paused = gate.paused_until.is_some_and(|until| until > now);
-        paused.get_or_create(&labels).set(i64::from(is_paused));
+        gauges
+            .paused
+            .get_or_create(&labels)
+            .set(i64::from(is_paused));
         if let Some(left) = gate.surplus_day {
-            surplus.get_or_create(&labels).set(left);
+            gauges.surplus.get_or_create(&labels).set(left);
         }
         if let Some(day) = gate.quota_day {
-            quota.get_or_create(&labels).set(day);
+            gauges.quota.get_or_create(&labels).set(day);
         }
     }
+    gauges
+}
+
+fn queue_registry(summary: &Summary, now: i64) -> Registry {
+    let LaneGauges {
+        paused,
+        surplus,
+        quota,
+    } = lane_gauges(summary, now);
     let oldest = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     if let Some(at) = summary.oldest_queued_at {
         // Milliseconds to seconds; an enqueue time ahead of this clock reads as 0.
@@ -307,7 +333,7 @@ fn queue_registry(summary: &Summary, now: i64) -> Registry {
     registry.register(
         "purgeq_jobs",
         "Jobs in the queue database, by provider and state",
-        jobs,
+        job_gauges(summary),
     );
     registry.register(
         "purgeq_lane_paused",

@@ -17,7 +17,7 @@ use super::{ExitCode, status};
 use crate::clock;
 use crate::emulator::pan123::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET};
 use crate::emulator::qiniu::{DEMO_ACCESS_KEY, DEMO_SECRET_KEY};
-use crate::emulator::{self, EmulatorConfig};
+use crate::emulator::{self, Emulator, EmulatorConfig};
 use crate::model::{Action, DEFAULT_ACCOUNT, Provider};
 use crate::provider::pan123::{self, Pan123Account, Pan123Client, Pan123Settings};
 use crate::provider::qiniu::{self, QiniuAccount, QiniuClient, QiniuSettings};
@@ -68,14 +68,7 @@ impl Args {
             &OpenOptions::new(Durability::Full),
         )
         .await?;
-        let mut config = EmulatorConfig::default();
-        config.qiniu.domains = vec![DOMAIN.to_owned()];
-        config.qiniu.quotas.url_refresh = DEMO_URL_QUOTA;
-        config.qiniu.complete_after = DEMO_COMPLETE_AFTER;
-        config.qiniu.fail_fraction = DEMO_FAIL_FRACTION;
-        let emu = emulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
-            .await
-            .context("starting the emulator")?;
+        let emu = start_emulator().await?;
         println!(
             "purgeq demo: database {}, Qiniu emulator at {}",
             db.display(),
@@ -85,36 +78,14 @@ impl Args {
             "The emulated account serves {DOMAIN} and allows {DEMO_URL_QUOTA} URL refreshes a day."
         );
 
-        step("A producer enqueues a bad batch: one bad line rejects it all.");
-        let bad = Input::from_lines(
-            format!("https://{DOMAIN}/ok.js\nftp://{DOMAIN}/nope\nhttps://{DOMAIN}/a b\n")
-                .as_bytes(),
-        );
-        if let Err(rejected) = target::validate(&bad, Action::RefreshUrl) {
-            for r in rejected {
-                println!("    rejected {r}");
-            }
-        }
-        println!("    nothing was queued (exit code 3)");
-
+        show_rejected_batch();
         enqueue_jobs(&store).await?;
 
         step(
             "The worker drains the queue: duplicates share one request, invalid hosts fail alone, the Qiniu quota is spent to the last unit, and one 123pan call refreshes the whole account. Accepted Qiniu purges stay `confirming` until the CDN's tasks are done (2 s here, minutes in real life); the worker asks the task lists and waits for them.",
         );
         drain(&store, &emu.url()).await?;
-        let stats = emu.stats();
-        let lists: u64 = ["refresh_list", "prefetch_list"]
-            .iter()
-            .filter_map(|op| stats.qiniu.requests.get(*op))
-            .sum();
-        println!(
-            "    Qiniu: {} purge requests, {} distinct targets purged, {lists} task-list queries; 123pan: {} token request, {} refresh call",
-            stats.qiniu.requests.values().sum::<u64>() - lists,
-            stats.qiniu.purged.len(),
-            stats.pan123.token_requests,
-            stats.pan123.refresh_calls
-        );
+        show_requests(&emu);
         show_resent(&store).await?;
 
         step("purgeq status: counts, the lane waiting for its quota, the forecast, recent jobs.");
@@ -127,6 +98,49 @@ impl Args {
         emu.shutdown().await;
         Ok(ExitCode::Success)
     }
+}
+
+/// The emulator as the demo needs it: one domain, a small quota, purges that take 2 s to
+/// complete at the CDN and a few that fail there.
+async fn start_emulator() -> anyhow::Result<Emulator> {
+    let mut config = EmulatorConfig::default();
+    config.qiniu.domains = vec![DOMAIN.to_owned()];
+    config.qiniu.quotas.url_refresh = DEMO_URL_QUOTA;
+    config.qiniu.complete_after = DEMO_COMPLETE_AFTER;
+    config.qiniu.fail_fraction = DEMO_FAIL_FRACTION;
+    emulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+        .await
+        .context("starting the emulator")
+}
+
+/// A batch with bad lines, refused whole before anything is queued.
+fn show_rejected_batch() {
+    step("A producer enqueues a bad batch: one bad line rejects it all.");
+    let bad = Input::from_lines(
+        format!("https://{DOMAIN}/ok.js\nftp://{DOMAIN}/nope\nhttps://{DOMAIN}/a b\n").as_bytes(),
+    );
+    if let Err(rejected) = target::validate(&bad, Action::RefreshUrl) {
+        for r in rejected {
+            println!("    rejected {r}");
+        }
+    }
+    println!("    nothing was queued (exit code 3)");
+}
+
+/// What the emulator received during the drain.
+fn show_requests(emu: &Emulator) {
+    let stats = emu.stats();
+    let lists: u64 = ["refresh_list", "prefetch_list"]
+        .iter()
+        .filter_map(|op| stats.qiniu.requests.get(*op))
+        .sum();
+    println!(
+        "    Qiniu: {} purge requests, {} distinct targets purged, {lists} task-list queries; 123pan: {} token request, {} refresh call",
+        stats.qiniu.requests.values().sum::<u64>() - lists,
+        stats.qiniu.purged.len(),
+        stats.pan123.token_requests,
+        stats.pan123.refresh_calls
+    );
 }
 
 /// `purgeq status ID` of a job that failed for good, with the call that carried it.

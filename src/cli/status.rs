@@ -402,70 +402,15 @@ fn jobs_table(jobs: &[Job]) -> String {
 }
 
 fn render_job(job: &Job, calls: &[Call], now: i64) -> String {
-    let dash = || "-".to_owned();
     let mut out = format!(
         "job {}: {} {} {}\n",
         job.id, job.provider, job.action, job.state
     );
     // Values may come from outside (targets, tags, provider text): shown escaped.
-    let mut field = |name: &str, value: String| {
+    for (name, value) in job_fields(job, calls, now) {
         let value = display_safe(&value, MAX_FIELD_CHARS);
         out.push_str(&format!("  {name:<12} {value}\n"));
-    };
-    field(
-        "target",
-        job.target
-            .clone()
-            .unwrap_or_else(|| "(whole account)".to_owned()),
-    );
-    field("account", job.account.clone());
-    field("tag", job.tag.clone().unwrap_or_else(dash));
-    field("priority", job.priority.to_string());
-    if let Some(dir) = &job.served_by_dir {
-        field("served by", format!("the refresh of the directory {dir}"));
     }
-    field("attempts", job.attempts.to_string());
-    field(
-        "created",
-        format!(
-            "{} ({})",
-            clock::short(job.created_at),
-            ago(now, job.created_at)
-        ),
-    );
-    field(
-        "updated",
-        format!(
-            "{} ({})",
-            clock::short(job.updated_at),
-            ago(now, job.updated_at)
-        ),
-    );
-    if job.state == JobState::Queued && job.next_at > now {
-        field(
-            "next try",
-            format!(
-                "{} ({})",
-                clock::short(job.next_at),
-                until(now, job.next_at)
-            ),
-        );
-    }
-    if let Some(t) = job.finished_at {
-        field("finished", format!("{} ({})", clock::short(t), ago(now, t)));
-    }
-    if let (Some(owner), Some(t)) = (&job.lease_owner, job.lease_expires_at) {
-        field("lease", format!("{owner} until {}", clock::short(t)));
-    }
-    for (name, value) in timeline(job, calls, now) {
-        field(name, value);
-    }
-    field("request id", job.request_id.clone().unwrap_or_else(dash));
-    field(
-        "code",
-        job.provider_code.map_or_else(dash, |c| c.to_string()),
-    );
-    field("last error", job.last_error.clone().unwrap_or_else(dash));
     out.push('\n');
     if calls.is_empty() {
         out.push_str("No provider call has carried this job yet.\n");
@@ -474,6 +419,43 @@ fn render_job(job: &Job, calls: &[Call], now: i64) -> String {
     out.push_str("Provider calls that carried it:\n");
     out.push_str(&calls_table(calls));
     out
+}
+
+/// The fields of one job's page, in order, unescaped.
+fn job_fields(job: &Job, calls: &[Call], now: i64) -> Vec<(&'static str, String)> {
+    let dash = || "-".to_owned();
+    let when = |t: i64, relative: String| format!("{} ({relative})", clock::short(t));
+    let target = job.target.clone();
+    let mut fields = vec![
+        (
+            "target",
+            target.unwrap_or_else(|| "(whole account)".to_owned()),
+        ),
+        ("account", job.account.clone()),
+        ("tag", job.tag.clone().unwrap_or_else(dash)),
+        ("priority", job.priority.to_string()),
+    ];
+    if let Some(dir) = &job.served_by_dir {
+        fields.push(("served by", format!("the refresh of the directory {dir}")));
+    }
+    fields.push(("attempts", job.attempts.to_string()));
+    fields.push(("created", when(job.created_at, ago(now, job.created_at))));
+    fields.push(("updated", when(job.updated_at, ago(now, job.updated_at))));
+    if job.state == JobState::Queued && job.next_at > now {
+        fields.push(("next try", when(job.next_at, until(now, job.next_at))));
+    }
+    if let Some(t) = job.finished_at {
+        fields.push(("finished", when(t, ago(now, t))));
+    }
+    if let (Some(owner), Some(t)) = (&job.lease_owner, job.lease_expires_at) {
+        fields.push(("lease", format!("{owner} until {}", clock::short(t))));
+    }
+    fields.extend(timeline(job, calls, now));
+    fields.push(("request id", job.request_id.clone().unwrap_or_else(dash)));
+    let code = job.provider_code.map_or_else(dash, |c| c.to_string());
+    fields.push(("code", code));
+    fields.push(("last error", job.last_error.clone().unwrap_or_else(dash)));
+    fields
 }
 
 /// A job's way to the edge: sent, accepted, confirmed, and what the CDN said.
