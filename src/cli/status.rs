@@ -424,13 +424,10 @@ fn render_job(job: &Job, calls: &[Call], now: i64) -> String {
 /// The fields of one job's page, in order, unescaped.
 fn job_fields(job: &Job, calls: &[Call], now: i64) -> Vec<(&'static str, String)> {
     let dash = || "-".to_owned();
-    let when = |t: i64, relative: String| format!("{} ({relative})", clock::short(t));
-    let target = job.target.clone();
+    let when = |t: i64| stamp(t, ago(now, t));
+    let whole_account = || "(whole account)".to_owned();
     let mut fields = vec![
-        (
-            "target",
-            target.unwrap_or_else(|| "(whole account)".to_owned()),
-        ),
+        ("target", job.target.clone().unwrap_or_else(whole_account)),
         ("account", job.account.clone()),
         ("tag", job.tag.clone().unwrap_or_else(dash)),
         ("priority", job.priority.to_string()),
@@ -439,13 +436,13 @@ fn job_fields(job: &Job, calls: &[Call], now: i64) -> Vec<(&'static str, String)
         fields.push(("served by", format!("the refresh of the directory {dir}")));
     }
     fields.push(("attempts", job.attempts.to_string()));
-    fields.push(("created", when(job.created_at, ago(now, job.created_at))));
-    fields.push(("updated", when(job.updated_at, ago(now, job.updated_at))));
+    fields.push(("created", when(job.created_at)));
+    fields.push(("updated", when(job.updated_at)));
     if job.state == JobState::Queued && job.next_at > now {
-        fields.push(("next try", when(job.next_at, until(now, job.next_at))));
+        fields.push(("next try", stamp(job.next_at, until(now, job.next_at))));
     }
     if let Some(t) = job.finished_at {
-        fields.push(("finished", when(t, ago(now, t))));
+        fields.push(("finished", when(t)));
     }
     if let (Some(owner), Some(t)) = (&job.lease_owner, job.lease_expires_at) {
         fields.push(("lease", format!("{owner} until {}", clock::short(t))));
@@ -458,9 +455,14 @@ fn job_fields(job: &Job, calls: &[Call], now: i64) -> Vec<(&'static str, String)
     fields
 }
 
+/// A time and how far it is from now: `2026-12-03 14:20:21 (2s ago)`.
+fn stamp(t: i64, relative: String) -> String {
+    format!("{} ({relative})", clock::short(t))
+}
+
 /// A job's way to the edge: sent, accepted, confirmed, and what the CDN said.
 fn timeline(job: &Job, calls: &[Call], now: i64) -> Vec<(&'static str, String)> {
-    let at = |t: i64| format!("{} ({})", clock::short(t), ago(now, t));
+    let at = |t: i64| stamp(t, ago(now, t));
     let mut out = Vec::new();
     let sent = calls.iter().rev().find(|c| !c.operation.ends_with("_list"));
     if let Some(call) = sent {

@@ -25,19 +25,19 @@ pub fn postgres_admin() -> Option<String> {
 
 /// Says so and returns true when a SQLite-only test runs on PostgreSQL.
 pub fn skip_on_postgres(why: &str) -> bool {
-    let skip = postgres_admin().is_some();
-    if skip {
-        eprintln!("skipped on PostgreSQL: {why}");
-    }
-    skip
+    skip_on("PostgreSQL", postgres_admin().is_some(), why)
 }
 
+/// Says so and returns true when a PostgreSQL-only test runs on SQLite.
 pub fn skip_on_sqlite(why: &str) -> bool {
-    let skip = postgres_admin().is_none();
-    if skip {
-        eprintln!("skipped on SQLite: {why}");
+    skip_on("SQLite", postgres_admin().is_none(), why)
+}
+
+fn skip_on(backend: &str, on_it: bool, why: &str) -> bool {
+    if on_it {
+        eprintln!("skipped on {backend}: {why}");
     }
-    skip
+    on_it
 }
 
 pub fn psql(admin: &str, sql: &str) {
